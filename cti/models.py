@@ -1,0 +1,165 @@
+"""Customer screen-pop (CTI) settings and the built-in CRM (seed 5, design.md §4)."""
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from phone.numbers import normalize_number, validate_number
+from portal.models import Tenant
+
+
+class CtiSettings(models.Model):
+    """A user's 顧客情報表示 tab (seed 5-1)."""
+
+    class ShowOn(models.TextChoices):
+        RING = "ring", _("着信時に表示")
+        ANSWER = "answer", _("応答時に表示")
+
+    class Target(models.TextChoices):
+        BUILTIN = "builtin", _("内蔵 CRM")
+        EXTERNAL_URL = "url", _("外部 URL")
+        EXTERNAL_APP = "app", _("外部アプリ (URL スキーム)")
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="cti_settings")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="cti_settings"
+    )
+    enabled = models.BooleanField(_("顧客情報表示機能を有効にする"), default=True)
+    show_on = models.CharField(
+        _("表示のタイミング"), max_length=8, choices=ShowOn.choices, default=ShowOn.RING
+    )
+    target = models.CharField(
+        _("連携先"), max_length=8, choices=Target.choices, default=Target.BUILTIN
+    )
+    # Placeholders: {number} {called} {call_id} {extension} {customer_id}, URL-encoded on use.
+    reception_url = models.CharField(_("電話受付連携先 URL"), max_length=500, blank=True)
+    customer_list_url = models.CharField(_("顧客情報一覧表示先 URL"), max_length=500, blank=True)
+    use_directory_url = models.BooleanField(_("電話帳連携機能を利用する"), default=False)
+    directory_url = models.CharField(_("電話帳連携先 URL"), max_length=500, blank=True)
+
+    class Meta:
+        verbose_name = _("顧客情報表示の設定")
+        verbose_name_plural = _("顧客情報表示の設定")
+
+    def __str__(self) -> str:
+        return str(self.user)
+
+
+class Customer(models.Model):
+    """取引先 in the built-in CRM."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="customers")
+    name = models.CharField(_("顧客名"), max_length=200)
+    kana = models.CharField(_("カナ"), max_length=200, blank=True)
+    owner1 = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("担当1"),
+    )
+    owner2 = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("担当2"),
+    )
+    notes = models.TextField(_("メモ"), blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("顧客")
+        verbose_name_plural = _("顧客")
+        ordering = ["kana", "name", "id"]
+        indexes = [models.Index(fields=["tenant", "kana"], name="customer_tenant_kana")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CustomerPhone(models.Model):
+    """A customer may be reached on several numbers (代表, 直通, 携帯 ...)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="phones")
+    label = models.CharField(_("種別"), max_length=50, blank=True)
+    number = models.CharField(_("電話番号"), max_length=32, validators=[validate_number])
+    number_normalized = models.CharField(max_length=32, editable=False)
+
+    class Meta:
+        verbose_name = _("顧客の電話番号")
+        verbose_name_plural = _("顧客の電話番号")
+        indexes = [
+            models.Index(fields=["tenant", "number_normalized"], name="customerphone_number")
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    def save(self, *args, **kwargs):
+        self.number_normalized = normalize_number(self.number)
+        if self.customer_id and not self.tenant_id:
+            self.tenant_id = self.customer.tenant_id
+        super().save(*args, **kwargs)
+
+
+class CustomerContact(models.Model):
+    """名簿: people at customers, the 連携先電話帳."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="customer_contacts")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="contacts"
+    )
+    name = models.CharField(_("名前"), max_length=100)
+    kana = models.CharField(_("カナ"), max_length=100, blank=True)
+    department = models.CharField(_("部署"), max_length=100, blank=True)
+    number = models.CharField(
+        _("電話番号"), max_length=32, blank=True, validators=[validate_number]
+    )
+    number_normalized = models.CharField(max_length=32, editable=False, blank=True)
+    email = models.EmailField(_("メール"), blank=True)
+
+    class Meta:
+        verbose_name = _("名簿")
+        verbose_name_plural = _("名簿")
+        ordering = ["kana", "name", "id"]
+        indexes = [
+            models.Index(fields=["tenant", "number_normalized"], name="custcontact_number")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        self.number_normalized = normalize_number(self.number)
+        super().save(*args, **kwargs)
+
+
+class Reception(models.Model):
+    """電話受付: a memo taken while (or after) talking to a caller."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="receptions")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="receptions"
+    )
+    call_record = models.ForeignKey(
+        "phone.CallRecord", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    caller_number = models.CharField(_("相手番号"), max_length=64, blank=True)
+    taken_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    memo = models.TextField(_("用件"))
+    created_at = models.DateTimeField(_("受付日時"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("電話受付")
+        verbose_name_plural = _("電話受付")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="reception_tenant_time")]
+
+    def __str__(self) -> str:
+        return f"{self.caller_number} {self.created_at:%Y-%m-%d %H:%M}"

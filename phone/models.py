@@ -1,0 +1,224 @@
+"""Phonebooks, call history, park groups and line buttons (design.md §4)."""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from phone.numbers import normalize_number, strip_separators, validate_number
+from portal.models import Tenant
+
+
+class Phonebook(models.Model):
+    """A tenant-shared phonebook (owner empty) or a user's personal one (個別電話帳)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="phonebooks")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="phonebooks",
+        help_text=_("空欄ならテナント共有の電話帳です。"),
+    )
+    name = models.CharField(_("名称"), max_length=100)
+
+    class Meta:
+        verbose_name = _("電話帳")
+        verbose_name_plural = _("電話帳")
+        ordering = ["tenant_id", "owner_id", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_id is None
+
+
+class Contact(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="contacts")
+    phonebook = models.ForeignKey(Phonebook, on_delete=models.CASCADE, related_name="contacts")
+    name = models.CharField(_("名前"), max_length=100, blank=True)
+    kana = models.CharField(_("カナ"), max_length=100, blank=True)
+    number = models.CharField(_("電話番号"), max_length=32, validators=[validate_number])
+    number_normalized = models.CharField(max_length=32, editable=False, db_index=False)
+
+    class Meta:
+        verbose_name = _("連絡先")
+        verbose_name_plural = _("連絡先")
+        ordering = ["kana", "name", "id"]
+        indexes = [
+            # Caller-name lookup on every incoming call and the number search in the panel.
+            models.Index(fields=["tenant", "number_normalized"], name="contact_tenant_number"),
+            models.Index(fields=["phonebook", "kana"], name="contact_book_kana"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.number}".strip()
+
+    def save(self, *args, **kwargs):
+        self.number = strip_separators(self.number)
+        self.number_normalized = normalize_number(self.number)
+        if self.phonebook_id and not self.tenant_id:
+            self.tenant_id = self.phonebook.tenant_id
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if self.phonebook_id and self.tenant_id and self.phonebook.tenant_id != self.tenant_id:
+            raise ValidationError({"phonebook": _("別のテナントの電話帳です。")})
+
+
+class CallRecord(models.Model):
+    """One row of a user's history (seed 4), written by the server, never by the browser."""
+
+    class Direction(models.TextChoices):
+        OUTGOING = "out", _("発信")
+        INCOMING = "in", _("着信")
+        MISSED = "missed", _("不在")
+        REJECTED = "rejected", _("拒否")
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="call_records")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="call_records"
+    )
+    direction = models.CharField(_("種別"), max_length=8, choices=Direction.choices)
+    remote_number = models.CharField(_("相手番号"), max_length=64, blank=True)
+    remote_number_normalized = models.CharField(max_length=64, blank=True, editable=False)
+    remote_name = models.CharField(_("相手名"), max_length=100, blank=True)
+    called_number = models.CharField(_("着信番号"), max_length=64, blank=True)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    answered_by_name = models.CharField(_("応答者"), max_length=100, blank=True)
+    started_at = models.DateTimeField(_("発信時刻"))
+    answered_at = models.DateTimeField(_("応答時刻"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("終了時刻"), null=True, blank=True)
+    sip_call_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("通話履歴")
+        verbose_name_plural = _("通話履歴")
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-started_at"], name="callrecord_user_time"),
+            models.Index(
+                fields=["user", "direction", "-started_at"], name="callrecord_user_dir_time"
+            ),
+            models.Index(
+                fields=["tenant", "remote_number_normalized", "-started_at"],
+                name="callrecord_tenant_number",
+            ),
+            models.Index(fields=["sip_call_id"], name="callrecord_call_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_direction_display()} {self.remote_number} {self.started_at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        self.remote_number_normalized = normalize_number(self.remote_number)
+        super().save(*args, **kwargs)
+
+    @property
+    def duration_seconds(self) -> int | None:
+        """Talk time; None when the call was never answered (shown as キャンセル)."""
+        if self.answered_at is None or self.ended_at is None:
+            return None
+        return max(0, int((self.ended_at - self.answered_at).total_seconds()))
+
+
+class ParkGroup(models.Model):
+    """Users sharing park buttons 1-6 (seed 3-4)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="park_groups")
+    name = models.CharField(_("名称"), max_length=100)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="park_groups", blank=True
+    )
+    slot_count = models.PositiveSmallIntegerField(
+        _("パーク数"), default=6, validators=[MinValueValidator(1), MaxValueValidator(6)]
+    )
+
+    class Meta:
+        verbose_name = _("パークグループ")
+        verbose_name_plural = _("パークグループ")
+        ordering = ["tenant_id", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ParkSlot(models.Model):
+    group = models.ForeignKey(ParkGroup, on_delete=models.CASCADE, related_name="slots")
+    number = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(6)]
+    )
+    # The worker-side call parked here; empty when the slot is free.
+    call_id = models.CharField(max_length=64, blank=True)
+    parked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    parked_at = models.DateTimeField(null=True, blank=True)
+    remote_number = models.CharField(max_length=64, blank=True)
+    remote_name = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        verbose_name = _("パーク保留")
+        verbose_name_plural = _("パーク保留")
+        ordering = ["group_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "number"], name="parkslot_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group} #{self.number}"
+
+    @property
+    def is_free(self) -> bool:
+        return not self.call_id
+
+
+class LineButton(models.Model):
+    """A button on the external-line pad (外線パッド, seed 6-1)."""
+
+    class Kind(models.TextChoices):
+        LINE = "line", _("ラインボタン")
+        ONE_TOUCH = "onetouch", _("ワンタッチ")
+        VM_START = "vm_start", _("留守電開始")
+        VM_STOP = "vm_stop", _("留守電終了")
+        VM_STATUS = "vm_status", _("留守電状態")
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="line_buttons")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="line_buttons",
+        help_text=_("空欄ならテナントの全員に表示します。"),
+    )
+    position = models.PositiveSmallIntegerField(_("位置"), default=1)
+    kind = models.CharField(_("機能"), max_length=10, choices=Kind.choices)
+    number = models.CharField(
+        _("ライン番号"), max_length=32, blank=True, validators=[validate_number]
+    )
+    label = models.CharField(_("ライン名称"), max_length=50, blank=True)
+    ring_tone = models.CharField(_("ライン別鳴動音"), max_length=50, blank=True)
+
+    class Meta:
+        verbose_name = _("外線パッドのボタン")
+        verbose_name_plural = _("外線パッドのボタン")
+        ordering = ["tenant_id", "user_id", "position"]
+        indexes = [models.Index(fields=["tenant", "user", "position"], name="linebutton_owner")]
+
+    def __str__(self) -> str:
+        return self.label or self.number or self.get_kind_display()
+
+    def clean(self) -> None:
+        if self.kind in (self.Kind.LINE, self.Kind.ONE_TOUCH) and not self.number:
+            raise ValidationError({"number": _("ライン番号を入力してください。")})

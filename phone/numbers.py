@@ -1,0 +1,38 @@
+"""Phone-number cleaning shared by phonebooks, history and CTI lookups."""
+
+import re
+import unicodedata
+
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+# Characters people type between digit groups; they carry no meaning for dialling.
+_SEPARATORS = re.compile(r"[\s\-‐－―ー().]")
+_DIALABLE = re.compile(r"^\+?[0-9*#]+$")
+
+
+def normalize_number(value: str) -> str:
+    """Digits (and * # +) only, for lookups: '03-1234 5678' and '０３１２３４５６７８' match."""
+    folded = unicodedata.normalize("NFKC", value or "")
+    return "".join(ch for ch in folded if ch.isdigit() or ch in "*#+")
+
+
+def strip_separators(value: str) -> str:
+    """The number as typed, full-width folded and without spaces, hyphens or brackets."""
+    return _SEPARATORS.sub("", unicodedata.normalize("NFKC", value or "").strip())
+
+
+def clean_number(value: str) -> str:
+    """Validate a dialable number as typed by a user and return it without separators."""
+    folded = strip_separators(value)
+    if not folded:
+        raise ValidationError(_("電話番号を入力してください。"), code="required")
+    if not _DIALABLE.match(folded):
+        raise ValidationError(
+            _("電話番号は半角数字と * # + だけで入力してください。"), code="invalid_number"
+        )
+    return folded
+
+
+def validate_number(value: str) -> None:
+    clean_number(value)

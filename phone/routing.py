@@ -1,0 +1,3 @@
+"""WebSocket routes.  The PhoneConsumer (/ws/phone/) arrives with the browser call path."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,42 @@
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db.models import Q
+from django.shortcuts import render
+
+from phone.models import LineButton, ParkGroup
+from phone.pad import pad_buttons
+from portal.access import get_active_sip_account, get_profile, scoped
+
+
+KEYPAD = [(str(n), f"key-{n}") for n in (1, 2, 3, 4, 5, 6, 7, 8, 9)] + [
+    ("*", "key-star"),
+    ("0", "key-0"),
+    ("#", "key-hash"),
+]
+
+
+@login_required
+def index(request):
+    """The phone page (seed 3-1)."""
+    profile = get_profile(request.user)
+    account = get_active_sip_account(request.user)
+    group = scoped(ParkGroup, request.user).filter(members=request.user).first()
+    buttons = (
+        scoped(LineButton, request.user)
+        .filter(Q(user=request.user) | Q(user__isnull=True))
+        .select_related("tenant")
+    )
+    return render(
+        request,
+        "phone/index.html",
+        {
+            "profile": profile,
+            "account": account,
+            "park_group": group,
+            # Six buttons always, as on the seed's phone; those beyond the group's size are off.
+            "park_slots": [(n, group is not None and n <= group.slot_count) for n in range(1, 7)],
+            "keypad": KEYPAD,
+            "line_buttons": pad_buttons(buttons, account),
+            "ice_servers": settings.ICE_SERVERS,
+        },
+    )

@@ -1,0 +1,180 @@
+"""Tenants, staff profiles and SIP accounts (design.md §4)."""
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from portal.fields import EncryptedTextField
+
+_HOSTPORT = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:]+\](:\d{1,5})?$")
+
+
+def validate_hostport(value: str) -> None:
+    """host, host:port or [v6]:port, as a SIP outbound proxy is written."""
+    if not _HOSTPORT.match(value):
+        raise ValidationError(_("host または host:port の形式で入力してください。"), code="hostport")
+    if ":" in value.rsplit("]", 1)[-1]:
+        port = int(value.rsplit(":", 1)[1])
+        if not 0 < port < 65536:
+            raise ValidationError(_("ポート番号は 1〜65535 です。"), code="port")
+
+
+validate_extension = RegexValidator(
+    r"^[0-9A-Za-z*#+._-]{1,32}$", _("内線番号に使えない文字が含まれています。")
+)
+
+
+class Tenant(models.Model):
+    class Transport(models.TextChoices):
+        UDP = "udp", "UDP"
+        TCP = "tcp", "TCP"
+        TLS = "tls", "TLS"
+
+    class CallerIdMethod(models.TextChoices):
+        # How a line button's number (発番号) is presented to the PBX.
+        FROM_USER = "from", _("From ヘッダのユーザ部")
+        PPI = "ppi", _("P-Preferred-Identity ヘッダ")
+        PAI = "pai", _("P-Asserted-Identity ヘッダ")
+        PREFIX = "prefix", _("ダイヤル番号の前に付加")
+
+    code = models.SlugField(_("テナントコード"), max_length=32, unique=True)
+    name = models.CharField(_("名称"), max_length=100)
+    pbx_domain = models.CharField(_("PBX ドメイン"), max_length=255)
+    outbound_proxy = models.CharField(
+        _("アウトバウンドプロキシ"),
+        max_length=262,
+        blank=True,
+        validators=[validate_hostport],
+        help_text=_("host:port。空欄なら PBX ドメインへ直接送ります。"),
+    )
+    transport = models.CharField(
+        _("トランスポート"), max_length=3, choices=Transport.choices, default=Transport.UDP
+    )
+    caller_id_method = models.CharField(
+        _("発番号の通知方法"),
+        max_length=8,
+        choices=CallerIdMethod.choices,
+        default=CallerIdMethod.FROM_USER,
+    )
+    vm_start_template = models.CharField(
+        _("留守電開始の特番"), max_length=32, default="*2191{ext}", help_text="{ext} = 内線番号"
+    )
+    vm_stop_template = models.CharField(_("留守電終了の特番"), max_length=32, default="*21")
+    vm_status_template = models.CharField(
+        _("留守電状態の特番"), max_length=32, default="92{ext}", help_text="{ext} = 内線番号"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("テナント")
+        verbose_name_plural = _("テナント")
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    def feature_code(self, kind: str, extension: str) -> str:
+        """The voicemail feature code of `kind` (start/stop/status) for an extension."""
+        template = {
+            "start": self.vm_start_template,
+            "stop": self.vm_stop_template,
+            "status": self.vm_status_template,
+        }[kind]
+        return template.replace("{ext}", extension)
+
+
+class Profile(models.Model):
+    class Role(models.TextChoices):
+        STAFF = "staff", _("スタッフ")
+        TENANT_ADMIN = "admin", _("テナント管理者")
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
+    )
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="profiles")
+    role = models.CharField(_("権限"), max_length=8, choices=Role.choices, default=Role.STAFF)
+    display_name = models.CharField(_("表示名"), max_length=100, blank=True)
+
+    class Meta:
+        verbose_name = _("プロフィール")
+        verbose_name_plural = _("プロフィール")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.user.get_full_name() or self.user.get_username()
+
+    @property
+    def is_tenant_admin(self) -> bool:
+        return self.role == self.Role.TENANT_ADMIN
+
+
+class SipAccount(models.Model):
+    """One of a user's two SIP accounts (seed 2-2, 6-2)."""
+
+    class Slot(models.IntegerChoices):
+        ONE = 1, _("アカウント1")
+        TWO = 2, _("アカウント2")
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sip_accounts")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sip_accounts"
+    )
+    slot = models.PositiveSmallIntegerField(_("アカウント"), choices=Slot.choices, default=1)
+    extension = models.CharField(_("内線番号"), max_length=32, validators=[validate_extension])
+    auth_user = models.CharField(
+        _("認証ユーザ"), max_length=64, blank=True, help_text=_("空欄なら内線番号を使います。")
+    )
+    password = EncryptedTextField(_("パスワード"), blank=True)
+    pbx_domain = models.CharField(
+        _("PBX ドメイン"), max_length=255, blank=True, help_text=_("空欄ならテナントの設定。")
+    )
+    outbound_proxy = models.CharField(
+        _("プロキシ"),
+        max_length=262,
+        blank=True,
+        validators=[validate_hostport],
+        help_text=_("空欄ならテナントの設定。"),
+    )
+    is_active = models.BooleanField(_("使用中"), default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("SIP アカウント")
+        verbose_name_plural = _("SIP アカウント")
+        ordering = ["user_id", "slot"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "slot"], name="sipaccount_one_per_slot"),
+            models.UniqueConstraint(
+                fields=["user"], condition=Q(is_active=True), name="sipaccount_one_active"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "extension"])]
+
+    def __str__(self) -> str:
+        return f"{self.extension}@{self.domain} ({self.get_slot_display()})"
+
+    @property
+    def domain(self) -> str:
+        return self.pbx_domain or self.tenant.pbx_domain
+
+    @property
+    def proxy(self) -> str:
+        return self.outbound_proxy or self.tenant.outbound_proxy
+
+    @property
+    def username(self) -> str:
+        return self.auth_user or self.extension
+
+    def clean(self) -> None:
+        if self.user_id and self.tenant_id:
+            profile = Profile.objects.filter(user_id=self.user_id).first()
+            if profile is None or profile.tenant_id != self.tenant_id:
+                raise ValidationError({"user": _("このテナントのユーザではありません。")})

@@ -1,0 +1,79 @@
+"""The fixed test cast, built in one place: tenant A (alice, bob, admin_a), tenant B (charlie, admin_b).
+
+Import nothing from here in tests; use the fixtures.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+
+PASSWORD = "correct-horse-battery"
+
+
+@dataclass
+class Cast:
+    tenant_a: object
+    tenant_b: object
+    alice: object
+    bob: object
+    admin_a: object
+    charlie: object
+    admin_b: object
+    superuser: object
+    password: str = PASSWORD
+
+
+def _make_user(tenant, username, role, extension=None, sip_password="sip-secret"):
+    from django.contrib.auth import get_user_model
+
+    from portal.models import Profile, SipAccount
+
+    user = get_user_model().objects.create_user(
+        username=username, password=PASSWORD, is_staff=role == Profile.Role.TENANT_ADMIN
+    )
+    Profile.objects.create(user=user, tenant=tenant, role=role, display_name=username.title())
+    if extension:
+        SipAccount.objects.create(
+            tenant=tenant, user=user, slot=1, extension=extension, password=sip_password
+        )
+    return user
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The cast logs in a lot; PBKDF2's deliberate slowness buys a test nothing.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def cast(db):
+    from django.contrib.auth import get_user_model
+
+    from portal.models import Profile, Tenant
+
+    tenant_a = Tenant.objects.create(code="tenant-a", name="Tenant A", pbx_domain="a.pbx.test")
+    tenant_b = Tenant.objects.create(code="tenant-b", name="Tenant B", pbx_domain="b.pbx.test")
+    staff, admin = Profile.Role.STAFF, Profile.Role.TENANT_ADMIN
+    return Cast(
+        tenant_a=tenant_a,
+        tenant_b=tenant_b,
+        alice=_make_user(tenant_a, "alice", staff, "1001", "alice-sip-pw"),
+        bob=_make_user(tenant_a, "bob", staff, "1002", "bob-sip-pw"),
+        admin_a=_make_user(tenant_a, "admin_a", admin),
+        charlie=_make_user(tenant_b, "charlie", staff, "2001", "charlie-sip-pw"),
+        admin_b=_make_user(tenant_b, "admin_b", admin),
+        superuser=get_user_model().objects.create_superuser(
+            username="root", password=PASSWORD, email="root@example.test"
+        ),
+    )
+
+
+@pytest.fixture
+def login(client):
+    """login(user) -> the Django test client logged in as that user (through the real form)."""
+
+    def _login(user):
+        client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        return client
+
+    return _login
