@@ -4,4 +4,4 @@ from django.utils.translation import gettext_lazy as _
 
 class CtiConfig(AppConfig):
     name = "cti"
-    verbose_name = _("顧客情報 (CTI)")
+    verbose_name = _("Customer info (CTI)")

@@ -12,34 +12,34 @@ class CtiSettings(models.Model):
     """A user's 顧客情報表示 tab (seed 5-1)."""
 
     class ShowOn(models.TextChoices):
-        RING = "ring", _("着信時に表示")
-        ANSWER = "answer", _("応答時に表示")
+        RING = "ring", _("Show on ring")
+        ANSWER = "answer", _("Show on answer")
 
     class Target(models.TextChoices):
-        BUILTIN = "builtin", _("内蔵 CRM")
-        EXTERNAL_URL = "url", _("外部 URL")
-        EXTERNAL_APP = "app", _("外部アプリ (URL スキーム)")
+        BUILTIN = "builtin", _("Built-in CRM")
+        EXTERNAL_URL = "url", _("External URL")
+        EXTERNAL_APP = "app", _("External app (URL scheme)")
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="cti_settings")
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="cti_settings"
     )
-    enabled = models.BooleanField(_("顧客情報表示機能を有効にする"), default=True)
+    enabled = models.BooleanField(_("Enable customer info display"), default=True)
     show_on = models.CharField(
-        _("表示のタイミング"), max_length=8, choices=ShowOn.choices, default=ShowOn.RING
+        _("When to show"), max_length=8, choices=ShowOn.choices, default=ShowOn.RING
     )
     target = models.CharField(
-        _("連携先"), max_length=8, choices=Target.choices, default=Target.BUILTIN
+        _("Target"), max_length=8, choices=Target.choices, default=Target.BUILTIN
     )
     # Placeholders: {number} {called} {call_id} {extension} {customer_id}, URL-encoded on use.
-    reception_url = models.CharField(_("電話受付連携先 URL"), max_length=500, blank=True)
-    customer_list_url = models.CharField(_("顧客情報一覧表示先 URL"), max_length=500, blank=True)
-    use_directory_url = models.BooleanField(_("電話帳連携機能を利用する"), default=False)
-    directory_url = models.CharField(_("電話帳連携先 URL"), max_length=500, blank=True)
+    reception_url = models.CharField(_("Reception URL"), max_length=500, blank=True)
+    customer_list_url = models.CharField(_("Customer list URL"), max_length=500, blank=True)
+    use_directory_url = models.BooleanField(_("Use the directory URL"), default=False)
+    directory_url = models.CharField(_("Directory URL"), max_length=500, blank=True)
 
     class Meta:
-        verbose_name = _("顧客情報表示の設定")
-        verbose_name_plural = _("顧客情報表示の設定")
+        verbose_name = _("Customer info settings")
+        verbose_name_plural = _("Customer info settings")
 
     def __str__(self) -> str:
         return str(self.user)
@@ -49,15 +49,15 @@ class Customer(models.Model):
     """取引先 in the built-in CRM."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="customers")
-    name = models.CharField(_("顧客名"), max_length=200)
-    kana = models.CharField(_("カナ"), max_length=200, blank=True)
+    name = models.CharField(_("Customer"), max_length=200)
+    kana = models.CharField(_("Kana"), max_length=200, blank=True)
     owner1 = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         related_name="+",
-        verbose_name=_("担当1"),
+        verbose_name=_("Owner 1"),
     )
     owner2 = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -65,14 +65,14 @@ class Customer(models.Model):
         null=True,
         blank=True,
         related_name="+",
-        verbose_name=_("担当2"),
+        verbose_name=_("Owner 2"),
     )
-    notes = models.TextField(_("メモ"), blank=True)
+    notes = models.TextField(_("Notes"), blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        verbose_name = _("顧客")
-        verbose_name_plural = _("顧客")
+        verbose_name = _("Customers")
+        verbose_name_plural = _("Customers")
         ordering = ["kana", "name", "id"]
         indexes = [models.Index(fields=["tenant", "kana"], name="customer_tenant_kana")]
 
@@ -85,13 +85,13 @@ class CustomerPhone(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="phones")
-    label = models.CharField(_("種別"), max_length=50, blank=True)
-    number = models.CharField(_("電話番号"), max_length=32, validators=[validate_number])
+    label = models.CharField(_("Type"), max_length=50, blank=True)
+    number = models.CharField(_("Phone number"), max_length=32, validators=[validate_number])
     number_normalized = models.CharField(max_length=32, editable=False)
 
     class Meta:
-        verbose_name = _("顧客の電話番号")
-        verbose_name_plural = _("顧客の電話番号")
+        verbose_name = _("Customer phone number")
+        verbose_name_plural = _("Customer phone number")
         indexes = [
             models.Index(fields=["tenant", "number_normalized"], name="customerphone_number")
         ]
@@ -113,22 +113,20 @@ class CustomerContact(models.Model):
     customer = models.ForeignKey(
         Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="contacts"
     )
-    name = models.CharField(_("名前"), max_length=100)
-    kana = models.CharField(_("カナ"), max_length=100, blank=True)
-    department = models.CharField(_("部署"), max_length=100, blank=True)
+    name = models.CharField(_("Name"), max_length=100)
+    kana = models.CharField(_("Kana"), max_length=100, blank=True)
+    department = models.CharField(_("Department"), max_length=100, blank=True)
     number = models.CharField(
-        _("電話番号"), max_length=32, blank=True, validators=[validate_number]
+        _("Phone number"), max_length=32, blank=True, validators=[validate_number]
     )
     number_normalized = models.CharField(max_length=32, editable=False, blank=True)
-    email = models.EmailField(_("メール"), blank=True)
+    email = models.EmailField(_("Email"), blank=True)
 
     class Meta:
-        verbose_name = _("名簿")
-        verbose_name_plural = _("名簿")
+        verbose_name = _("Customer directory")
+        verbose_name_plural = _("Customer directory")
         ordering = ["kana", "name", "id"]
-        indexes = [
-            models.Index(fields=["tenant", "number_normalized"], name="custcontact_number")
-        ]
+        indexes = [models.Index(fields=["tenant", "number_normalized"], name="custcontact_number")]
 
     def __str__(self) -> str:
         return self.name
@@ -148,16 +146,16 @@ class Reception(models.Model):
     call_record = models.ForeignKey(
         "phone.CallRecord", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    caller_number = models.CharField(_("相手番号"), max_length=64, blank=True)
+    caller_number = models.CharField(_("Caller number"), max_length=64, blank=True)
     taken_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
-    memo = models.TextField(_("用件"))
-    created_at = models.DateTimeField(_("受付日時"), auto_now_add=True)
+    memo = models.TextField(_("Message"))
+    created_at = models.DateTimeField(_("Received at"), auto_now_add=True)
 
     class Meta:
-        verbose_name = _("電話受付")
-        verbose_name_plural = _("電話受付")
+        verbose_name = _("Reception")
+        verbose_name_plural = _("Reception")
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["tenant", "-created_at"], name="reception_tenant_time")]
 

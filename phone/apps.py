@@ -4,4 +4,4 @@ from django.utils.translation import gettext_lazy as _
 
 class PhoneConfig(AppConfig):
     name = "phone"
-    verbose_name = _("電話")
+    verbose_name = _("Phone")

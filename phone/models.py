@@ -20,13 +20,13 @@ class Phonebook(models.Model):
         null=True,
         blank=True,
         related_name="phonebooks",
-        help_text=_("空欄ならテナント共有の電話帳です。"),
+        help_text=_("Leave empty for a phonebook shared by the tenant."),
     )
-    name = models.CharField(_("名称"), max_length=100)
+    name = models.CharField(_("Name"), max_length=100)
 
     class Meta:
-        verbose_name = _("電話帳")
-        verbose_name_plural = _("電話帳")
+        verbose_name = _("Phonebook")
+        verbose_name_plural = _("Phonebook")
         ordering = ["tenant_id", "owner_id", "name"]
 
     def __str__(self) -> str:
@@ -40,14 +40,14 @@ class Phonebook(models.Model):
 class Contact(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="contacts")
     phonebook = models.ForeignKey(Phonebook, on_delete=models.CASCADE, related_name="contacts")
-    name = models.CharField(_("名前"), max_length=100, blank=True)
-    kana = models.CharField(_("カナ"), max_length=100, blank=True)
-    number = models.CharField(_("電話番号"), max_length=32, validators=[validate_number])
+    name = models.CharField(_("Name"), max_length=100, blank=True)
+    kana = models.CharField(_("Kana"), max_length=100, blank=True)
+    number = models.CharField(_("Phone number"), max_length=32, validators=[validate_number])
     number_normalized = models.CharField(max_length=32, editable=False, db_index=False)
 
     class Meta:
-        verbose_name = _("連絡先")
-        verbose_name_plural = _("連絡先")
+        verbose_name = _("Contact")
+        verbose_name_plural = _("Contact")
         ordering = ["kana", "name", "id"]
         indexes = [
             # Caller-name lookup on every incoming call and the number search in the panel.
@@ -67,27 +67,27 @@ class Contact(models.Model):
 
     def clean(self) -> None:
         if self.phonebook_id and self.tenant_id and self.phonebook.tenant_id != self.tenant_id:
-            raise ValidationError({"phonebook": _("別のテナントの電話帳です。")})
+            raise ValidationError({"phonebook": _("This phonebook belongs to another tenant.")})
 
 
 class CallRecord(models.Model):
     """One row of a user's history (seed 4), written by the server, never by the browser."""
 
     class Direction(models.TextChoices):
-        OUTGOING = "out", _("発信")
-        INCOMING = "in", _("着信")
-        MISSED = "missed", _("不在")
-        REJECTED = "rejected", _("拒否")
+        OUTGOING = "out", _("Outgoing")
+        INCOMING = "in", _("Incoming")
+        MISSED = "missed", _("Missed")
+        REJECTED = "rejected", _("Rejected")
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="call_records")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="call_records"
     )
-    direction = models.CharField(_("種別"), max_length=8, choices=Direction.choices)
-    remote_number = models.CharField(_("相手番号"), max_length=64, blank=True)
+    direction = models.CharField(_("Type"), max_length=8, choices=Direction.choices)
+    remote_number = models.CharField(_("Caller number"), max_length=64, blank=True)
     remote_number_normalized = models.CharField(max_length=64, blank=True, editable=False)
-    remote_name = models.CharField(_("相手名"), max_length=100, blank=True)
-    called_number = models.CharField(_("着信番号"), max_length=64, blank=True)
+    remote_name = models.CharField(_("Remote name"), max_length=100, blank=True)
+    called_number = models.CharField(_("Called number"), max_length=64, blank=True)
     answered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -95,15 +95,15 @@ class CallRecord(models.Model):
         blank=True,
         related_name="+",
     )
-    answered_by_name = models.CharField(_("応答者"), max_length=100, blank=True)
-    started_at = models.DateTimeField(_("発信時刻"))
-    answered_at = models.DateTimeField(_("応答時刻"), null=True, blank=True)
-    ended_at = models.DateTimeField(_("終了時刻"), null=True, blank=True)
+    answered_by_name = models.CharField(_("Answered by"), max_length=100, blank=True)
+    started_at = models.DateTimeField(_("Time"))
+    answered_at = models.DateTimeField(_("Answered at"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("Ended at"), null=True, blank=True)
     sip_call_id = models.CharField(max_length=255, blank=True)
 
     class Meta:
-        verbose_name = _("通話履歴")
-        verbose_name_plural = _("通話履歴")
+        verbose_name = _("Call history")
+        verbose_name_plural = _("Call history")
         ordering = ["-started_at", "-id"]
         indexes = [
             models.Index(fields=["user", "-started_at"], name="callrecord_user_time"),
@@ -118,7 +118,9 @@ class CallRecord(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_direction_display()} {self.remote_number} {self.started_at:%Y-%m-%d %H:%M}"
+        return (
+            f"{self.get_direction_display()} {self.remote_number} {self.started_at:%Y-%m-%d %H:%M}"
+        )
 
     def save(self, *args, **kwargs):
         self.remote_number_normalized = normalize_number(self.remote_number)
@@ -136,17 +138,17 @@ class ParkGroup(models.Model):
     """Users sharing park buttons 1-6 (seed 3-4)."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="park_groups")
-    name = models.CharField(_("名称"), max_length=100)
+    name = models.CharField(_("Name"), max_length=100)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, related_name="park_groups", blank=True
     )
     slot_count = models.PositiveSmallIntegerField(
-        _("パーク数"), default=6, validators=[MinValueValidator(1), MaxValueValidator(6)]
+        _("Park slots"), default=6, validators=[MinValueValidator(1), MaxValueValidator(6)]
     )
 
     class Meta:
-        verbose_name = _("パークグループ")
-        verbose_name_plural = _("パークグループ")
+        verbose_name = _("Park group")
+        verbose_name_plural = _("Park group")
         ordering = ["tenant_id", "name"]
 
     def __str__(self) -> str:
@@ -168,8 +170,8 @@ class ParkSlot(models.Model):
     remote_name = models.CharField(max_length=100, blank=True)
 
     class Meta:
-        verbose_name = _("パーク保留")
-        verbose_name_plural = _("パーク保留")
+        verbose_name = _("Park")
+        verbose_name_plural = _("Park")
         ordering = ["group_id", "number"]
         constraints = [
             models.UniqueConstraint(fields=["group", "number"], name="parkslot_unique_number")
@@ -187,11 +189,11 @@ class LineButton(models.Model):
     """A button on the external-line pad (外線パッド, seed 6-1)."""
 
     class Kind(models.TextChoices):
-        LINE = "line", _("ラインボタン")
-        ONE_TOUCH = "onetouch", _("ワンタッチ")
-        VM_START = "vm_start", _("留守電開始")
-        VM_STOP = "vm_stop", _("留守電終了")
-        VM_STATUS = "vm_status", _("留守電状態")
+        LINE = "line", _("Line button")
+        ONE_TOUCH = "onetouch", _("One-touch")
+        VM_START = "vm_start", _("Voicemail on")
+        VM_STOP = "vm_stop", _("Voicemail off")
+        VM_STATUS = "vm_status", _("Voicemail status")
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="line_buttons")
     user = models.ForeignKey(
@@ -200,19 +202,19 @@ class LineButton(models.Model):
         null=True,
         blank=True,
         related_name="line_buttons",
-        help_text=_("空欄ならテナントの全員に表示します。"),
+        help_text=_("Leave empty to show it to everyone in the tenant."),
     )
-    position = models.PositiveSmallIntegerField(_("位置"), default=1)
-    kind = models.CharField(_("機能"), max_length=10, choices=Kind.choices)
+    position = models.PositiveSmallIntegerField(_("Position"), default=1)
+    kind = models.CharField(_("Function"), max_length=10, choices=Kind.choices)
     number = models.CharField(
-        _("ライン番号"), max_length=32, blank=True, validators=[validate_number]
+        _("Line number"), max_length=32, blank=True, validators=[validate_number]
     )
-    label = models.CharField(_("ライン名称"), max_length=50, blank=True)
-    ring_tone = models.CharField(_("ライン別鳴動音"), max_length=50, blank=True)
+    label = models.CharField(_("Line name"), max_length=50, blank=True)
+    ring_tone = models.CharField(_("Ring tone"), max_length=50, blank=True)
 
     class Meta:
-        verbose_name = _("外線パッドのボタン")
-        verbose_name_plural = _("外線パッドのボタン")
+        verbose_name = _("External pad button")
+        verbose_name_plural = _("External pad button")
         ordering = ["tenant_id", "user_id", "position"]
         indexes = [models.Index(fields=["tenant", "user", "position"], name="linebutton_owner")]
 
@@ -221,4 +223,4 @@ class LineButton(models.Model):
 
     def clean(self) -> None:
         if self.kind in (self.Kind.LINE, self.Kind.ONE_TOUCH) and not self.number:
-            raise ValidationError({"number": _("ライン番号を入力してください。")})
+            raise ValidationError({"number": _("Enter the line number.")})

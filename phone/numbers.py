@@ -26,10 +26,10 @@ def clean_number(value: str) -> str:
     """Validate a dialable number as typed by a user and return it without separators."""
     folded = strip_separators(value)
     if not folded:
-        raise ValidationError(_("電話番号を入力してください。"), code="required")
+        raise ValidationError(_("Enter a phone number."), code="required")
     if not _DIALABLE.match(folded):
         raise ValidationError(
-            _("電話番号は半角数字と * # + だけで入力してください。"), code="invalid_number"
+            _("A phone number may only contain digits, * # and +."), code="invalid_number"
         )
     return folded
 

@@ -7,7 +7,6 @@ from phone.models import LineButton, ParkGroup
 from phone.pad import pad_buttons
 from portal.access import get_active_sip_account, get_profile, scoped
 
-
 KEYPAD = [(str(n), f"key-{n}") for n in (1, 2, 3, 4, 5, 6, 7, 8, 9)] + [
     ("*", "key-star"),
     ("0", "key-0"),

@@ -15,8 +15,8 @@ from portal.models import Profile, SipAccount, Tenant
 
 User = get_user_model()
 
-admin.site.site_header = _("BrowserPhone 管理")
-admin.site.site_title = _("BrowserPhone 管理")
+admin.site.site_header = _("BrowserPhone administration")
+admin.site.site_title = _("BrowserPhone administration")
 
 
 @admin.register(Tenant)
@@ -46,15 +46,25 @@ class SipAccountForm(forms.ModelForm):
     """Never shows a stored password; leaving the field empty keeps it."""
 
     password = forms.CharField(
-        label=_("パスワード"),
+        label=_("Password"),
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=_("変更するときだけ入力します。"),
+        help_text=_("Fill in only to change it."),
     )
 
     class Meta:
         model = SipAccount
-        fields = "__all__"
+        fields = [
+            "tenant",
+            "user",
+            "slot",
+            "extension",
+            "auth_user",
+            "password",
+            "pbx_domain",
+            "outbound_proxy",
+            "is_active",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -80,7 +90,15 @@ class SipAccountInline(TenantScopedInline):
     model = SipAccount
     form = SipAccountForm
     fk_name = "user"
-    fields = ["slot", "extension", "auth_user", "password", "pbx_domain", "outbound_proxy", "is_active"]
+    fields = [
+        "slot",
+        "extension",
+        "auth_user",
+        "password",
+        "pbx_domain",
+        "outbound_proxy",
+        "is_active",
+    ]
 
 
 if admin.site.is_registered(User):
@@ -95,21 +113,21 @@ class TenantUserAdmin(TenantScopingMixin, UserAdmin):
     list_select_related = ["profile", "profile__tenant"]
     tenant_admin_fieldsets = (
         (None, {"fields": ("username", "password")}),
-        (_("個人情報"), {"fields": ("first_name", "last_name", "email")}),
-        (_("状態"), {"fields": ("is_active",)}),
+        (_("Personal info"), {"fields": ("first_name", "last_name", "email")}),
+        (_("Status"), {"fields": ("is_active",)}),
     )
 
-    @admin.display(description=_("表示名"))
+    @admin.display(description=_("Display name"))
     def display_name(self, obj):
         profile = getattr(obj, "profile", None)
         return profile.name if profile else ""
 
-    @admin.display(description=_("テナント"))
+    @admin.display(description=_("Tenant"))
     def tenant(self, obj):
         profile = getattr(obj, "profile", None)
         return profile.tenant.code if profile else ""
 
-    @admin.display(description=_("権限"))
+    @admin.display(description=_("Role"))
     def role(self, obj):
         profile = getattr(obj, "profile", None)
         return profile.get_role_display() if profile else ""

@@ -8,9 +8,9 @@ class LoginForm(AuthenticationForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["username"].label = _("ユーザ名")
+        self.fields["username"].label = _("Username")
         self.fields["username"].widget.attrs["data-testid"] = "login-username"
-        self.fields["password"].label = _("パスワード")
+        self.fields["password"].label = _("Password")
         self.fields["password"].widget = forms.PasswordInput(
             attrs={"autocomplete": "current-password", "data-testid": "login-password"}
         )

@@ -17,15 +17,15 @@ _HOSTPORT = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:]+\](:\d{1,5
 def validate_hostport(value: str) -> None:
     """host, host:port or [v6]:port, as a SIP outbound proxy is written."""
     if not _HOSTPORT.match(value):
-        raise ValidationError(_("host または host:port の形式で入力してください。"), code="hostport")
+        raise ValidationError(_("Enter host or host:port."), code="hostport")
     if ":" in value.rsplit("]", 1)[-1]:
         port = int(value.rsplit(":", 1)[1])
         if not 0 < port < 65536:
-            raise ValidationError(_("ポート番号は 1〜65535 です。"), code="port")
+            raise ValidationError(_("The port must be between 1 and 65535."), code="port")
 
 
 validate_extension = RegexValidator(
-    r"^[0-9A-Za-z*#+._-]{1,32}$", _("内線番号に使えない文字が含まれています。")
+    r"^[0-9A-Za-z*#+._-]{1,32}$", _("The extension contains characters that are not allowed.")
 )
 
 
@@ -37,42 +37,50 @@ class Tenant(models.Model):
 
     class CallerIdMethod(models.TextChoices):
         # How a line button's number (発番号) is presented to the PBX.
-        FROM_USER = "from", _("From ヘッダのユーザ部")
-        PPI = "ppi", _("P-Preferred-Identity ヘッダ")
-        PAI = "pai", _("P-Asserted-Identity ヘッダ")
-        PREFIX = "prefix", _("ダイヤル番号の前に付加")
+        FROM_USER = "from", _("User part of the From header")
+        PPI = "ppi", _("P-Preferred-Identity header")
+        PAI = "pai", _("P-Asserted-Identity header")
+        PREFIX = "prefix", _("Prefix to the dialled number")
 
-    code = models.SlugField(_("テナントコード"), max_length=32, unique=True)
-    name = models.CharField(_("名称"), max_length=100)
-    pbx_domain = models.CharField(_("PBX ドメイン"), max_length=255)
+    code = models.SlugField(_("Tenant code"), max_length=32, unique=True)
+    name = models.CharField(_("Name"), max_length=100)
+    pbx_domain = models.CharField(_("PBX domain"), max_length=255)
     outbound_proxy = models.CharField(
-        _("アウトバウンドプロキシ"),
+        _("Outbound proxy"),
         max_length=262,
         blank=True,
         validators=[validate_hostport],
-        help_text=_("host:port。空欄なら PBX ドメインへ直接送ります。"),
+        help_text=_("host:port. Leave empty to send straight to the PBX domain."),
     )
     transport = models.CharField(
-        _("トランスポート"), max_length=3, choices=Transport.choices, default=Transport.UDP
+        _("Transport"), max_length=3, choices=Transport.choices, default=Transport.UDP
     )
     caller_id_method = models.CharField(
-        _("発番号の通知方法"),
+        _("Caller ID method"),
         max_length=8,
         choices=CallerIdMethod.choices,
         default=CallerIdMethod.FROM_USER,
     )
     vm_start_template = models.CharField(
-        _("留守電開始の特番"), max_length=32, default="*2191{ext}", help_text="{ext} = 内線番号"
+        _("Voicemail-on feature code"),
+        max_length=32,
+        default="*2191{ext}",
+        help_text=_("{ext} = extension"),
     )
-    vm_stop_template = models.CharField(_("留守電終了の特番"), max_length=32, default="*21")
+    vm_stop_template = models.CharField(
+        _("Voicemail-off feature code"), max_length=32, default="*21"
+    )
     vm_status_template = models.CharField(
-        _("留守電状態の特番"), max_length=32, default="92{ext}", help_text="{ext} = 内線番号"
+        _("Voicemail-status feature code"),
+        max_length=32,
+        default="92{ext}",
+        help_text=_("{ext} = extension"),
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        verbose_name = _("テナント")
-        verbose_name_plural = _("テナント")
+        verbose_name = _("Tenant")
+        verbose_name_plural = _("Tenant")
         ordering = ["code"]
 
     def __str__(self) -> str:
@@ -90,19 +98,19 @@ class Tenant(models.Model):
 
 class Profile(models.Model):
     class Role(models.TextChoices):
-        STAFF = "staff", _("スタッフ")
-        TENANT_ADMIN = "admin", _("テナント管理者")
+        STAFF = "staff", _("Staff")
+        TENANT_ADMIN = "admin", _("Tenant admin")
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
     )
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="profiles")
-    role = models.CharField(_("権限"), max_length=8, choices=Role.choices, default=Role.STAFF)
-    display_name = models.CharField(_("表示名"), max_length=100, blank=True)
+    role = models.CharField(_("Role"), max_length=8, choices=Role.choices, default=Role.STAFF)
+    display_name = models.CharField(_("Display name"), max_length=100, blank=True)
 
     class Meta:
-        verbose_name = _("プロフィール")
-        verbose_name_plural = _("プロフィール")
+        verbose_name = _("Profile")
+        verbose_name_plural = _("Profile")
 
     def __str__(self) -> str:
         return self.name
@@ -120,35 +128,38 @@ class SipAccount(models.Model):
     """One of a user's two SIP accounts (seed 2-2, 6-2)."""
 
     class Slot(models.IntegerChoices):
-        ONE = 1, _("アカウント1")
-        TWO = 2, _("アカウント2")
+        ONE = 1, _("Account 1")
+        TWO = 2, _("Account 2")
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sip_accounts")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sip_accounts"
     )
-    slot = models.PositiveSmallIntegerField(_("アカウント"), choices=Slot.choices, default=1)
-    extension = models.CharField(_("内線番号"), max_length=32, validators=[validate_extension])
+    slot = models.PositiveSmallIntegerField(_("Account"), choices=Slot.choices, default=1)
+    extension = models.CharField(_("Extension"), max_length=32, validators=[validate_extension])
     auth_user = models.CharField(
-        _("認証ユーザ"), max_length=64, blank=True, help_text=_("空欄なら内線番号を使います。")
+        _("Auth user"), max_length=64, blank=True, help_text=_("Leave empty to use the extension.")
     )
-    password = EncryptedTextField(_("パスワード"), blank=True)
+    password = EncryptedTextField(_("Password"), blank=True)
     pbx_domain = models.CharField(
-        _("PBX ドメイン"), max_length=255, blank=True, help_text=_("空欄ならテナントの設定。")
+        _("PBX domain"),
+        max_length=255,
+        blank=True,
+        help_text=_("Leave empty to use the tenant's setting."),
     )
     outbound_proxy = models.CharField(
-        _("プロキシ"),
+        _("Proxy"),
         max_length=262,
         blank=True,
         validators=[validate_hostport],
-        help_text=_("空欄ならテナントの設定。"),
+        help_text=_("Leave empty to use the tenant's setting."),
     )
-    is_active = models.BooleanField(_("使用中"), default=True)
+    is_active = models.BooleanField(_("Active"), default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        verbose_name = _("SIP アカウント")
-        verbose_name_plural = _("SIP アカウント")
+        verbose_name = _("SIP account")
+        verbose_name_plural = _("SIP account")
         ordering = ["user_id", "slot"]
         constraints = [
             models.UniqueConstraint(fields=["user", "slot"], name="sipaccount_one_per_slot"),
@@ -177,4 +188,4 @@ class SipAccount(models.Model):
         if self.user_id and self.tenant_id:
             profile = Profile.objects.filter(user_id=self.user_id).first()
             if profile is None or profile.tenant_id != self.tenant_id:
-                raise ValidationError({"user": _("このテナントのユーザではありません。")})
+                raise ValidationError({"user": _("This user does not belong to this tenant.")})

@@ -13,6 +13,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+# Holds the SQLite file and collected static files; WhiteNoise warns when its root is missing.
+(VAR_DIR / "staticfiles").mkdir(parents=True, exist_ok=True)
 
 
 def env_str(name: str, default: str = "") -> str:

@@ -1,4 +1,6 @@
-"""The fixed test cast, built in one place: tenant A (alice, bob, admin_a), tenant B (charlie, admin_b).
+"""The fixed test cast, built in one place.
+
+Tenant A: alice, bob (staff), admin_a (tenant admin); tenant B: charlie, admin_b; plus a superuser.
 
 Import nothing from here in tests; use the fixtures.
 """

@@ -52,8 +52,13 @@ def test_it_falls_back_to_the_tenant_pbx_settings(cast):
 
 @pytest.mark.parametrize(
     ("typed", "expected"),
-    [("03-1234-5678", "0312345678"), ("０３ １２３４ ５６７８", "0312345678"), ("*2191", "*2191"),
-     ("+81 3 1234", "+813" "1234"), ("(03)1234", "031234")],
+    [
+        ("03-1234-5678", "0312345678"),
+        ("０３ １２３４ ５６７８", "0312345678"),
+        ("*2191", "*2191"),
+        ("+81 3 1234", "+8131234"),
+        ("(03)1234", "031234"),
+    ],
 )
 def test_it_cleans_numbers_as_people_type_them(typed, expected):
     assert clean_number(typed) == expected
@@ -86,13 +91,21 @@ def test_it_computes_call_duration_or_none_when_never_answered(cast):
 
     start = timezone.now()
     answered = CallRecord.objects.create(
-        tenant=cast.tenant_a, user=cast.alice, direction=CallRecord.Direction.OUTGOING,
-        remote_number="03-9999-0000", started_at=start, answered_at=start + timedelta(seconds=3),
+        tenant=cast.tenant_a,
+        user=cast.alice,
+        direction=CallRecord.Direction.OUTGOING,
+        remote_number="03-9999-0000",
+        started_at=start,
+        answered_at=start + timedelta(seconds=3),
         ended_at=start + timedelta(seconds=65),
     )
     missed = CallRecord.objects.create(
-        tenant=cast.tenant_a, user=cast.alice, direction=CallRecord.Direction.MISSED,
-        remote_number="0399990000", started_at=start, ended_at=start + timedelta(seconds=9),
+        tenant=cast.tenant_a,
+        user=cast.alice,
+        direction=CallRecord.Direction.MISSED,
+        remote_number="0399990000",
+        started_at=start,
+        ended_at=start + timedelta(seconds=9),
     )
     assert answered.duration_seconds == 62
     assert missed.duration_seconds is None

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from cti.models import Customer, CustomerPhone, CtiSettings
+from cti.models import CtiSettings, Customer, CustomerPhone
 from phone.models import Contact, LineButton, ParkGroup, Phonebook
 from portal.models import Profile, SipAccount, Tenant
 
@@ -62,7 +62,9 @@ class Command(BaseCommand):
         )
         for name, kana, number in DEMO_CONTACTS:
             Contact.objects.update_or_create(
-                phonebook=shared, number=number, defaults={"tenant": tenant, "name": name, "kana": kana}
+                phonebook=shared,
+                number=number,
+                defaults={"tenant": tenant, "name": name, "kana": kana},
             )
         for username in ("alice", "bob"):
             Phonebook.objects.get_or_create(
@@ -95,6 +97,6 @@ class Command(BaseCommand):
         )
 
         self.stdout.write(self.style.SUCCESS("Demo tenant 'demo' is ready. Logins:"))
-        for username, password, display, role, extension, _sip in DEMO_USERS:
+        for username, password, display, _role, extension, _sip in DEMO_USERS:
             extra = f"extension {extension}" if extension else "tenant admin (/admin/)"
             self.stdout.write(f"  {username:10} / {password:18} {display} — {extra}")
