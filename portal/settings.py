@@ -134,6 +134,8 @@ else:
             # The embedded default serves HTTP, WebSockets and the sipworker from one process:
             # wait for the write lock rather than failing with "database is locked".
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            # A file, not memory, so that a server process started by end-to-end tests sees it.
+            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
         }
     }
 
