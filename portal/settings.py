@@ -82,6 +82,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "axes",
+    "import_export",
+    "celery_progress",
     "portal",
     "phone",
     "cti",
@@ -201,7 +203,12 @@ else:
     CELERY_BROKER_URL = "memory://"
     CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
+# Eager tasks still record their result, so progress pages read one code path either way.
+CELERY_TASK_STORE_EAGER_RESULT = True
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory://")
+
+# CSV exports: a cell starting with = + - @ is escaped so a spreadsheet does not run it.
+IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
 
 # Telephony.
 # The sipworker runs inside the web process unless a separate `manage.py sipworker` is used.

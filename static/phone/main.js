@@ -1,5 +1,6 @@
-// Phone page behaviour that needs no server: keypad, keyboard entry, clear, side-panel toggles.
-// The call path (WebSocket + WebRTC) attaches to these same elements.
+// Phone page behaviour: keypad, keyboard entry, clear, side-panel toggles.
+// The call path (WebSocket + WebRTC) attaches to these same elements and to "phone:dial" events.
+import "./panels.js";
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
@@ -44,18 +45,18 @@ const toggles = document.querySelectorAll(".toggles [data-panel]");
 export function showPanel(name) {
   toggles.forEach((toggle) => {
     const open = toggle.dataset.panel === name && toggle.getAttribute("aria-expanded") !== "true";
+    const section = document.querySelector(`.panel[data-panel-name="${toggle.dataset.panel}"]`);
     toggle.setAttribute("aria-expanded", String(open));
-    document.querySelector(`.panel[data-panel-name="${toggle.dataset.panel}"]`).hidden = !open;
+    section.hidden = !open;
+    // Panels backed by the server are fetched afresh each time they open.
+    if (open && section.dataset.src) {
+      window.htmx.ajax("GET", section.dataset.src, { target: section.querySelector(".panel-body"), swap: "innerHTML" });
+    }
   });
 }
 toggles.forEach((toggle) => toggle.addEventListener("click", () => showPanel(toggle.dataset.panel)));
 
-// A promise-returning confirm built on the page's <dialog> (「〇〇に発信しますか?」).
-export function confirmDialog(message) {
-  const dialog = $("confirm-dialog");
-  $("confirm-message").textContent = message;
-  return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
-    dialog.showModal();
-  });
-}
+// Until a call can be placed, a number chosen elsewhere lands in the dial input.
+document.addEventListener("phone:dial", (event) => {
+  dialInput.value = event.detail.number;
+});

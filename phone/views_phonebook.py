@@ -1,0 +1,187 @@
+"""The 電話帳 panel (seed 2-5, 3-2): htmx fragments, each also reachable as a plain page."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from phone.access import (
+    can_edit_phonebook,
+    get_contact_for_user,
+    get_phonebook_for_user,
+    personal_phonebook,
+    visible_phonebooks,
+)
+from phone.forms import ContactForm, ImportForm
+from phone.models import Contact
+from phone.phonebook import (
+    ImportReport,
+    count_rows,
+    export_contacts,
+    import_contacts,
+    search_contacts,
+)
+from phone.tasks import import_contacts_task
+
+PAGE_SIZE = 100
+# Imports up to this many rows finish within the request; larger ones go to Celery.
+SYNC_IMPORT_MAX_ROWS = 300
+SESSION_IMPORTS = "phonebook_imports"
+
+
+def _template(request, partial):
+    return f"phone/phonebook.html#{partial}" if request.htmx else "phone/phonebook.html"
+
+
+def _book_from(request):
+    book_id = request.GET.get("book") or request.POST.get("book")
+    if book_id:
+        return get_phonebook_for_user(request.user, book_id)
+    return personal_phonebook(request.user)
+
+
+def _editable_book(request, book_id):
+    book = get_phonebook_for_user(request.user, book_id)
+    if not can_edit_phonebook(request.user, book):
+        raise PermissionDenied
+    return book
+
+
+def _panel_context(request, book, **extra):
+    query = request.GET.get("q", "")
+    page = Paginator(search_contacts(book, query), PAGE_SIZE).get_page(request.GET.get("page"))
+    personal_phonebook(request.user)  # make sure the user's own book is in the list
+    return {
+        "book": book,
+        "books": visible_phonebooks(request.user).order_by("-owner_id", "name"),
+        "query": query,
+        "page": page,
+        "contacts": page.object_list,
+        "editable": can_edit_phonebook(request.user, book),
+        "import_form": ImportForm(),
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def phonebook(request):
+    book = _book_from(request)
+    return render(request, _template(request, "panel"), _panel_context(request, book))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def contact_new(request, book_id):
+    book = _editable_book(request, book_id)
+    form = ContactForm(request.POST or None, instance=Contact(phonebook=book, tenant=book.tenant))
+    if request.method == "POST" and form.is_valid():
+        contact = form.save()
+        if not request.htmx:
+            return redirect(f"{reverse('phone:phonebook')}?book={book.pk}")
+        return render(request, "phone/phonebook.html#row", {"contact": contact, "editable": True})
+    return render(
+        request,
+        "phone/phonebook.html#row_form",
+        {"form": form, "book": book, "action": reverse("phone:contact_new", args=[book.pk])},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def contact_edit(request, pk):
+    contact = get_contact_for_user(request.user, pk)
+    if not can_edit_phonebook(request.user, contact.phonebook):
+        raise PermissionDenied
+    form = ContactForm(request.POST or None, instance=contact)
+    if request.method == "POST" and form.is_valid():
+        contact = form.save()
+        if not request.htmx:
+            return redirect(f"{reverse('phone:phonebook')}?book={contact.phonebook_id}")
+        return render(request, "phone/phonebook.html#row", {"contact": contact, "editable": True})
+    return render(
+        request,
+        "phone/phonebook.html#row_form",
+        {
+            "form": form,
+            "contact": contact,
+            "book": contact.phonebook,
+            "action": reverse("phone:contact_edit", args=[contact.pk]),
+        },
+    )
+
+
+@login_required
+@require_GET
+def contact_row(request, pk):
+    """The read-only row again (an edit cancelled)."""
+    contact = get_contact_for_user(request.user, pk)
+    editable = can_edit_phonebook(request.user, contact.phonebook)
+    return render(request, "phone/phonebook.html#row", {"contact": contact, "editable": editable})
+
+
+@login_required
+@require_POST
+def contact_delete(request, pk):
+    contact = get_contact_for_user(request.user, pk)
+    if not can_edit_phonebook(request.user, contact.phonebook):
+        raise PermissionDenied
+    book_id = contact.phonebook_id
+    contact.delete()
+    if not request.htmx:
+        return redirect(f"{reverse('phone:phonebook')}?book={book_id}")
+    return HttpResponse("")
+
+
+@login_required
+@require_GET
+def phonebook_export(request, book_id):
+    book = get_phonebook_for_user(request.user, book_id)
+    response = HttpResponse(export_contacts(book), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="phonebook-{book.pk}.csv"'
+    return response
+
+
+@login_required
+@require_POST
+def phonebook_import(request, book_id):
+    book = _editable_book(request, book_id)
+    form = ImportForm(request.POST, request.FILES)
+    context = {"book": book, "import_form": form}
+    if form.is_valid():
+        text = form.cleaned_data["file"]
+        if count_rows(text) <= SYNC_IMPORT_MAX_ROWS:
+            context["report"] = import_contacts(book, text)
+        else:
+            task = import_contacts_task.delay(book.pk, text)
+            # Only the session that started an import may read its progress.
+            request.session[SESSION_IMPORTS] = [
+                *request.session.get(SESSION_IMPORTS, [])[-9:],
+                task.id,
+            ]
+            context["task_id"] = task.id
+    return render(request, "phone/phonebook.html#import_status", context)
+
+
+@login_required
+@require_GET
+def phonebook_import_progress(request, book_id, task_id):
+    from celery_progress.backend import Progress
+
+    from portal.celery import app
+
+    book = get_phonebook_for_user(request.user, book_id)
+    if task_id not in request.session.get(SESSION_IMPORTS, []):
+        raise PermissionDenied
+    info = Progress(app.AsyncResult(task_id)).get_info()
+    context = {"book": book, "task_id": task_id, "progress": info.get("progress") or {}}
+    if info.get("complete"):
+        if info.get("success"):
+            context["report"] = ImportReport.from_dict(info["result"])
+        else:
+            context["report"] = ImportReport(errors=[(0, [str(info.get("result"))])])
+        context["task_id"] = None
+    return render(request, "phone/phonebook.html#import_status", context)

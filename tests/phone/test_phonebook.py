@@ -1,0 +1,214 @@
+"""The 電話帳 panel: fragments, search, inline editing, permissions, CSV import/export."""
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from phone import views_phonebook
+from phone.access import personal_phonebook
+from phone.models import Contact, Phonebook
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def books(cast):
+    shared_a = Phonebook.objects.create(tenant=cast.tenant_a, name="共有")
+    shared_b = Phonebook.objects.create(tenant=cast.tenant_b, name="B共有")
+    for book, name, kana, number in [
+        (shared_a, "オフィス太郎", "オフィスタロウ", "9220"),
+        (shared_a, "オフィス花子", "オフィスハナコ", "7966"),
+        (shared_a, "株式会社テスト", "カブシキガイシャテスト", "0359890925"),
+        (shared_b, "B社", "ビーシャ", "0311112222"),
+    ]:
+        Contact.objects.create(
+            tenant=book.tenant, phonebook=book, name=name, kana=kana, number=number
+        )
+    return {"a": shared_a, "b": shared_b, "alice": personal_phonebook(cast.alice)}
+
+
+def names(response):
+    # Plain (non-htmx) requests: partial renders do not reach the test client's context.
+    return [c.name for c in response.context["contacts"]]
+
+
+def test_it_serves_the_panel_as_a_fragment_to_htmx_and_as_a_page_otherwise(cast, books, login):
+    client = login(cast.alice)
+    url = reverse("phone:phonebook") + f"?book={books['a'].pk}"
+    fragment = client.get(url, **HTMX).content.decode()
+    page = client.get(url).content.decode()
+    assert fragment.lstrip().startswith('<div class="phonebook"')
+    assert "<html" not in fragment
+    assert "<html" in page and 'data-testid="phonebook-panel"' in page
+    assert fragment.count('data-testid="contact-row"') == 3
+    assert fragment.count('data-testid="contact-call"') == 3
+
+
+def test_it_opens_the_personal_phonebook_by_default(cast, books, login):
+    response = login(cast.alice).get(reverse("phone:phonebook"))
+    assert response.context["book"] == books["alice"]
+    listed = {b.pk for b in response.context["books"]}
+    assert listed == {books["alice"].pk, books["a"].pk}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("花子", ["オフィス花子"]),
+        ("おふぃす", ["オフィス太郎", "オフィス花子"]),  # hiragana finds katakana
+        ("ｵﾌｨｽﾀﾛｳ", ["オフィス太郎"]),  # half-width kana
+        ("03-5989", ["株式会社テスト"]),  # hyphens ignored
+        ("０３５９ ８９", ["株式会社テスト"]),  # full-width digits, spaces ignored
+        ("922", ["オフィス太郎"]),
+        ("ビーシャ", []),  # another tenant's contact
+    ],
+)
+def test_it_searches_by_name_kana_or_number_fragment(cast, books, login, query, expected):
+    response = login(cast.alice).get(
+        reverse("phone:phonebook"), {"book": books["a"].pk, "q": query}
+    )
+    assert sorted(names(response)) == sorted(expected)
+
+
+def test_it_adds_a_contact_inline_and_returns_its_row(cast, books, login):
+    client = login(cast.alice)
+    url = reverse("phone:contact_new", args=[books["alice"].pk])
+    form = client.get(url, **HTMX).content.decode()
+    assert 'data-testid="contact-form"' in form
+    response = client.post(
+        url, {"name": "山田", "kana": "やまだ", "number": "090-1111-2222"}, **HTMX
+    )
+    body = response.content.decode()
+    assert 'data-testid="contact-row"' in body and "09011112222" in body
+    contact = Contact.objects.get(phonebook=books["alice"])
+    assert (contact.kana, contact.number, contact.tenant) == (
+        "ヤマダ",
+        "09011112222",
+        cast.tenant_a,
+    )
+
+
+def test_it_shows_field_errors_and_saves_nothing_for_a_bad_number(cast, books, login):
+    client = login(cast.alice)
+    url = reverse("phone:contact_new", args=[books["alice"].pk])
+    response = client.post(url, {"name": "山田", "kana": "", "number": "03-abcd"}, **HTMX)
+    assert response.status_code == 200
+    assert 'data-testid="contact-error-number"' in response.content.decode()
+    assert "半角数字" in response.content.decode()
+    assert not Contact.objects.filter(phonebook=books["alice"]).exists()
+
+
+def test_it_edits_and_deletes_inline(cast, books, login):
+    client = login(cast.alice)
+    contact = Contact.objects.create(
+        tenant=cast.tenant_a, phonebook=books["alice"], name="旧", number="1001"
+    )
+    url = reverse("phone:contact_edit", args=[contact.pk])
+    response = client.post(url, {"name": "新", "kana": "シン", "number": "1002"}, **HTMX)
+    assert "新" in response.content.decode()
+    contact.refresh_from_db()
+    assert (contact.name, contact.number) == ("新", "1002")
+    response = client.post(reverse("phone:contact_delete", args=[contact.pk]), **HTMX)
+    assert response.status_code == 200 and response.content == b""
+    assert not Contact.objects.filter(pk=contact.pk).exists()
+
+
+def test_it_lets_only_tenant_admins_edit_the_shared_phonebook(cast, books, login):
+    contact = books["a"].contacts.first()
+    alice = login(cast.alice)
+    page = alice.get(reverse("phone:phonebook"), {"book": books["a"].pk})
+    assert not page.context["editable"]
+    assert 'data-testid="contact-add"' not in page.content.decode()
+    new_url = reverse("phone:contact_new", args=[books["a"].pk])
+    assert alice.post(new_url, {"name": "x", "number": "1"}).status_code == 403
+    edit_url = reverse("phone:contact_edit", args=[contact.pk])
+    assert alice.post(edit_url, {"name": "x", "number": "1"}).status_code == 403
+    delete_url = reverse("phone:contact_delete", args=[contact.pk])
+    assert alice.post(delete_url).status_code == 403
+    admin = login(cast.admin_a)
+    assert admin.post(edit_url, {"name": "改名", "number": "9220"}, **HTMX).status_code == 200
+    contact.refresh_from_db()
+    assert contact.name == "改名"
+
+
+def test_it_hides_other_tenants_and_other_users_phonebooks(cast, books, login):
+    bob_book = personal_phonebook(cast.bob)
+    bob_contact = Contact.objects.create(
+        tenant=cast.tenant_a, phonebook=bob_book, name="ボブの", number="1"
+    )
+    b_contact = books["b"].contacts.first()
+    client = login(cast.alice)
+    for book in (books["b"], bob_book):
+        assert client.get(reverse("phone:phonebook"), {"book": book.pk}).status_code == 404
+        assert client.get(reverse("phone:phonebook_export", args=[book.pk])).status_code == 404
+        assert client.post(reverse("phone:contact_new", args=[book.pk])).status_code == 404
+    for contact in (b_contact, bob_contact):
+        for name in ("contact_row", "contact_edit", "contact_delete"):
+            method = client.post if name == "contact_delete" else client.get
+            assert method(reverse(f"phone:{name}", args=[contact.pk])).status_code == 404
+    assert Contact.objects.filter(pk__in=[b_contact.pk, bob_contact.pk]).count() == 2
+    assert client.get(reverse("phone:phonebook"), {"book": "junk"}).status_code == 404
+
+
+def csv_upload(text, encoding="utf-8"):
+    return SimpleUploadedFile("book.csv", text.encode(encoding), content_type="text/csv")
+
+
+def test_it_imports_a_csv_all_or_nothing_with_per_row_errors(cast, books, login):
+    client = login(cast.alice)
+    url = reverse("phone:phonebook_import", args=[books["alice"].pk])
+    bad = "名前,カナ,電話番号\n山田,やまだ,03-1111-2222\n佐藤,サトウ,abc\n鈴木,スズキ,\n"
+    response = client.post(url, {"file": csv_upload(bad)}, **HTMX)
+    body = response.content.decode()
+    assert body.count('data-testid="import-error-row"') == 2
+    assert "3" in body and "4" in body  # line numbers, counting the header as line 1
+    assert not Contact.objects.filter(phonebook=books["alice"]).exists()
+
+    good = "name,kana,number\n山田,やまだ,03-1111-2222\n佐藤,ｻﾄｳ,0901234\n"
+    response = client.post(url, {"file": csv_upload(good, "cp932")}, **HTMX)
+    assert 'data-testid="import-done"' in response.content.decode()
+    contacts = {c.name: c for c in Contact.objects.filter(phonebook=books["alice"])}
+    assert contacts["佐藤"].kana == "サトウ" and contacts["山田"].number == "0311112222"
+
+
+def test_it_rejects_a_file_that_is_not_text(cast, books, login):
+    client = login(cast.alice)
+    url = reverse("phone:phonebook_import", args=[books["alice"].pk])
+    response = client.post(
+        url, {"file": csv_upload("").__class__("x.csv", b"\xff\xfe\x00\x81\xff")}
+    )
+    assert 'data-testid="import-errors"' in response.content.decode()
+
+
+def test_it_runs_a_large_import_in_celery_and_reports_progress(cast, books, login, monkeypatch):
+    monkeypatch.setattr(views_phonebook, "SYNC_IMPORT_MAX_ROWS", 5)
+    rows = "".join(f"顧客{i},コキャク,0312340{i:03d}\n" for i in range(40))
+    client = login(cast.alice)
+    url = reverse("phone:phonebook_import", args=[books["alice"].pk])
+    response = client.post(url, {"file": csv_upload("名前,カナ,電話番号\n" + rows)}, **HTMX)
+    body = response.content.decode()
+    assert 'data-testid="import-progress"' in body
+    progress_url = re.search(r'hx-get="([^"]+/import/[^"]+/)"', body).group(1)
+    done = client.get(progress_url, **HTMX)
+    assert 'data-testid="import-done"' in done.content.decode()
+    assert Contact.objects.filter(phonebook=books["alice"]).count() == 40
+    # Nobody else reads that task's progress: not through alice's book (404), nor by replaying
+    # the task id against a book they can see (403: the task is not in their session).
+    assert login(cast.bob).get(progress_url).status_code == 404
+    replay = progress_url.replace(f"/{books['alice'].pk}/", f"/{books['a'].pk}/")
+    assert login(cast.bob).get(replay).status_code == 403
+
+
+def test_it_exports_csv_that_round_trips(cast, books, login):
+    Contact.objects.create(
+        tenant=cast.tenant_a, phonebook=books["alice"], name="=cmd()", number="0311"
+    )
+    response = login(cast.alice).get(reverse("phone:phonebook_export", args=[books["a"].pk]))
+    text = response.content.decode()
+    assert response["Content-Type"].startswith("text/csv")
+    assert text.splitlines()[0] == "名前,カナ,電話番号"
+    assert "オフィス花子,オフィスハナコ,7966" in text and "B社" not in text
+    personal = login(cast.alice).get(reverse("phone:phonebook_export", args=[books["alice"].pk]))
+    assert "=cmd" not in personal.content.decode()  # spreadsheet formulas are defused
