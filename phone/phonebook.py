@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 from django.db.models import Q, QuerySet
 from import_export import resources
-from import_export.formats.base_formats import CSV
 
 from phone.models import Contact, Phonebook
 from phone.numbers import strip_separators
+from phone.resources import CSV_FORMAT, export_csv
 from phone.text import search_terms, to_katakana
 
 # The CSV columns are headed as the seed's screens say; English and common variants are accepted.
@@ -110,9 +110,6 @@ class ImportReport:
         )
 
 
-CSV_FORMAT = CSV()
-
-
 def read_csv(text: str):
     """Parse CSV text and map known headers (名前/カナ/電話番号 or name/kana/number)."""
     dataset = CSV_FORMAT.create_dataset(text)
@@ -165,4 +162,4 @@ def export_contacts(book: Phonebook) -> str:
     """CSV of the book; cells that a spreadsheet would run as formulas are escaped
     (IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT)."""
     contacts = Contact.objects.filter(phonebook=book).order_by("kana", "name", "id")
-    return CSV_FORMAT.export_data(ContactResource(book).export(queryset=contacts))
+    return export_csv(ContactResource(book), contacts)

@@ -1,11 +1,13 @@
 from django.urls import path
 
-from phone import views, views_phonebook
+from phone import views, views_history, views_phonebook
 
 app_name = "phone"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("history/", views_history.history, name="history"),
+    path("history/export.csv", views_history.history_export, name="history_export"),
     path("phonebook/", views_phonebook.phonebook, name="phonebook"),
     path("phonebook/<int:book_id>/new/", views_phonebook.contact_new, name="contact_new"),
     path(

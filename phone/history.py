@@ -1,0 +1,49 @@
+"""The 履歴 panel's query (seed 4): a user's own calls, filtered, sorted, paged."""
+
+from django.db.models import DurationField, ExpressionWrapper, F, Q, QuerySet
+
+from phone.models import CallRecord
+from phone.text import search_terms
+
+# Column key in the URL → ORM ordering (seed 4-3: every column sorts both ways).
+SORTS = {
+    "type": ("direction",),
+    "remote": ("remote_name", "remote_number"),
+    "answered": ("talk_time", "answered_by_name"),
+    "time": ("started_at",),
+}
+DEFAULT_SORT = "-time"
+FILTERS = {choice.value for choice in CallRecord.Direction}
+
+
+def parse_sort(value: str | None) -> tuple[str, bool]:
+    """('time', True) for '-time'; unknown keys fall back to newest first."""
+    value = value or DEFAULT_SORT
+    descending = value.startswith("-")
+    key = value.lstrip("-")
+    if key not in SORTS:
+        return "time", True
+    return key, descending
+
+
+def user_history(user, *, direction: str = "", query: str = "", sort: str = "") -> QuerySet:
+    records = CallRecord.objects.filter(user=user)
+    if direction in FILTERS:
+        records = records.filter(direction=direction)
+    text, katakana, digits = search_terms(query)
+    if text:
+        match = Q(remote_name__icontains=text) | Q(remote_name__icontains=katakana)
+        if digits:
+            match |= Q(remote_number_normalized__contains=digits)
+        records = records.filter(match)
+    key, descending = parse_sort(sort)
+    if key == "answered":
+        records = records.annotate(
+            talk_time=ExpressionWrapper(F("ended_at") - F("answered_at"), DurationField())
+        )
+    ordering = [
+        F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_first=True)
+        for field in SORTS[key]
+    ]
+    # The id breaks ties so that paging is stable.
+    return records.order_by(*ordering, "-id" if descending else "id")
