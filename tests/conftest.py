@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
+pytest_plugins = ["tests.support.fixtures"]
+
 PASSWORD = "correct-horse-battery"
 
 

@@ -1,0 +1,48 @@
+#!/bin/sh
+# Start the BrowserPhone development PBX (Kamailio registrar/proxy) in the foreground.
+# Ctrl-C stops it. Demo users: deploy/kamailio/users.demo (1001/1002/1003 tenant A, 2001 tenant B).
+#
+# Environment (all optional):
+#   SIP_IP=127.0.0.1  SIP_PORT=5060   where to listen (UDP and TCP)
+#   SIP_DOMAIN=pbx.test               an extra domain name served as local
+#   USERS_FILE=path                   users file (Kamailio syntax, see users.demo)
+#   RUNDIR=dir                        pid file, control socket (kamcmd -s unix:$RUNDIR/ctl ...)
+#   LOG_LEVEL=2                       3 logs every request
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+SIP_IP=${SIP_IP:-127.0.0.1}
+SIP_PORT=${SIP_PORT:-5060}
+USERS_FILE=${USERS_FILE:-$here/users.demo}
+RUNDIR=${RUNDIR:-${TMPDIR:-/tmp}/browserphone-kamailio}
+LOG_LEVEL=${LOG_LEVEL:-2}
+
+KAMAILIO=$(command -v kamailio || echo /usr/sbin/kamailio)
+if [ ! -x "$KAMAILIO" ]; then
+    echo "kamailio not found: apt-get install -y --no-install-recommends kamailio" >&2
+    exit 1
+fi
+case "$USERS_FILE" in
+    /*) ;;
+    *) USERS_FILE=$(pwd)/$USERS_FILE ;;
+esac
+if [ "${#USERS_FILE}" -ge 127 ]; then
+    echo "USERS_FILE path must be shorter than 127 bytes (Kamailio include_file limit)" >&2
+    exit 1
+fi
+mkdir -p "$RUNDIR"
+
+set -- -A "SIP_IP=$SIP_IP" -A "SIP_PORT=$SIP_PORT" -A "LOG_LEVEL=$LOG_LEVEL" \
+    -A "CTL_SOCK=\"unix:$RUNDIR/ctl\"" --substdef "!USERS_FILE!$USERS_FILE!g"
+if [ -n "${SIP_DOMAIN:-}" ]; then
+    set -- "$@" -A "SIP_DOMAIN=$SIP_DOMAIN"
+fi
+if [ "$SIP_PORT" != 5060 ]; then
+    # UAs told "domain $SIP_IP" send sip:$SIP_IP, i.e. port 5060: treat that as local too.
+    set -- "$@" -A "SIP_ALIAS=$SIP_IP:5060"
+fi
+
+echo "BrowserPhone dev PBX on $SIP_IP:$SIP_PORT (udp+tcp), users from $USERS_FILE"
+echo "  registrations: kamcmd -s unix:$RUNDIR/ctl ul.dump"
+exec "$KAMAILIO" -f "$here/kamailio.cfg" -DD -E -Y "$RUNDIR" -P "$RUNDIR/kamailio.pid" \
+    -m 64 -M 8 "$@"
