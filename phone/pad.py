@@ -39,3 +39,17 @@ def pad_buttons(buttons, account: SipAccount | None) -> list[PadButton]:
         label = button.label or number or button.get_kind_display()
         result.append(PadButton(kind=button.kind, testid=testid, number=number, label=label))
     return result
+
+
+def pad_for(user) -> list[PadButton]:
+    """The user's pad: the tenant's shared buttons and the user's own, in position order."""
+    from django.db.models import Q
+
+    from portal.access import get_active_sip_account, scoped
+
+    buttons = (
+        scoped(LineButton, user)
+        .filter(Q(user=user) | Q(user__isnull=True))
+        .order_by("position", "user_id", "id")
+    )
+    return pad_buttons(buttons, get_active_sip_account(user))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from phone import views, views_history, views_phonebook
+from phone import views, views_history, views_phonebook, views_settings
 
 app_name = "phone"
 
@@ -8,6 +8,11 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("history/", views_history.history, name="history"),
     path("history/export.csv", views_history.history_export, name="history_export"),
+    path("settings/", views_settings.settings_panel, name="settings"),
+    path("settings/account/", views_settings.save_account, name="settings_account"),
+    path("settings/cti/", views_settings.save_cti, name="settings_cti"),
+    path("settings/buttons/", views_settings.save_buttons, name="settings_buttons"),
+    path("pad/", views_settings.external_pad, name="external_pad"),
     path("phonebook/", views_phonebook.phonebook, name="phonebook"),
     path("phonebook/<int:book_id>/new/", views_phonebook.contact_new, name="contact_new"),
     path(

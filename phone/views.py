@@ -1,10 +1,9 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
 from django.shortcuts import render
 
-from phone.models import LineButton, ParkGroup
-from phone.pad import pad_buttons
+from phone.models import ParkGroup
+from phone.pad import pad_for
 from portal.access import get_active_sip_account, get_profile, scoped
 
 KEYPAD = [(str(n), f"key-{n}") for n in (1, 2, 3, 4, 5, 6, 7, 8, 9)] + [
@@ -20,11 +19,6 @@ def index(request):
     profile = get_profile(request.user)
     account = get_active_sip_account(request.user)
     group = scoped(ParkGroup, request.user).filter(members=request.user).first()
-    buttons = (
-        scoped(LineButton, request.user)
-        .filter(Q(user=request.user) | Q(user__isnull=True))
-        .select_related("tenant")
-    )
     return render(
         request,
         "phone/index.html",
@@ -35,7 +29,7 @@ def index(request):
             # Six buttons always, as on the seed's phone; those beyond the group's size are off.
             "park_slots": [(n, group is not None and n <= group.slot_count) for n in range(1, 7)],
             "keypad": KEYPAD,
-            "line_buttons": pad_buttons(buttons, account),
+            "line_buttons": pad_for(request.user),
             "ice_servers": settings.ICE_SERVERS,
         },
     )

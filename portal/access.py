@@ -41,4 +41,6 @@ def get_scoped_or_404(queryset: QuerySet | type[Model], user, **lookup):
 
 
 def get_active_sip_account(user) -> SipAccount | None:
-    return scoped(SipAccount, user).filter(user=user, is_active=True).first()
+    return (
+        scoped(SipAccount, user).filter(user=user, is_active=True).select_related("tenant").first()
+    )

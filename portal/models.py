@@ -4,7 +4,7 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -75,6 +75,14 @@ class Tenant(models.Model):
         max_length=32,
         default="92{ext}",
         help_text=_("{ext} = extension"),
+    )
+    user_buttons_allowed = models.BooleanField(
+        _("Users may assign their own pad buttons"),
+        default=True,
+        help_text=_("Settings, Other tab (seed 6-1)."),
+    )
+    max_user_buttons = models.PositiveSmallIntegerField(
+        _("Pad buttons per user"), default=12, validators=[MaxValueValidator(48)]
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,4 +1,5 @@
 // Side-panel behaviour shared by the phone page and the stand-alone panel pages.
+import "./devices.js";
 
 const byTestId = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 

@@ -44,6 +44,8 @@ class Command(BaseCommand):
                 user=user, defaults={"tenant": tenant, "role": role, "display_name": display}
             )
             if extension:
+                # The demo account is the active one again, whatever was switched since.
+                SipAccount.objects.filter(user=user).exclude(slot=1).update(is_active=False)
                 SipAccount.objects.update_or_create(
                     user=user,
                     slot=1,

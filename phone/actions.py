@@ -1,0 +1,60 @@
+"""State changes that other pages, tabs or processes must see live (design.md §7).
+
+Views and consumers call these instead of saving models themselves; each one saves in a
+transaction and announces the change with phone.events.send_on_commit.
+"""
+
+from django.db import transaction
+
+from cti.models import CtiSettings
+from phone import events
+from phone.models import LineButton
+from portal.models import SipAccount
+
+
+@transaction.atomic
+def do_save_sip_account(user, slot: int, values: dict) -> SipAccount:
+    """Save one of the user's two accounts and make it the active one (seed 2-2, 6-2)."""
+    profile = user.profile
+    account = SipAccount.objects.select_for_update().filter(
+        user=user, slot=slot
+    ).first() or SipAccount(user=user, tenant=profile.tenant, slot=slot, is_active=False)
+    for name, value in values.items():
+        setattr(account, name, value)
+    SipAccount.objects.filter(user=user, is_active=True).exclude(pk=account.pk).update(
+        is_active=False
+    )
+    account.is_active = True
+    account.save()
+    events.send_on_commit(
+        events.user_group(user.pk), {"type": events.ACCOUNT_CHANGED, "slot": account.slot}
+    )
+    return account
+
+
+@transaction.atomic
+def do_save_cti_settings(user, form) -> CtiSettings:
+    settings = form.save(commit=False)
+    settings.user = user
+    settings.tenant = user.profile.tenant
+    settings.save()
+    events.send_on_commit(
+        events.user_group(user.pk), {"type": events.SETTINGS_CHANGED, "what": "cti"}
+    )
+    return settings
+
+
+@transaction.atomic
+def do_save_line_buttons(user, formset) -> list[LineButton]:
+    tenant = user.profile.tenant
+    buttons = formset.save(commit=False)
+    for button in buttons:
+        button.user = user
+        button.tenant = tenant
+        button.save()
+    for button in formset.deleted_objects:
+        button.delete()
+    events.send_on_commit(
+        events.user_group(user.pk), {"type": events.SETTINGS_CHANGED, "what": "buttons"}
+    )
+    return buttons

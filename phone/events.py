@@ -1,0 +1,33 @@
+"""Events between the web processes, the sipworker and browsers: group names and the one helper
+that sends them once the database change they announce is committed (design.md §3, §7).
+
+The full catalogue of WebSocket message types lives in phone/schema.py with the call path.
+"""
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+# Channel-layer event types this module's callers send (consumer method = type with . → _).
+ACCOUNT_CHANGED = "phone.account_changed"  # the user's SIP account settings changed
+SETTINGS_CHANGED = "phone.settings_changed"  # CTI settings or pad buttons changed
+
+
+def user_group(user_id: int) -> str:
+    """Every open phone page of one user."""
+    return f"user.{user_id}"
+
+
+def tenant_group(tenant_id: int) -> str:
+    return f"tenant.{tenant_id}"
+
+
+def send_on_commit(group: str, event: dict) -> None:
+    """Send `event` to `group` after the surrounding transaction commits (now, outside one).
+
+    Nobody hears of a change that was rolled back, and whoever reacts reads committed data.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    transaction.on_commit(lambda: async_to_sync(layer.group_send)(group, event))
