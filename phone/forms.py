@@ -52,7 +52,7 @@ class ImportForm(forms.Form):
 
 
 class AccountForm(forms.Form):
-    """設定 ▶ アカウント (seed 2-2): one of the user's two accounts, which becomes the active one."""
+    """設定 ▶ アカウント (seed 2-2): one of the two accounts; the one saved becomes active."""
 
     slot = forms.TypedChoiceField(
         label=_("Account"),

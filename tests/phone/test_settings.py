@@ -46,7 +46,7 @@ def test_it_shows_the_account_tab_hooks_with_the_active_account(cast, login):
     assert re.search(
         r'value="1001"[^>]*data-testid="acct-extension"|data-testid="acct-extension"[^>]*value="1001"',
         html,
-    )  # noqa: E501
+    )
     assert 'value="tenant-a"' in html
     assert "alice-sip-pw" not in html
 

@@ -1,0 +1,634 @@
+"""RtpLeg: the G.711 RTP/RTCP endpoint of one call towards the PBX — the thin asyncio part.
+
+Everything protocol-shaped lives in the sans-I/O modules (rtp, playout, dtmf, g711); this
+module only owns sockets and time:
+
+- ports: an even RTP port from a configured range with RTCP on port + 1 (RFC 3550 §11: RTP on
+  an even port, RTCP on the next odd one; no rtcp-mux so plain SIP far ends work);
+- symmetric RTP (RFC 4961) / "comedia": once packets arrive we send to the address they came
+  from, which gets media through NATs that rewrote the address in the SDP;
+- pacing: one shared `MediaTicker` per event loop fires every 20 ms and drives every leg, so
+  100+ calls cost one timer, not one task each;
+- per tick a leg pulls one frame from its playout buffer into a small receive queue and sends
+  one frame: a DTMF event packet if one is in progress (RFC 4733 §2.5.1: audio pauses), else a
+  queued payload, else a frame from its tone source, else silence.
+
+Two ways to use it — both available at once, choose per direction:
+
+decoded:     leg.source = SineTone(1000)   or  leg.send_pcm(int16 array)
+             pcm = await leg.recv_pcm()    or  leg.pull_pcm()
+passthrough: leg.send_payload(g711 bytes)  (already PCMU/PCMA, one 20 ms frame)
+             frame = await leg.recv_frame() or leg.pull_frame()   (PlayoutFrame, no decode)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from phone.media import g711
+from phone.media.dtmf import DtmfEvent, DtmfPacket, DtmfReceiver, dtmf_ticks
+from phone.media.playout import PlayoutBuffer, PlayoutFrame
+from phone.media.rtp import (
+    FRAME_MS,
+    FRAME_SAMPLES,
+    ReceiverStats,
+    ReportBlock,
+    RtcpBye,
+    RtcpParseError,
+    RtcpReceiverReport,
+    RtcpSdes,
+    RtcpSenderReport,
+    RtpPacket,
+    RtpParseError,
+    RtpSender,
+    build_compound,
+    ntp_from_unix,
+    parse_rtcp,
+    round_trip_time,
+)
+from phone.media.tones import ToneSource
+
+__all__ = [
+    "LegStats",
+    "MediaTicker",
+    "PortRange",
+    "PortRangeExhausted",
+    "RtpLeg",
+]
+
+log = logging.getLogger(__name__)
+
+TICK = FRAME_MS / 1000
+_DONE = object()
+
+
+class PortRangeExhausted(RuntimeError):
+    """No even RTP port (with its odd RTCP neighbour) is free in the configured range."""
+
+
+class PortRange:
+    """Even/odd port pairs from [start, end]; remembers what this process holds.
+
+    Allocation walks the range round-robin from where it last stopped, so a just-released port
+    is reused last and stray packets of an old call are unlikely to hit a new one.
+    """
+
+    def __init__(self, start: int = 20000, end: int = 20999) -> None:
+        first = start + (start % 2)  # RTP on even ports (RFC 3550 §11)
+        if first + 1 > end:
+            raise ValueError(f"port range {start}-{end} holds no even/odd pair")
+        self.start = start
+        self.end = end
+        self._pairs = list(range(first, end, 2))  # even ports whose +1 is still in range
+        self._cursor = random.randrange(len(self._pairs))
+        self.in_use: set[int] = set()
+
+    def candidates(self) -> Iterator[int]:
+        n = len(self._pairs)
+        for i in range(n):
+            port = self._pairs[(self._cursor + i) % n]
+            if port not in self.in_use:
+                yield port
+
+    def take(self, port: int) -> None:
+        self.in_use.add(port)
+        self._cursor = (self._pairs.index(port) + 1) % len(self._pairs)
+
+    def release(self, port: int) -> None:
+        self.in_use.discard(port)
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}"
+
+
+_DEFAULT_RANGES: dict[tuple[int, int], PortRange] = {}
+
+
+def _port_range(spec: PortRange | tuple[int, int]) -> PortRange:
+    if isinstance(spec, PortRange):
+        return spec
+    # Legs configured with the same numbers share one allocator, so they don't race each other.
+    if spec not in _DEFAULT_RANGES:
+        _DEFAULT_RANGES[spec] = PortRange(*spec)
+    return _DEFAULT_RANGES[spec]
+
+
+class MediaTicker:
+    """One 20 ms clock per event loop that drives many legs.
+
+    Ticks are scheduled on an absolute grid (t0 + k * 20 ms) with `loop.call_at`, so timer
+    error does not accumulate into drift. If the loop was blocked and slots were missed, the
+    next tick reports how many slots elapsed and each leg advances its media clock by that
+    much (the far end sees a loss, not a slowly drifting stream).
+    """
+
+    _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaTicker] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, interval: float = TICK) -> None:
+        self.interval = interval
+        self._legs: dict[int, RtpLeg] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t0 = 0.0
+        self._k = 0
+        self.ticks = 0
+        self.missed_slots = 0
+
+    @classmethod
+    def shared(cls) -> MediaTicker:
+        loop = asyncio.get_running_loop()
+        ticker = cls._per_loop.get(loop)
+        if ticker is None:
+            ticker = cls._per_loop[loop] = cls()
+        return ticker
+
+    def add(self, leg: RtpLeg) -> None:
+        self._legs[id(leg)] = leg
+        if self._handle is None:
+            self._loop = asyncio.get_running_loop()
+            self._t0 = self._loop.time()
+            self._k = 0
+            self._schedule()
+
+    def discard(self, leg: RtpLeg) -> None:
+        self._legs.pop(id(leg), None)
+        if not self._legs and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def __len__(self) -> int:
+        return len(self._legs)
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._k += 1
+        self._handle = self._loop.call_at(self._t0 + self._k * self.interval, self._fire)
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        late = now - (self._t0 + self._k * self.interval)
+        slots = 1
+        if late >= self.interval:
+            slots += int(late / self.interval)
+            self._k += slots - 1
+            self.missed_slots += slots - 1
+        self.ticks += 1
+        self._schedule()
+        for leg in list(self._legs.values()):
+            try:
+                leg._on_tick(now, slots)
+            except Exception:  # one broken leg must not silence every other call
+                log.exception("RTP leg tick failed; closing it")
+                leg.close()
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self.on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a far end that is not listening (yet): not fatal for RTP.
+        log.debug("RTP socket error: %s", exc)
+
+
+@dataclass(slots=True, frozen=True)
+class LegStats:
+    packets_sent: int
+    octets_sent: int
+    packets_received: int
+    octets_received: int
+    cumulative_lost: int
+    fraction_lost: float  # of the last RTCP interval, 0..1
+    jitter_ms: float
+    rtt_ms: float | None
+    remote_fraction_lost: float | None  # what the far end reported about our stream
+    remote_jitter_ms: float | None
+    played: int
+    concealed: int
+    late: int
+    parse_errors: int
+    foreign_packets: int  # from an address other than the latched far end
+    dtmf_sent: int
+    dtmf_received: int
+    rtcp_sent: int
+    rtcp_received: int
+
+
+def _addr_key(host: str, port: int) -> tuple[str, int]:
+    return (host, port)
+
+
+class RtpLeg:
+    """A G.711 RTP leg on an even local port (RTCP on the next one).
+
+    Create with `await RtpLeg.open(...)`, point at the far end with `set_remote()` (from the
+    SDP; call again on re-INVITE), `close()` when the call ends.
+    """
+
+    def __init__(
+        self,
+        *,
+        payload_type: int = g711.PAYLOAD_TYPE_PCMU,
+        dtmf_payload_type: int = 101,
+        target_delay: float = 0.060,
+        rx_queue_frames: int = 10,
+        tx_queue_frames: int = 5,
+        rtcp_interval: float = 5.0,
+        symmetric: bool = True,
+        send_silence: bool = True,
+        on_dtmf: Callable[[DtmfEvent], None] | None = None,
+        cname: str | None = None,
+        ticker: MediaTicker | None = None,
+    ) -> None:
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self.symmetric = symmetric
+        self.send_silence = send_silence
+        self.on_dtmf = on_dtmf
+        self.rtcp_interval = rtcp_interval
+        self.source: ToneSource | None = None
+        self.sender = RtpSender(payload_type)
+        self.playout = PlayoutBuffer(target_delay=target_delay)
+        self.dtmf_receiver = DtmfReceiver(dtmf_payload_type)
+        self.cname = cname or f"leg-{self.sender.ssrc:08x}@{socket.gethostname()}"
+        self._ticker = ticker
+        self._rx: deque[PlayoutFrame] = deque(maxlen=rx_queue_frames)
+        self._rx_waiter: asyncio.Future[None] | None = None
+        self._tx: deque[bytes] = deque(maxlen=tx_queue_frames)
+        self._silence = g711.silence_payload(payload_type)
+        self._dtmf_jobs: deque[tuple[Iterator[DtmfPacket | None], asyncio.Future[None]]] = deque()
+        self._dtmf_ts: int | None = None
+        self._last_pcm: np.ndarray | None = None
+        self._lost_run = 0
+        self._remote_stats: ReceiverStats | None = None
+        self._rtp_transport: asyncio.DatagramTransport | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._ports: PortRange | None = None
+        self.local_host = ""
+        self.local_port = 0
+        self.remote: tuple[str, int] | None = None
+        self.remote_rtcp: tuple[str, int] | None = None
+        self._latched = False
+        self._rtcp_latched = False
+        self._next_rtcp = 0.0
+        self._sent_since_report = False
+        self.rtt: float | None = None
+        self.remote_report: ReportBlock | None = None
+        self._parse_errors = 0
+        self._foreign = 0
+        self._dtmf_sent = 0
+        self._rtcp_sent = 0
+        self._rtcp_received = 0
+        self.closed = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        host: str = "0.0.0.0",
+        port_range: PortRange | tuple[int, int] = (20000, 20999),
+        **kwargs: object,
+    ) -> RtpLeg:
+        """Bind an even RTP port and port + 1 for RTCP from `port_range` and start ticking."""
+        leg = cls(**kwargs)  # type: ignore[arg-type]
+        await leg._bind(host, _port_range(port_range))
+        leg._start()
+        return leg
+
+    async def _bind(self, host: str, ports: PortRange) -> None:
+        loop = asyncio.get_running_loop()
+        for port in ports.candidates():
+            try:
+                rtp_t, _ = await loop.create_datagram_endpoint(
+                    lambda: _Endpoint(self._on_rtp), local_addr=(host, port)
+                )
+            except OSError:
+                continue
+            try:
+                rtcp_t, _ = await loop.create_datagram_endpoint(
+                    lambda: _Endpoint(self._on_rtcp), local_addr=(host, port + 1)
+                )
+            except OSError:
+                rtp_t.close()
+                continue
+            ports.take(port)
+            self._ports = ports
+            self._rtp_transport = rtp_t  # type: ignore[assignment]
+            self._rtcp_transport = rtcp_t  # type: ignore[assignment]
+            self.local_host = host
+            self.local_port = port
+            return
+        raise PortRangeExhausted(
+            f"no free RTP/RTCP port pair in {ports} on {host} ({len(ports.in_use)} held by us)"
+        )
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # RFC 3550 §6.3.5: randomise report times (0.5..1.5 x interval) so legs don't sync up.
+        self._next_rtcp = loop.time() + self.rtcp_interval * random.uniform(0.5, 1.5)
+        if self._ticker is None:
+            self._ticker = MediaTicker.shared()
+        self._ticker.add(self)
+
+    def close(self) -> None:
+        """Stop sending, send RTCP BYE (RFC 3550 §6.6), release both ports. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._ticker is not None:
+            self._ticker.discard(self)
+        with contextlib.suppress(Exception):
+            if self.remote_rtcp is not None and self._rtcp_transport is not None:
+                report = self._build_report(time.monotonic())
+                self._send_rtcp(build_compound(report, RtcpBye([self.sender.ssrc])))
+        for t in (self._rtp_transport, self._rtcp_transport):
+            if t is not None:
+                t.close()
+        if self._ports is not None:
+            self._ports.release(self.local_port)
+            self._ports = None
+        for _, fut in self._dtmf_jobs:
+            if not fut.done():
+                fut.cancel()
+        self._dtmf_jobs.clear()
+        if self._rx_waiter is not None and not self._rx_waiter.done():
+            self._rx_waiter.set_exception(ConnectionError("RTP leg closed"))
+
+    async def __aenter__(self) -> RtpLeg:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def local_rtcp_port(self) -> int:
+        return self.local_port + 1
+
+    def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
+        """Where to send (from the SDP c=/m= lines; RFC 3605 a=rtcp gives rtcp_port).
+
+        Called again on re-INVITE: the new address wins and symmetric-RTP learning starts over,
+        since the new far end may sit behind a different NAT.
+        """
+        self.remote = _addr_key(host, port)
+        self.remote_rtcp = _addr_key(host, rtcp_port if rtcp_port is not None else port + 1)
+        self._latched = False
+        self._rtcp_latched = False
+
+    # -- sending API ------------------------------------------------------------------------
+
+    def send_payload(self, payload: bytes) -> None:
+        """Queue one already-encoded 20 ms G.711 frame (passthrough; no transcoding)."""
+        self._tx.append(payload)
+
+    def send_pcm(self, pcm: np.ndarray) -> None:
+        """Queue int16 8 kHz PCM, cut into 20 ms frames (a short tail is zero-padded)."""
+        samples = np.asarray(pcm, dtype=np.int16)
+        for i in range(0, len(samples), FRAME_SAMPLES):
+            frame = samples[i : i + FRAME_SAMPLES]
+            if len(frame) < FRAME_SAMPLES:
+                frame = np.pad(frame, (0, FRAME_SAMPLES - len(frame)))
+            self._tx.append(g711.encode(frame, self.payload_type))
+
+    def send_dtmf(
+        self, digits: str, duration_ms: int = 100, gap_ms: int = 60
+    ) -> asyncio.Future[None]:
+        """Send digits as RFC 4733 events; the future completes after the last end packet."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._dtmf_jobs.append((dtmf_ticks(digits, duration_ms, gap_ms), fut))
+        return fut
+
+    # -- receiving API ----------------------------------------------------------------------
+
+    def pull_frame(self) -> PlayoutFrame | None:
+        """Oldest received frame (raw payload, None payload = lost), or None if none waits."""
+        return self._rx.popleft() if self._rx else None
+
+    async def recv_frame(self) -> PlayoutFrame:
+        while not self._rx:
+            if self.closed:
+                raise ConnectionError("RTP leg closed")
+            self._rx_waiter = asyncio.get_running_loop().create_future()
+            await self._rx_waiter
+        return self._rx.popleft()
+
+    def pull_pcm(self) -> np.ndarray | None:
+        frame = self.pull_frame()
+        return None if frame is None else self._decode(frame)
+
+    async def recv_pcm(self) -> np.ndarray:
+        return self._decode(await self.recv_frame())
+
+    def _decode(self, frame: PlayoutFrame) -> np.ndarray:
+        if frame.payload is not None and frame.payload_type in (
+            g711.PAYLOAD_TYPE_PCMU,
+            g711.PAYLOAD_TYPE_PCMA,
+        ):
+            pcm = g711.decode(frame.payload, frame.payload_type)  # type: ignore[arg-type]
+            self._last_pcm = pcm
+            self._lost_run = 0
+            return pcm
+        # Minimal concealment: replay the last good frame at half level once, then silence.
+        # (G.711 Appendix I pitch-repetition PLC would sound better; not needed for speech
+        # intelligibility at the loss rates a LAN PBX sees.)
+        self._lost_run += 1
+        if self._last_pcm is not None and self._lost_run == 1:
+            return (self._last_pcm // 2).astype(np.int16)
+        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    # -- datagrams --------------------------------------------------------------------------
+
+    def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.closed:
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpParseError:
+            self._parse_errors += 1
+            return
+        src = _addr_key(addr[0], addr[1])
+        if src != self.remote:
+            if self.symmetric and not self._latched:
+                # RFC 4961 symmetric RTP: answer where the media really comes from.
+                self.remote = src
+                if not self._rtcp_latched:
+                    self.remote_rtcp = _addr_key(addr[0], addr[1] + 1)
+            else:
+                self._foreign += 1
+                return
+        self._latched = True
+        now = time.monotonic()
+        stats = self._remote_stats
+        if stats is None or stats.ssrc != packet.ssrc:
+            stats = self._remote_stats = ReceiverStats(packet.ssrc)
+        stats.on_packet(packet.sequence_number, packet.timestamp, now, len(packet.payload))
+        if packet.payload_type == self.dtmf_payload_type:
+            event = self.dtmf_receiver.on_packet(packet)
+            if event is not None and self.on_dtmf is not None:
+                self.on_dtmf(event)
+            return
+        self.playout.put(packet, now)
+
+    def _on_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.closed:
+            return
+        try:
+            packets = parse_rtcp(data)
+        except RtcpParseError:
+            self._parse_errors += 1
+            return
+        if self.symmetric and not self._rtcp_latched:
+            self.remote_rtcp = _addr_key(addr[0], addr[1])
+            self._rtcp_latched = True
+        self._rtcp_received += 1
+        now = time.monotonic()
+        arrival_ntp = ntp_from_unix(time.time())
+        for pkt in packets:
+            rs = self._remote_stats
+            if isinstance(pkt, RtcpSenderReport) and rs is not None and pkt.ssrc == rs.ssrc:
+                rs.on_sender_report(pkt, now)
+            if isinstance(pkt, (RtcpSenderReport, RtcpReceiverReport)):
+                for block in pkt.reports:
+                    if block.ssrc == self.sender.ssrc:
+                        self.remote_report = block
+                        rtt = round_trip_time(block, arrival_ntp)
+                        if rtt is not None:
+                            self.rtt = rtt
+
+    # -- the tick ---------------------------------------------------------------------------
+
+    def _on_tick(self, now: float, slots: int) -> None:
+        # Receive side first: one frame per elapsed slot into the (bounded) receive queue.
+        mono = time.monotonic()
+        for _ in range(slots):
+            frame = self.playout.get(mono)
+            if frame is not None:
+                self._rx.append(frame)
+        if self._rx and self._rx_waiter is not None and not self._rx_waiter.done():
+            self._rx_waiter.set_result(None)
+        if self.remote is not None:
+            # Slots the loop missed are lost media: advance the clock so timing stays true.
+            if slots > 1:
+                self.sender.skip(FRAME_SAMPLES * (slots - 1))
+            self._send_frame()
+            if now >= self._next_rtcp:
+                self._next_rtcp = now + self.rtcp_interval * random.uniform(0.5, 1.5)
+                self._send_rtcp(
+                    build_compound(self._build_report(mono), RtcpSdes(self.sender.ssrc, self.cname))
+                )
+
+    def _send_frame(self) -> None:
+        while self._dtmf_jobs:
+            plan, fut = self._dtmf_jobs[0]
+            step = next(plan, _DONE)
+            if step is _DONE:
+                self._dtmf_jobs.popleft()
+                self._dtmf_ts = None
+                if not fut.done():
+                    fut.set_result(None)
+                continue
+            if isinstance(step, DtmfPacket):
+                if step.marker:
+                    # RFC 4733 §2.3.1: every packet of the event carries its start timestamp.
+                    self._dtmf_ts = self.sender.timestamp
+                if self._tx:
+                    self._tx.popleft()  # audio is paused, not delayed: drop this frame's audio
+                if self.source is not None:
+                    self.source.next_frame()
+                packet = self.sender.next_packet(
+                    step.payload,
+                    marker=step.marker,
+                    payload_type=self.dtmf_payload_type,
+                    timestamp=self._dtmf_ts,
+                )
+                if step.marker:
+                    self._dtmf_sent += 1
+                self._sendto(packet)
+                return
+            break  # a gap between digits: an ordinary audio frame goes out
+        if self._tx:
+            payload = self._tx.popleft()
+        elif self.source is not None:
+            payload = g711.encode(self.source.next_frame(), self.payload_type)
+        elif self.send_silence:
+            payload = self._silence
+        else:
+            self.sender.skip()
+            return
+        self._sendto(self.sender.next_packet(payload))
+
+    def _sendto(self, packet: RtpPacket) -> None:
+        if self._rtp_transport is None or self.remote is None:
+            return
+        self._rtp_transport.sendto(packet.serialize(), self.remote)
+        self._sent_since_report = True
+
+    # -- RTCP -------------------------------------------------------------------------------
+
+    def _build_report(self, mono: float) -> RtcpSenderReport | RtcpReceiverReport:
+        blocks = [self._remote_stats.report_block(mono)] if self._remote_stats else []
+        if self._sent_since_report:
+            # RFC 3550 §6.4: SR if we sent data since the last report, RR otherwise.
+            self._sent_since_report = False
+            st = self.sender.stats
+            return RtcpSenderReport(
+                ssrc=self.sender.ssrc,
+                ntp_timestamp=ntp_from_unix(time.time()),
+                rtp_timestamp=self.sender.timestamp,
+                packet_count=st.packets_sent,
+                octet_count=st.octets_sent,
+                reports=blocks,
+            )
+        return RtcpReceiverReport(self.sender.ssrc, blocks)
+
+    def _send_rtcp(self, data: bytes) -> None:
+        if self._rtcp_transport is not None and self.remote_rtcp is not None:
+            self._rtcp_transport.sendto(data, self.remote_rtcp)
+            self._rtcp_sent += 1
+
+    # -- stats ------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> LegStats:
+        rs = self._remote_stats
+        rr = self.remote_report
+        ps = self.playout.stats
+        return LegStats(
+            packets_sent=self.sender.stats.packets_sent,
+            octets_sent=self.sender.stats.octets_sent,
+            packets_received=rs.received if rs else 0,
+            octets_received=rs.octets_received if rs else 0,
+            cumulative_lost=rs.cumulative_lost if rs else 0,
+            fraction_lost=(rs.last_fraction_lost / 256) if rs else 0.0,
+            jitter_ms=(rs.jitter / 8) if rs else 0.0,
+            rtt_ms=None if self.rtt is None else self.rtt * 1000,
+            remote_fraction_lost=None if rr is None else rr.fraction_lost / 256,
+            remote_jitter_ms=None if rr is None else rr.jitter / 8,
+            played=ps.played,
+            concealed=ps.concealed,
+            late=ps.late,
+            parse_errors=self._parse_errors,
+            foreign_packets=self._foreign,
+            dtmf_sent=self._dtmf_sent,
+            dtmf_received=len(self.dtmf_receiver.digits),
+            rtcp_sent=self._rtcp_sent,
+            rtcp_received=self._rtcp_received,
+        )

@@ -1,0 +1,223 @@
+"""REGISTER client state machine (RFC 3261 §10.2), sans-I/O.
+
+:class:`Registration` builds REGISTER requests and consumes their final responses; whoever owns it
+(the user agent) sends the requests through a transaction layer and calls back with the outcome:
+
+    request = reg.register(now)              # send it; later:
+    retry = reg.handle_response(now, resp)   # maybe a new request to send (auth, 423)
+    reg.handle_timeout(now)                  # transaction timed out
+    request = reg.handle_timer(now)          # at reg.next_timer(): refresh or retry
+    reg.events                               # RegistrationStateChanged items to drain
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass
+
+from .auth import DigestAuth
+from .message import Headers, SipRequest, SipResponse, generate_tag
+from .uri import Address, SipUri
+
+
+class RegistrationState(enum.Enum):
+    UNREGISTERED = "unregistered"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    UNREGISTERING = "unregistering"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class RegistrationStateChanged:
+    state: RegistrationState
+    reason: str = ""
+    expires: int | None = None
+
+
+@dataclass(slots=True)
+class RegistrationSettings:
+    expires: int = 3600
+    # Backoff after failure: base doubling up to max (RFC 5626 §4.5 uses the same shape).
+    retry_base: float = 30.0
+    retry_max: float = 1800.0
+    user_agent: str | None = "BrowserPhone"
+
+
+class Registration:
+    """One binding of ``contact`` for ``aor`` at ``registrar``."""
+
+    def __init__(
+        self,
+        *,
+        aor: SipUri,
+        registrar: SipUri,
+        contact: SipUri,
+        auth: DigestAuth | None = None,
+        settings: RegistrationSettings | None = None,
+        call_id: str | None = None,
+    ) -> None:
+        self.aor = aor
+        self.registrar = registrar
+        self.contact = contact
+        self.auth = auth
+        self.settings = settings or RegistrationSettings()
+        self.expires = self.settings.expires
+        # RFC 3261 §10.2: one Call-ID for all REGISTERs of this UA to this registrar.
+        self.call_id = call_id or f"{secrets.token_hex(10)}@browserphone"
+        self.from_tag = generate_tag()
+        self.cseq = secrets.randbelow(2**16) + 1
+        self.state = RegistrationState.UNREGISTERED
+        self.reason = ""
+        self.granted: int | None = None
+        self.events: list[RegistrationStateChanged] = []
+        self.pending: SipRequest | None = None
+        self._timer: float | None = None
+        self._timer_kind: str | None = None  # "refresh" | "retry"
+        self._failures = 0
+        self._unregistering = False
+
+    # -- public API -------------------------------------------------------------------------
+    def register(self, now: float) -> SipRequest:
+        """Start (or restart) registering; returns the REGISTER to send."""
+        self._unregistering = False
+        self._set_state(RegistrationState.REGISTERING)
+        self._timer = None
+        return self._build(self.expires)
+
+    def unregister(self, now: float) -> SipRequest | None:
+        """Remove our binding (Expires: 0, RFC 3261 §10.2.2); None if nothing is registered."""
+        self._timer = None
+        if self.state not in (RegistrationState.REGISTERED, RegistrationState.REGISTERING):
+            self._set_state(RegistrationState.UNREGISTERED)
+            return None
+        self._unregistering = True
+        self._set_state(RegistrationState.UNREGISTERING)
+        return self._build(0)
+
+    def next_timer(self) -> float | None:
+        return self._timer
+
+    def handle_timer(self, now: float) -> SipRequest | None:
+        if self._timer is None or now < self._timer:
+            return None
+        self._timer = None
+        if self.pending is not None:
+            return None
+        if self._timer_kind == "retry":
+            self._set_state(RegistrationState.REGISTERING)
+        # A refresh keeps state REGISTERED while it is in flight.
+        return self._build(self.expires)
+
+    def handle_timeout(self, now: float) -> None:
+        """The REGISTER transaction timed out (Timer F) or the transport failed."""
+        self.pending = None
+        if self._unregistering:
+            self._set_state(RegistrationState.UNREGISTERED, "timeout")
+            return
+        self._fail(now, "timeout", None)
+
+    def handle_response(self, now: float, response: SipResponse) -> SipRequest | None:
+        """Feed a final response to our pending REGISTER; returns a request to send, if any."""
+        if response.status < 200 or self.pending is None:
+            return None
+        request = self.pending
+        self.pending = None
+        code = response.status
+        if code in (401, 407) and self.auth is not None:
+            if self.auth.handle_challenge(response):
+                return self._build(0 if self._unregistering else self.expires, auth_from=request)
+            self._fail(now, f"{code} authentication failed", response)
+            return None
+        if self.auth is not None:
+            self.auth.accepted()
+        if code == 423 and not self._unregistering:
+            # RFC 3261 §10.2.8: retry with at least Min-Expires.
+            value = (response.headers.get("min-expires") or "").strip()
+            if value.isdigit() and int(value) > self.expires:
+                self.expires = int(value)
+                return self._build(self.expires)
+            self._fail(now, "423 Interval Too Brief", response)
+            return None
+        if 200 <= code < 300:
+            if self._unregistering:
+                self._unregistering = False
+                self.granted = None
+                self._set_state(RegistrationState.UNREGISTERED, "")
+                return None
+            granted = self._granted_expires(response)
+            self.granted = granted
+            self._failures = 0
+            self._timer = now + _refresh_delay(granted)
+            self._timer_kind = "refresh"
+            self._set_state(RegistrationState.REGISTERED, "", granted)
+            return None
+        if self._unregistering:
+            self._unregistering = False
+            self._set_state(RegistrationState.UNREGISTERED, f"{code} {response.reason}")
+            return None
+        self._fail(now, f"{code} {response.reason}".strip(), response)
+        return None
+
+    # -- internals --------------------------------------------------------------------------
+    def _set_state(
+        self, state: RegistrationState, reason: str = "", expires: int | None = None
+    ) -> None:
+        if (
+            state is self.state
+            and reason == self.reason
+            and state is not RegistrationState.REGISTERED
+        ):
+            return
+        self.state = state
+        self.reason = reason
+        self.events.append(RegistrationStateChanged(state, reason, expires))
+
+    def _fail(self, now: float, reason: str, response: SipResponse | None) -> None:
+        self._failures += 1
+        delay = min(self.settings.retry_base * 2 ** (self._failures - 1), self.settings.retry_max)
+        if response is not None:
+            retry_after = (response.headers.get("retry-after") or "").split(";")[0].strip()
+            if retry_after.isdigit():
+                delay = max(1.0, float(retry_after))  # RFC 3261 §20.33
+        self._timer = now + delay
+        self._timer_kind = "retry"
+        self._set_state(RegistrationState.FAILED, reason)
+
+    def _granted_expires(self, response: SipResponse) -> int:
+        # RFC 3261 §10.2.4: the registrar's answer; our contact's expires param wins.
+        for contact in response.contacts:
+            if contact.uri == self.contact and contact.expires is not None:
+                return contact.expires
+        try:
+            header = response.expires
+        except ValueError:
+            header = None
+        return header if header is not None else self.expires
+
+    def _build(self, expires: int, auth_from: SipRequest | None = None) -> SipRequest:
+        self.cseq += 1
+        headers = Headers()
+        headers.add("max-forwards", "70")
+        headers.add("from", f"{Address(self.aor)};tag={self.from_tag}")
+        headers.add("to", str(Address(self.aor)))
+        headers.add("call-id", self.call_id)
+        headers.add("cseq", f"{self.cseq} REGISTER")
+        headers.add("contact", str(Address(self.contact)))
+        headers.add("expires", str(expires))
+        headers.add("allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO")
+        if self.settings.user_agent:
+            headers.add("user-agent", self.settings.user_agent)
+        request = SipRequest("REGISTER", self.registrar.copy(), headers)
+        if self.auth is not None and self.auth.challenges:
+            self.auth.apply(request)
+        self.pending = request
+        return request
+
+
+def _refresh_delay(expires: int) -> float:
+    """Refresh at half the granted time, and never later than 32 s before expiry."""
+    if expires <= 2:
+        return 1.0
+    return max(1.0, min(expires / 2, expires - 32))

@@ -1,0 +1,1235 @@
+"""The user agent: registration, calls, transfer and MWI on top of transactions and dialogs.
+
+Sans-I/O like the rest of the package. The transport feeds it and asks it for timers; the worker
+issues commands. Every method that can produce traffic returns a :class:`UaOutput` with the
+datagrams to send and the events that happened::
+
+    ua = UserAgent(UserAgentConfig(username="201", domain="pbx.example", password="...",
+                                   local_addr=("192.0.2.10", 5060), proxy_addr=("192.0.2.1", 5060)))
+    out = ua.register(now)
+    out = ua.receive(now, datagram, source)
+    out = ua.handle_timer(now)            # at ua.next_timer()
+    call_id, out = ua.call(now, "0312345678", offer_sdp)
+
+Calls are identified by their SIP Call-ID. Media is the caller's business: the user agent carries
+SDP, performs the RFC 3264 offer/answer bookkeeping and reports :class:`MediaUpdated`.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .auth import DigestAuth
+from .dialog import Dialog, DialogState, next_hop, request_dialog_id
+from .errors import SipError, SipParseError
+from .message import (
+    Headers,
+    SipRequest,
+    SipResponse,
+    generate_tag,
+    make_response,
+)
+from .registration import (
+    Registration,
+    RegistrationSettings,
+    RegistrationState,
+    RegistrationStateChanged,
+)
+from .sdp import (
+    NegotiatedMedia,
+    SdpNegotiationError,
+    SessionDescription,
+    is_hold,
+    negotiate_answer,
+    negotiated_media,
+    parse_sdp,
+)
+from .transaction import (
+    Addr,
+    MalformedMessage,
+    Outgoing,
+    Output,
+    RequestReceived,
+    ResponseReceived,
+    TimerSettings,
+    TransactionLayer,
+    TransactionTimeout,
+    make_cancel,
+)
+from .uri import Address, SipUri, parse_address, parse_uri
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO, SUBSCRIBE"
+SUPPORTED = "replaces, norefersub"
+
+__all__ = [
+    "CallState",
+    "CallStateChanged",
+    "IncomingCall",
+    "MediaUpdated",
+    "MessageSummary",
+    "RegistrationState",
+    "RegistrationStateChanged",
+    "TransferProgress",
+    "TransferRequested",
+    "UaOutput",
+    "UserAgent",
+    "UserAgentConfig",
+]
+
+
+# ---------------------------------------------------------------- configuration and events
+
+
+@dataclass(slots=True)
+class UserAgentConfig:
+    username: str  # user part of our AoR (the extension)
+    domain: str  # registrar / PBX domain
+    local_addr: Addr  # bound address: written into Via and Contact
+    password: str = ""
+    auth_username: str | None = None  # defaults to username
+    display_name: str | None = None
+    transport: str = "UDP"
+    # Where every request goes (outbound proxy / PBX). Without it, only IP-literal targets work:
+    # the core does no DNS (the transport adapter resolves names and passes an address here).
+    proxy_addr: Addr | None = None
+    expires: int = 3600
+    timers: TimerSettings = field(default_factory=TimerSettings)
+    user_agent: str = "BrowserPhone"
+
+
+class CallState(enum.Enum):
+    CALLING = "calling"  # outgoing INVITE sent
+    RINGING = "ringing"  # outgoing, 18x received
+    INCOMING = "incoming"  # incoming INVITE not answered yet
+    CONNECTED = "connected"
+    TERMINATED = "terminated"
+
+
+@dataclass(slots=True)
+class CallStateChanged:
+    call_id: str
+    state: CallState
+    status: int | None = None  # SIP status behind the change, when there is one
+    reason: str = ""  # e.g. "busy", "declined", "cancelled", "remote-bye", "local-bye", "timeout"
+
+
+@dataclass(slots=True)
+class IncomingCall:
+    call_id: str
+    caller: Address
+    callee: Address
+    request_uri: SipUri
+    offer: SessionDescription | None
+    replaces: str | None = None  # Call-ID of our call this INVITE replaces (RFC 3891)
+    referred_by: str | None = None
+
+
+@dataclass(slots=True)
+class MediaUpdated:
+    """An offer/answer exchange completed (or early media arrived)."""
+
+    call_id: str
+    local: SessionDescription
+    remote: SessionDescription
+    media: NegotiatedMedia | None
+    remote_hold: bool
+    early: bool = False
+
+
+@dataclass(slots=True)
+class TransferRequested:
+    """The peer sent REFER (RFC 3515): call ``target`` (with ``replaces`` as Replaces header)."""
+
+    call_id: str
+    target: SipUri
+    replaces: str | None
+    referred_by: str | None
+
+
+@dataclass(slots=True)
+class TransferProgress:
+    """Progress of our REFER: 202/error, then NOTIFY sipfrag statuses (RFC 3515 §2.4.5)."""
+
+    call_id: str
+    status: int
+    reason: str
+    final: bool
+
+
+@dataclass(slots=True)
+class MessageSummary:
+    """Voicemail status from a message-summary NOTIFY (RFC 3842)."""
+
+    waiting: bool
+    new: int = 0
+    old: int = 0
+    account: str | None = None
+
+
+UaEvent = (
+    CallStateChanged
+    | IncomingCall
+    | MediaUpdated
+    | TransferRequested
+    | TransferProgress
+    | MessageSummary
+    | RegistrationStateChanged
+    | MalformedMessage
+)
+
+
+@dataclass(slots=True)
+class UaOutput:
+    send: list[Outgoing] = field(default_factory=list)
+    events: list[UaEvent] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- internal bookkeeping
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A client transaction the UA is waiting on."""
+
+    kind: str  # register | invite | reinvite | bye | cancel | refer | notify | subscribe | other
+    request: SipRequest
+    call_id: str | None = None
+    auth_tries: int = 0
+
+
+@dataclass(slots=True)
+class _OkRetransmit:
+    """2xx retransmission of the UAS core (RFC 3261 §13.3.1.4)."""
+
+    response: SipResponse
+    next_at: float
+    interval: float
+    give_up_at: float
+
+
+@dataclass
+class Call:
+    id: str
+    direction: str  # "outgoing" | "incoming"
+    state: CallState
+    invite: SipRequest
+    dialog: Dialog | None = None
+    invite_tid: str | None = None
+    local_sdp: SessionDescription | None = None
+    remote_sdp: SessionDescription | None = None
+    got_provisional: bool = False
+    cancel_requested: bool = False
+    local_hold: bool = False
+    reinvite: SipRequest | None = None  # our pending re-INVITE
+    reinvite_incoming: bool = False  # an incoming re-INVITE awaits ACK
+    glare_retry_at: float | None = None
+    glare_hold: bool | None = None
+    ok: _OkRetransmit | None = None
+    ack: SipRequest | None = None  # ACK we sent for the last 2xx, re-sent on retransmissions
+    refer_pending: bool = False
+    refer_subscription: bool = False  # we accepted a REFER and owe NOTIFYs
+
+
+def _parse_sipfrag(body: bytes) -> tuple[int, str] | None:
+    """Status line of a message/sipfrag body (RFC 3420)."""
+    line = body.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
+    match = re.match(r"SIP/2\.0\s+(\d{3})\s*(.*)", line)
+    if match is None:
+        return None
+    return int(match.group(1)), match.group(2)
+
+
+def parse_message_summary(body: bytes) -> MessageSummary:
+    """application/simple-message-summary (RFC 3842 §5.2)."""
+    text = body.decode("utf-8", errors="replace")
+    waiting = False
+    account = None
+    new = old = 0
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        key = name.strip().lower()
+        value = value.strip()
+        if key == "messages-waiting":
+            waiting = value.lower() == "yes"
+        elif key == "message-account":
+            account = value
+        elif key == "voice-message":
+            match = re.match(r"(\d+)/(\d+)", value)
+            if match:
+                new, old = int(match.group(1)), int(match.group(2))
+    return MessageSummary(waiting, new, old, account)
+
+
+def _replaces_value(dialog: Dialog) -> str:
+    """Replaces header naming ``dialog`` as the *peer* sees it (RFC 3891 §3, RFC 5589 §7)."""
+    return f"{dialog.call_id};to-tag={dialog.remote_tag};from-tag={dialog.local_tag}"
+
+
+class UserAgent:
+    """One SIP account: registration plus any number of calls."""
+
+    def __init__(self, config: UserAgentConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.layer = TransactionLayer(config.local_addr, config.transport, timers=config.timers)
+        self.auth = DigestAuth(config.auth_username or config.username, config.password)
+        self.calls: dict[str, Call] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._rng = rng or random.Random()
+        self.aor = SipUri(host=config.domain, user=config.username)
+        self.registration = Registration(
+            aor=self.aor,
+            registrar=SipUri(host=config.domain),
+            contact=self.contact_uri,
+            auth=self.auth,
+            settings=RegistrationSettings(expires=config.expires, user_agent=config.user_agent),
+        )
+        self._mwi_call_id: str | None = None
+        self._mwi_refresh_at: float | None = None
+        self._mwi_expires = 3600
+
+    # -- addresses ------------------------------------------------------------------------------
+    @property
+    def local_addr(self) -> Addr:
+        return self.config.local_addr
+
+    @property
+    def contact_uri(self) -> SipUri:
+        host, port = self.config.local_addr
+        params: dict[str, str | None] = {}
+        if self.config.transport.upper() != "UDP":
+            params["transport"] = self.config.transport.lower()
+        return SipUri(host=host, user=self.config.username, port=port, params=params)
+
+    @property
+    def contact(self) -> Address:
+        return Address(self.contact_uri)
+
+    def _from_address(self) -> Address:
+        return Address(self.aor.copy(), self.config.display_name)
+
+    def target_uri(self, target: str | SipUri) -> SipUri:
+        """A dialled string (number/extension) or a URI → request URI at our domain."""
+        if isinstance(target, SipUri):
+            return target
+        text = target.strip()
+        if text.startswith(("sip:", "sips:", "tel:")):
+            return parse_uri(text)
+        return SipUri(host=self.config.domain, user=text)
+
+    def _destination(self, request: SipRequest) -> Addr:
+        if self.config.proxy_addr is not None:
+            return self.config.proxy_addr
+        hop = next_hop(request)
+        host = hop.host.strip("[]")
+        if not _is_ip(host):
+            raise SipError(f"no proxy_addr configured and {hop.host!r} is not an IP address")
+        return (host, hop.port or 5060)
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        candidates = [self.layer.next_timer(), self.registration.next_timer(), self._mwi_refresh_at]
+        for call in self.calls.values():
+            if call.ok is not None:
+                candidates.append(call.ok.next_at)
+            candidates.append(call.glare_retry_at)
+        times = [t for t in candidates if t is not None]
+        return min(times) if times else None
+
+    def receive(self, now: float, data: bytes, source: Addr) -> UaOutput:
+        out = UaOutput()
+        self._absorb(now, self.layer.receive(now, data, source), out)
+        return out
+
+    def handle_timer(self, now: float) -> UaOutput:
+        out = UaOutput()
+        self._absorb(now, self.layer.handle_timer(now), out)
+        request = self.registration.handle_timer(now)
+        if request is not None:
+            self._send_request(now, request, "register", None, out)
+        self._drain_registration(out)
+        if self._mwi_refresh_at is not None and now >= self._mwi_refresh_at:
+            self._mwi_refresh_at = None
+            self._send_subscribe(now, out)
+        for call in list(self.calls.values()):
+            self._call_timers(now, call, out)
+        return out
+
+    def _call_timers(self, now: float, call: Call, out: UaOutput) -> None:
+        ok = call.ok
+        if ok is not None and now >= ok.next_at:
+            if now >= ok.give_up_at:
+                # §13.3.1.4: no ACK for 64*T1: confirm, then end the session with BYE.
+                call.ok = None
+                if call.state is CallState.CONNECTED and not call.reinvite_incoming:
+                    self._bye(now, call, out, reason="no-ack")
+                call.reinvite_incoming = False
+            else:
+                self._absorb(now, self.layer.send_response(now, ok.response), out)
+                ok.interval = min(ok.interval * 2, self.config.timers.t2)
+                ok.next_at += ok.interval
+        if call.glare_retry_at is not None and now >= call.glare_retry_at:
+            call.glare_retry_at = None
+            if call.state is CallState.CONNECTED and call.reinvite is None:
+                self._send_reinvite(now, call, bool(call.glare_hold), out)
+
+    def _send_request(
+        self, now: float, request: SipRequest, kind: str, call_id: str | None, out: UaOutput
+    ) -> str:
+        request.headers.set("via", str(self.layer.make_via()))
+        if "user-agent" not in request.headers and self.config.user_agent:
+            request.headers.add("user-agent", self.config.user_agent)
+        tid, layer_out = self.layer.send_request(now, request, self._destination(request))
+        self._pending[tid] = _Pending(kind, request, call_id)
+        self._absorb(now, layer_out, out)
+        return tid
+
+    def _respond(self, now: float, response: SipResponse, out: UaOutput) -> None:
+        if self.config.user_agent and "server" not in response.headers:
+            response.headers.add("server", self.config.user_agent)
+        self._absorb(now, self.layer.send_response(now, response), out)
+
+    def _absorb(self, now: float, layer_out: Output, out: UaOutput) -> None:
+        out.send.extend(layer_out.send)
+        for event in layer_out.events:
+            try:
+                if isinstance(event, RequestReceived):
+                    self._on_request(now, event, out)
+                elif isinstance(event, ResponseReceived):
+                    self._on_response(now, event, out)
+                elif isinstance(event, TransactionTimeout):
+                    self._on_timeout(now, event, out)
+                elif isinstance(event, MalformedMessage):
+                    out.events.append(event)
+            except (SipParseError, SdpNegotiationError) as exc:
+                # A message that parsed but carries nonsense (bad SDP, bad Refer-To...) must
+                # never take the user agent down.
+                out.events.append(MalformedMessage(b"", ("", 0), str(exc)))
+
+    def _drain_registration(self, out: UaOutput) -> None:
+        out.events.extend(self.registration.events)
+        self.registration.events.clear()
+
+    # -- registration ---------------------------------------------------------------------------
+    def register(self, now: float) -> UaOutput:
+        out = UaOutput()
+        self._send_request(now, self.registration.register(now), "register", None, out)
+        self._drain_registration(out)
+        return out
+
+    def unregister(self, now: float) -> UaOutput:
+        out = UaOutput()
+        request = self.registration.unregister(now)
+        if request is not None:
+            self._send_request(now, request, "register", None, out)
+        self._drain_registration(out)
+        return out
+
+    # -- outgoing calls -------------------------------------------------------------------------
+    def call(
+        self,
+        now: float,
+        target: str | SipUri,
+        offer: SessionDescription,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> tuple[str, UaOutput]:
+        """Place a call (RFC 3261 §13.2.1). Returns the Call-ID used as the call handle."""
+        uri = self.target_uri(target)
+        call_id = f"{secrets.token_hex(12)}@{self.config.local_addr[0]}"
+        local = self._from_address()
+        local.tag = generate_tag()
+        h = Headers()
+        h.add("max-forwards", "70")
+        h.add("from", str(local))
+        h.add("to", str(Address(uri.copy())))
+        h.add("call-id", call_id)
+        h.add("cseq", f"{secrets.randbelow(2**16) + 1} INVITE")
+        h.add("contact", str(self.contact))
+        h.add("allow", ALLOW)
+        h.add("supported", SUPPORTED)
+        for name, value in headers:
+            h.add(name, value)
+        h.add("content-type", "application/sdp")
+        invite = SipRequest("INVITE", uri, h, offer.to_bytes())
+        call = Call(call_id, "outgoing", CallState.CALLING, invite, local_sdp=offer)
+        self.calls[call_id] = call
+        out = UaOutput()
+        call.invite_tid = self._send_request(now, invite, "invite", call_id, out)
+        out.events.append(CallStateChanged(call_id, CallState.CALLING))
+        return call_id, out
+
+    def hangup(self, now: float, call_id: str) -> UaOutput:
+        """End a call in whatever state: CANCEL, BYE, or 603 Decline for an unanswered one."""
+        out = UaOutput()
+        call = self.calls.get(call_id)
+        if call is None or call.state is CallState.TERMINATED:
+            return out
+        if call.direction == "incoming" and call.state is CallState.INCOMING:
+            return self.reject(now, call_id, 603)
+        if call.state is CallState.CONNECTED:
+            self._bye(now, call, out, reason="local-bye")
+            return out
+        # Outgoing, not answered: CANCEL, but only once a provisional arrived (§9.1).
+        call.cancel_requested = True
+        if call.got_provisional:
+            self._send_cancel(now, call, out)
+        return out
+
+    def _send_cancel(self, now: float, call: Call, out: UaOutput) -> None:
+        cancel = make_cancel(call.invite)
+        # The CANCEL must carry the INVITE's Via (same branch), so bypass _send_request's Via.
+        tid, layer_out = self.layer.send_request(now, cancel, self._destination(call.invite))
+        self._pending[tid] = _Pending("cancel", cancel, call.id)
+        self._absorb(now, layer_out, out)
+
+    def _bye(self, now: float, call: Call, out: UaOutput, *, reason: str) -> None:
+        if call.dialog is not None:
+            bye = call.dialog.create_request("BYE")
+            self._send_request(now, bye, "bye", call.id, out)
+        self._end(call, out, None, reason)
+
+    def _end(self, call: Call, out: UaOutput, status: int | None, reason: str) -> None:
+        if call.state is CallState.TERMINATED:
+            return
+        call.state = CallState.TERMINATED
+        call.ok = None
+        call.glare_retry_at = None
+        if call.dialog is not None:
+            call.dialog.terminate()
+        out.events.append(CallStateChanged(call.id, CallState.TERMINATED, status, reason))
+
+    # -- incoming calls -------------------------------------------------------------------------
+    def ring(self, now: float, call_id: str) -> UaOutput:
+        """180 Ringing for an incoming call (creates the early dialog, §12.1.1)."""
+        out = UaOutput()
+        call = self._incoming(call_id)
+        if call.dialog is None:
+            return out
+        response = make_response(call.invite, 180, to_tag=call.dialog.local_tag)
+        response.headers.add("contact", str(self.contact))
+        self._respond(now, response, out)
+        return out
+
+    def answer(self, now: float, call_id: str, sdp: SessionDescription) -> UaOutput:
+        """200 OK with our SDP (the answer, or an offer if the INVITE had none)."""
+        out = UaOutput()
+        call = self._incoming(call_id)
+        dialog = call.dialog
+        if dialog is None:
+            raise SipError("call has no dialog")
+        response = make_response(
+            call.invite,
+            200,
+            to_tag=dialog.local_tag,
+            headers=[
+                ("contact", str(self.contact)),
+                ("allow", ALLOW),
+                ("supported", SUPPORTED),
+                ("content-type", "application/sdp"),
+            ],
+            body=sdp.to_bytes(),
+        )
+        call.local_sdp = sdp
+        dialog.state = DialogState.CONFIRMED
+        call.state = CallState.CONNECTED
+        self._send_2xx(now, call, response, out)
+        out.events.append(CallStateChanged(call.id, CallState.CONNECTED, 200))
+        if call.remote_sdp is not None:
+            self._media_updated(call, out)
+        return out
+
+    def reject(self, now: float, call_id: str, status: int = 486) -> UaOutput:
+        """Refuse an incoming call: 486 Busy Here, 603 Decline, 480... (RFC 3261 §13.3.1.3)."""
+        out = UaOutput()
+        call = self._incoming(call_id)
+        tag = call.dialog.local_tag if call.dialog else generate_tag()
+        self._respond(now, make_response(call.invite, status, to_tag=tag), out)
+        reason = {486: "busy", 603: "declined", 600: "busy"}.get(status, "rejected")
+        self._end(call, out, status, reason)
+        return out
+
+    def _incoming(self, call_id: str) -> Call:
+        call = self.calls.get(call_id)
+        if call is None or call.direction != "incoming" or call.state is not CallState.INCOMING:
+            raise SipError(f"no unanswered incoming call {call_id!r}")
+        return call
+
+    def _send_2xx(self, now: float, call: Call, response: SipResponse, out: UaOutput) -> None:
+        t1 = self.config.timers.t1
+        self._respond(now, response, out)
+        call.ok = _OkRetransmit(response, now + t1, t1, now + 64 * t1)
+
+    # -- hold / re-INVITE -----------------------------------------------------------------------
+    def hold(self, now: float, call_id: str) -> UaOutput:
+        return self._set_hold(now, call_id, True)
+
+    def unhold(self, now: float, call_id: str) -> UaOutput:
+        return self._set_hold(now, call_id, False)
+
+    def _set_hold(self, now: float, call_id: str, hold: bool) -> UaOutput:
+        out = UaOutput()
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.CONNECTED or call.local_sdp is None:
+            raise SipError(f"no connected call {call_id!r}")
+        if call.reinvite is not None or call.reinvite_incoming:
+            # RFC 3261 §14.1: one offer at a time; retry once the pending one completes.
+            call.glare_hold = hold
+            call.glare_retry_at = now + 0.1
+            return out
+        self._send_reinvite(now, call, hold, out)
+        return out
+
+    def _send_reinvite(self, now: float, call: Call, hold: bool, out: UaOutput) -> None:
+        assert call.dialog is not None and call.local_sdp is not None
+        call.local_hold = hold
+        call.glare_hold = hold
+        sdp = _with_direction(call.local_sdp, "sendonly" if hold else "sendrecv")
+        reinvite = call.dialog.create_request(
+            "INVITE",
+            headers=[("allow", ALLOW), ("content-type", "application/sdp")],
+            body=sdp.to_bytes(),
+        )
+        call.reinvite = reinvite
+        self._send_request(now, reinvite, "reinvite", call.id, out)
+
+    # -- transfer (RFC 3515, RFC 5589) ----------------------------------------------------------
+    def refer(
+        self, now: float, call_id: str, target: str | SipUri, *, replaces_call: str | None = None
+    ) -> UaOutput:
+        """Blind transfer, or attended when ``replaces_call`` names our call with the target."""
+        out = UaOutput()
+        call = self.calls.get(call_id)
+        if call is None or call.dialog is None or call.state is not CallState.CONNECTED:
+            raise SipError(f"no connected call {call_id!r}")
+        uri = self.target_uri(target).copy()
+        if replaces_call is not None:
+            other = self.calls.get(replaces_call)
+            if other is None or other.dialog is None:
+                raise SipError(f"no dialog for {replaces_call!r}")
+            uri = other.dialog.remote_target.copy()
+            uri.headers["Replaces"] = _replaces_value(other.dialog)
+        refer_to = f"<{uri}>"
+        request = call.dialog.create_request(
+            "REFER",
+            headers=[("refer-to", refer_to), ("referred-by", str(Address(self.aor.copy())))],
+        )
+        call.refer_pending = True
+        self._send_request(now, request, "refer", call.id, out)
+        return out
+
+    def transfer_progress(
+        self, now: float, call_id: str, status: int, reason: str = ""
+    ) -> UaOutput:
+        """NOTIFY the transferor of our progress calling the REFER target (RFC 3515 §2.4.5)."""
+        out = UaOutput()
+        call = self.calls.get(call_id)
+        if call is None or call.dialog is None or not call.refer_subscription:
+            return out
+        final = status >= 200
+        self._notify_refer(now, call, status, reason, final, out)
+        if final:
+            call.refer_subscription = False
+        return out
+
+    def _notify_refer(
+        self, now: float, call: Call, status: int, reason: str, final: bool, out: UaOutput
+    ) -> None:
+        assert call.dialog is not None
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify = call.dialog.create_request(
+            "NOTIFY",
+            headers=[
+                ("event", "refer"),
+                ("subscription-state", state),
+                ("content-type", "message/sipfrag;version=2.0"),
+            ],
+            body=f"SIP/2.0 {status} {reason or _reason(status)}\r\n".encode(),
+        )
+        self._send_request(now, notify, "notify", call.id, out)
+
+    # -- MWI (RFC 3842) -------------------------------------------------------------------------
+    def subscribe_mwi(self, now: float, expires: int = 3600) -> UaOutput:
+        out = UaOutput()
+        self._mwi_expires = expires
+        self._send_subscribe(now, out)
+        return out
+
+    def _send_subscribe(self, now: float, out: UaOutput) -> None:
+        if self._mwi_call_id is None:
+            self._mwi_call_id = f"{secrets.token_hex(10)}@{self.config.local_addr[0]}"
+            self._mwi_tag = generate_tag()
+            self._mwi_cseq = 0
+        self._mwi_cseq += 1
+        local = Address(self.aor.copy())
+        local.tag = self._mwi_tag
+        h = Headers()
+        h.add("max-forwards", "70")
+        h.add("from", str(local))
+        h.add("to", str(Address(self.aor.copy())))
+        h.add("call-id", self._mwi_call_id)
+        h.add("cseq", f"{self._mwi_cseq} SUBSCRIBE")
+        h.add("contact", str(self.contact))
+        h.add("event", "message-summary")
+        h.add("accept", "application/simple-message-summary")
+        h.add("expires", str(self._mwi_expires))
+        request = SipRequest("SUBSCRIBE", self.aor.copy(), h)
+        if self.auth.challenges:
+            self.auth.apply(request)
+        self._send_request(now, request, "subscribe", None, out)
+
+    # -- incoming requests ----------------------------------------------------------------------
+    def _on_request(self, now: float, event: RequestReceived, out: UaOutput) -> None:
+        request = event.request
+        method = request.method
+        if method == "ACK":
+            self._on_ack(now, request, out)
+            return
+        if method == "CANCEL":
+            self._on_cancel(now, request, out)
+            return
+        to_tag = request.to_addr.tag
+        if to_tag is None:
+            self._out_of_dialog(now, request, out)
+            return
+        call = self._call_for_request(request)
+        if call is None or call.dialog is None:
+            if method == "NOTIFY" and request.call_id == self._mwi_call_id:
+                self._on_mwi_notify(now, request, out)
+                return
+            # RFC 3261 §12.2.2: unknown dialog.
+            self._respond(now, make_response(request, 481), out)
+            return
+        error = call.dialog.receive_request(request)
+        if error is not None:
+            self._respond(now, make_response(request, error), out)
+            return
+        if method == "INVITE":
+            self._on_reinvite(now, call, request, out)
+        elif method == "UPDATE":
+            self._on_update(now, call, request, out)
+        elif method == "BYE":
+            self._respond(now, make_response(request, 200), out)
+            self._end(call, out, None, "remote-bye")
+        elif method == "REFER":
+            self._on_refer(now, call, request, out)
+        elif method == "NOTIFY":
+            self._on_refer_notify(now, call, request, out)
+        elif method in ("INFO", "OPTIONS"):
+            self._respond(now, make_response(request, 200), out)
+        else:
+            self._respond(now, make_response(request, 501, headers=[("allow", ALLOW)]), out)
+
+    def _call_for_request(self, request: SipRequest) -> Call | None:
+        call = self.calls.get(request.call_id)
+        if call is None or call.dialog is None:
+            return None
+        return call if call.dialog.id == request_dialog_id(request) else None
+
+    def _out_of_dialog(self, now: float, request: SipRequest, out: UaOutput) -> None:
+        method = request.method
+        if method == "INVITE":
+            self._on_invite(now, request, out)
+        elif method == "OPTIONS":
+            # RFC 3261 §11.2: capabilities.
+            response = make_response(
+                request,
+                200,
+                to_tag=generate_tag(),
+                headers=[
+                    ("allow", ALLOW),
+                    ("accept", "application/sdp"),
+                    ("supported", SUPPORTED),
+                ],
+            )
+            self._respond(now, response, out)
+        elif method == "NOTIFY":
+            # Unsolicited MWI NOTIFY (common on PBXs) or one racing our SUBSCRIBE's 200.
+            self._on_mwi_notify(now, request, out)
+        elif method in ("BYE", "UPDATE", "REFER", "INFO", "PRACK"):
+            self._respond(now, make_response(request, 481), out)
+        else:
+            status = 405 if method in ALLOW else 501
+            self._respond(now, make_response(request, status, headers=[("allow", ALLOW)]), out)
+
+    def _on_invite(self, now: float, request: SipRequest, out: UaOutput) -> None:
+        if request.call_id in self.calls:
+            # A forked/looped copy of a call we already handle (§8.2.2.2 merged request).
+            self._respond(now, make_response(request, 482, to_tag=generate_tag()), out)
+            return
+        offer: SessionDescription | None = None
+        if request.body:
+            if request.content_type not in (None, "application/sdp"):
+                resp = make_response(request, 415, headers=[("accept", "application/sdp")])
+                self._respond(now, resp, out)
+                return
+            try:
+                offer = parse_sdp(request.body)
+            except SipParseError:
+                self._respond(now, make_response(request, 400, to_tag=generate_tag()), out)
+                return
+        replaces: str | None = None
+        replaces_header = request.headers.get("replaces")
+        if replaces_header is not None:
+            old = self._match_replaces(replaces_header)
+            if old is None:
+                # RFC 3891 §3: no matching dialog.
+                self._respond(now, make_response(request, 481, to_tag=generate_tag()), out)
+                return
+            replaces = old.id
+        local_tag = generate_tag()
+        call = Call(request.call_id, "incoming", CallState.INCOMING, request, remote_sdp=offer)
+        call.dialog = Dialog.from_uas(request, local_tag, self.contact)
+        self.calls[call.id] = call
+        out.events.append(
+            IncomingCall(
+                call_id=call.id,
+                caller=request.from_addr,
+                callee=request.to_addr,
+                request_uri=request.uri,
+                offer=offer,
+                replaces=replaces,
+                referred_by=request.headers.get("referred-by"),
+            )
+        )
+        out.events.append(CallStateChanged(call.id, CallState.INCOMING))
+
+    def _match_replaces(self, value: str) -> Call | None:
+        """RFC 3891 §3: to-tag is our local tag, from-tag the remote one."""
+        call_id, _, rest = value.partition(";")
+        params = {
+            k.strip().lower(): v.strip() for k, _, v in (p.partition("=") for p in rest.split(";"))
+        }
+        call = self.calls.get(call_id.strip())
+        if call is None or call.dialog is None or call.state is CallState.TERMINATED:
+            return None
+        dialog = call.dialog
+        if dialog.local_tag != params.get("to-tag") or dialog.remote_tag != params.get("from-tag"):
+            return None
+        if "early-only" in params and dialog.state is DialogState.CONFIRMED:
+            return None
+        return call
+
+    def _on_ack(self, now: float, request: SipRequest, out: UaOutput) -> None:
+        call = self.calls.get(request.call_id)
+        if call is None or call.dialog is None or call.ok is None:
+            return
+        if request.cseq.seq != call.ok.response.cseq.seq:
+            return
+        call.ok = None
+        call.reinvite_incoming = False
+        if request.body and call.remote_sdp is None:
+            # Late offer: the answer arrives in the ACK (RFC 3261 §13.2.1).
+            call.remote_sdp = parse_sdp(request.body)
+            self._media_updated(call, out)
+
+    def _on_cancel(self, now: float, request: SipRequest, out: UaOutput) -> None:
+        server = self.layer.invite_for_cancel(request)
+        if server is None:
+            self._respond(now, make_response(request, 481), out)
+            return
+        self._respond(now, make_response(request, 200), out)
+        call = self.calls.get(request.call_id)
+        if call is not None and call.state is CallState.INCOMING:
+            # RFC 3261 §9.2: the INVITE gets 487 Request Terminated.
+            tag = call.dialog.local_tag if call.dialog else generate_tag()
+            self._respond(now, make_response(call.invite, 487, to_tag=tag), out)
+            self._end(call, out, 487, "cancelled")
+
+    def _on_reinvite(self, now: float, call: Call, request: SipRequest, out: UaOutput) -> None:
+        assert call.dialog is not None
+        if call.reinvite is not None or call.reinvite_incoming:
+            # RFC 3261 §14.2: glare.
+            response = make_response(request, 491)
+            response.headers.add("retry-after", str(self._rng.randint(1, 2)))
+            self._respond(now, response, out)
+            return
+        headers = [("contact", str(self.contact)), ("allow", ALLOW)]
+        if not request.body:
+            # Offer-less re-INVITE: our current SDP is the offer in the 2xx.
+            if call.local_sdp is None:
+                self._respond(now, make_response(request, 488), out)
+                return
+            call.remote_sdp = None
+            body = call.local_sdp.to_bytes()
+        else:
+            offer = parse_sdp(request.body)
+            try:
+                answer = self._answer_reoffer(call, offer)
+            except SdpNegotiationError:
+                self._respond(now, make_response(request, 488), out)
+                return
+            call.remote_sdp = offer
+            call.local_sdp = answer
+            body = answer.to_bytes()
+        headers.append(("content-type", "application/sdp"))
+        response = make_response(request, 200, headers=headers, body=body)
+        call.reinvite_incoming = True
+        self._send_2xx(now, call, response, out)
+        if call.remote_sdp is not None:
+            self._media_updated(call, out)
+
+    def _on_update(self, now: float, call: Call, request: SipRequest, out: UaOutput) -> None:
+        if not request.body:
+            # Session refresh / target refresh only (RFC 3311).
+            self._respond(
+                now, make_response(request, 200, headers=[("contact", str(self.contact))]), out
+            )
+            return
+        if call.reinvite is not None:
+            self._respond(now, make_response(request, 491), out)
+            return
+        offer = parse_sdp(request.body)
+        try:
+            answer = self._answer_reoffer(call, offer)
+        except SdpNegotiationError:
+            self._respond(now, make_response(request, 488), out)
+            return
+        call.remote_sdp = offer
+        call.local_sdp = answer
+        response = make_response(
+            request,
+            200,
+            headers=[("contact", str(self.contact)), ("content-type", "application/sdp")],
+            body=answer.to_bytes(),
+        )
+        self._respond(now, response, out)
+        self._media_updated(call, out)
+
+    def _answer_reoffer(self, call: Call, offer: SessionDescription) -> SessionDescription:
+        """Answer a re-offer with our existing media address and codec list (RFC 3264 §8)."""
+        if call.local_sdp is None or call.local_sdp.audio is None:
+            raise SdpNegotiationError("no local media to answer with")
+        ours = call.local_sdp
+        audio = ours.audio
+        assert audio is not None
+        conn = ours.connection_of(audio)
+        address = conn.address if conn else self.config.local_addr[0]
+        codecs = [c for c in audio.codecs() if c.name.lower() != "telephone-event"]
+        answer = negotiate_answer(
+            offer,
+            address,
+            audio.port,
+            session_id=ours.origin.session_id,
+            version=ours.origin.version,
+            codecs=codecs,
+            direction="sendonly" if call.local_hold else "sendrecv",
+            username=ours.origin.username,
+        )
+        return _bump_version(ours, answer)
+
+    def _on_refer(self, now: float, call: Call, request: SipRequest, out: UaOutput) -> None:
+        refer_to = request.headers.get("refer-to")
+        if refer_to is None:
+            self._respond(now, make_response(request, 400), out)
+            return
+        target = parse_address(refer_to).uri.copy()
+        replaces = None
+        for name in list(target.headers):
+            if name.lower() == "replaces":
+                replaces = target.headers.pop(name)
+        self._respond(now, make_response(request, 202), out)
+        call.refer_subscription = True
+        # RFC 3515 §2.4.4: an immediate NOTIFY with the initial state.
+        self._notify_refer(now, call, 100, "Trying", False, out)
+        out.events.append(
+            TransferRequested(call.id, target, replaces, request.headers.get("referred-by"))
+        )
+
+    def _on_refer_notify(self, now: float, call: Call, request: SipRequest, out: UaOutput) -> None:
+        self._respond(now, make_response(request, 200), out)
+        event = (request.headers.get("event") or "").split(";")[0].strip().lower()
+        if event != "refer":
+            return
+        frag = _parse_sipfrag(request.body)
+        if frag is None:
+            return
+        state = (request.headers.get("subscription-state") or "").lower()
+        final = state.startswith("terminated") or frag[0] >= 200
+        out.events.append(TransferProgress(call.id, frag[0], frag[1], final))
+
+    def _on_mwi_notify(self, now: float, request: SipRequest, out: UaOutput) -> None:
+        event = (request.headers.get("event") or "").split(";")[0].strip().lower()
+        if event != "message-summary":
+            self._respond(now, make_response(request, 489), out)
+            return
+        self._respond(now, make_response(request, 200), out)
+        out.events.append(parse_message_summary(request.body))
+
+    # -- responses to our requests --------------------------------------------------------------
+    def _on_response(self, now: float, event: ResponseReceived, out: UaOutput) -> None:
+        response = event.response
+        if event.transaction_id is None:
+            self._on_stray_response(now, response, out)
+            return
+        pending = self._pending.get(event.transaction_id)
+        if pending is None:
+            return
+        if response.status >= 200 and not (
+            200 <= response.status < 300 and pending.kind == "invite"
+        ):
+            # 2xx to INVITE may come again (forking/retransmissions); keep the entry until Timer M.
+            self._pending.pop(event.transaction_id, None)
+        if response.status in (401, 407) and pending.kind != "register":
+            if self._retry_with_auth(now, pending, response, out):
+                return
+        elif response.status >= 200 and pending.kind != "register":
+            self.auth.accepted()
+        kind = pending.kind
+        if kind == "register":
+            retry = self.registration.handle_response(now, response)
+            if retry is not None:
+                self._send_request(now, retry, "register", None, out)
+            self._drain_registration(out)
+        elif kind == "invite":
+            self._on_invite_response(now, pending, response, out)
+        elif kind == "reinvite":
+            self._on_reinvite_response(now, pending, response, out)
+        elif kind == "refer":
+            call = self.calls.get(pending.call_id or "")
+            if call is not None and response.status >= 200:
+                call.refer_pending = False
+                ok = 200 <= response.status < 300
+                out.events.append(
+                    TransferProgress(call.id, response.status, response.reason, final=not ok)
+                )
+        elif kind == "subscribe":
+            if 200 <= response.status < 300:
+                expires = response.expires or self._mwi_expires
+                self._mwi_refresh_at = now + max(1.0, min(expires / 2, expires - 32))
+            elif response.status >= 300:
+                self._mwi_refresh_at = now + 300.0
+
+    def _retry_with_auth(
+        self, now: float, pending: _Pending, response: SipResponse, out: UaOutput
+    ) -> bool:
+        """Re-send a challenged request with credentials (RFC 3261 §22.2); False if hopeless."""
+        if pending.auth_tries >= 2 or not self.auth.handle_challenge(response):
+            return False
+        old = pending.request
+        request = SipRequest(old.method, old.uri.copy(), old.headers.copy(), old.body)
+        call = self.calls.get(pending.call_id or "")
+        seq = old.cseq.seq + 1
+        if call is not None and call.dialog is not None and pending.kind != "invite":
+            call.dialog.local_seq = max(call.dialog.local_seq + 1, seq)
+            seq = call.dialog.local_seq
+        request.headers.set("cseq", f"{seq} {old.method}")
+        self.auth.apply(request)
+        tid = self._send_request(now, request, pending.kind, pending.call_id, out)
+        self._pending[tid].auth_tries = pending.auth_tries + 1
+        if call is not None:
+            if pending.kind == "invite":
+                call.invite = request
+                call.invite_tid = tid
+            elif pending.kind == "reinvite":
+                call.reinvite = request
+        return True
+
+    def _on_invite_response(
+        self, now: float, pending: _Pending, response: SipResponse, out: UaOutput
+    ) -> None:
+        call = self.calls.get(pending.call_id or "")
+        if call is None:
+            return
+        code = response.status
+        if code < 200:
+            if call.state is CallState.TERMINATED:
+                return
+            first = not call.got_provisional
+            call.got_provisional = True
+            if call.cancel_requested and first:
+                self._send_cancel(now, call, out)
+                return
+            if response.to_addr.tag and call.dialog is None:
+                call.dialog = Dialog.from_uac(call.invite, response)
+            if code in (180, 183) and call.state is CallState.CALLING:
+                call.state = CallState.RINGING
+                out.events.append(CallStateChanged(call.id, CallState.RINGING, code))
+            if response.body and response.content_type == "application/sdp" and call.local_sdp:
+                call.remote_sdp = parse_sdp(response.body)
+                self._media_updated(call, out, early=True)
+            return
+        if 200 <= code < 300:
+            self._on_invite_2xx(now, call, response, out)
+            return
+        if call.state is not CallState.TERMINATED:
+            reason = {
+                486: "busy",
+                600: "busy",
+                603: "declined",
+                487: "cancelled",
+                408: "timeout",
+                480: "unavailable",
+                404: "not-found",
+            }.get(code, "failed")
+            self._end(call, out, code, reason)
+
+    def _on_invite_2xx(self, now: float, call: Call, response: SipResponse, out: UaOutput) -> None:
+        # Retransmitted 2xx: re-send the same ACK (§13.2.2.4).
+        if call.ack is not None and call.dialog is not None:
+            if response.to_addr.tag == call.dialog.remote_tag:
+                self._absorb(
+                    now, self.layer.send_stateless(call.ack, self._destination(call.ack)), out
+                )
+                return
+            # A second fork answered: ACK it and hang it up (§13.2.2.4).
+            extra = Dialog.from_uac(call.invite, response)
+            self._ack_2xx(now, extra, call.invite, response, out)
+            self._send_request(now, extra.create_request("BYE"), "bye", None, out)
+            return
+        if call.dialog is None or call.dialog.remote_tag != response.to_addr.tag:
+            call.dialog = Dialog.from_uac(call.invite, response)
+        else:
+            call.dialog.confirm(response)
+        call.ack = self._ack_2xx(now, call.dialog, call.invite, response, out)
+        if call.cancel_requested or call.state is CallState.TERMINATED:
+            # The 2xx crossed our CANCEL (§9.1): ACK it, then BYE.
+            self._send_request(now, call.dialog.create_request("BYE"), "bye", call.id, out)
+            self._end(call, out, None, "cancelled")
+            return
+        if response.body:
+            call.remote_sdp = parse_sdp(response.body)
+        call.state = CallState.CONNECTED
+        out.events.append(CallStateChanged(call.id, CallState.CONNECTED, response.status))
+        if call.remote_sdp is not None and call.local_sdp is not None:
+            self._media_updated(call, out)
+
+    def _ack_2xx(
+        self, now: float, dialog: Dialog, invite: SipRequest, response: SipResponse, out: UaOutput
+    ) -> SipRequest:
+        ack = dialog.create_ack(invite.cseq.seq, via=self.layer.make_via())
+        for name in ("authorization", "proxy-authorization"):
+            for value in invite.headers.get_all(name):
+                ack.headers.add(name, value)
+        self._absorb(now, self.layer.send_stateless(ack, self._destination(ack)), out)
+        return ack
+
+    def _on_reinvite_response(
+        self, now: float, pending: _Pending, response: SipResponse, out: UaOutput
+    ) -> None:
+        call = self.calls.get(pending.call_id or "")
+        if call is None or call.dialog is None or response.status < 200:
+            return
+        request = pending.request
+        if 200 <= response.status < 300:
+            if call.reinvite is request or call.reinvite is None:
+                call.reinvite = None
+                call.dialog.update_from_response(request, response)
+                call.ack = self._ack_2xx(now, call.dialog, request, response, out)
+                if response.body:
+                    call.local_sdp = parse_sdp(request.body)
+                    call.remote_sdp = parse_sdp(response.body)
+                    self._media_updated(call, out)
+            elif call.ack is not None:
+                self._absorb(
+                    now, self.layer.send_stateless(call.ack, self._destination(call.ack)), out
+                )
+            return
+        call.reinvite = None
+        if response.status == 491:
+            # RFC 3261 §14.1: the Call-ID owner waits 2.1–4 s, the other side 0–2 s.
+            if call.direction == "outgoing":
+                delay = self._rng.uniform(2.1, 4.0)
+            else:
+                delay = self._rng.uniform(0.0, 2.0)
+            call.glare_retry_at = now + delay
+            call.glare_hold = call.local_hold
+        elif response.status in (408, 481):
+            # §14.1: the dialog is gone.
+            self._bye(now, call, out, reason="failed")
+        else:
+            # The peer refused the change: our hold state stays what it was.
+            call.local_hold = not call.local_hold
+
+    def _on_stray_response(self, now: float, response: SipResponse, out: UaOutput) -> None:
+        """A 2xx to INVITE after the transaction ended: re-ACK it (§13.2.2.4)."""
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            return
+        call = self.calls.get(response.call_id)
+        if call is not None and call.ack is not None:
+            self._absorb(now, self.layer.send_stateless(call.ack, self._destination(call.ack)), out)
+
+    def _on_timeout(self, now: float, event: TransactionTimeout, out: UaOutput) -> None:
+        pending = self._pending.pop(event.transaction_id, None)
+        if event.timer == "H":
+            # Our error response was never ACKed; nothing more to do (§17.2.1).
+            return
+        if pending is None:
+            return
+        if pending.kind == "register":
+            self.registration.handle_timeout(now)
+            self._drain_registration(out)
+            return
+        call = self.calls.get(pending.call_id or "")
+        if call is None:
+            return
+        if pending.kind == "invite":
+            self._end(call, out, 408, "timeout")
+        elif pending.kind == "reinvite":
+            call.reinvite = None
+            self._bye(now, call, out, reason="timeout")
+
+    # -- media bookkeeping ----------------------------------------------------------------------
+    def _media_updated(self, call: Call, out: UaOutput, *, early: bool = False) -> None:
+        if call.local_sdp is None or call.remote_sdp is None:
+            return
+        try:
+            media: NegotiatedMedia | None = negotiated_media(call.local_sdp, call.remote_sdp)
+        except SdpNegotiationError:
+            media = None
+        out.events.append(
+            MediaUpdated(
+                call.id,
+                call.local_sdp,
+                call.remote_sdp,
+                media,
+                remote_hold=is_hold(call.remote_sdp),
+                early=early,
+            )
+        )
+
+    def forget(self, call_id: str) -> None:
+        """Drop a terminated call's state (the worker calls this once it has logged the call)."""
+        call = self.calls.get(call_id)
+        if call is not None and call.state is CallState.TERMINATED:
+            del self.calls[call_id]
+
+
+def _reason(status: int) -> str:
+    from .message import reason_phrase
+
+    return reason_phrase(status)
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_direction(sdp: SessionDescription, direction: str) -> SessionDescription:
+    """A new version of our SDP with another direction on the audio stream (RFC 3264 §8.4)."""
+    new = parse_sdp(sdp.to_bytes())
+    for media in new.media:
+        if media.media == "audio" and media.port != 0:
+            media.set_direction(direction)
+    new.origin.version = sdp.origin.version + 1
+    return new
+
+
+def _bump_version(old: SessionDescription, new: SessionDescription) -> SessionDescription:
+    """RFC 3264 §8: o= version increments exactly when the session description changes."""
+
+    def body(sdp: SessionDescription) -> str:
+        return str(sdp).split("\r\n", 2)[2]
+
+    new.origin.version = old.origin.version + (1 if body(old) != body(new) else 0)
+    return new
