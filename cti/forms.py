@@ -1,9 +1,12 @@
 import string
 
 from django import forms
+from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
-from cti.models import CtiSettings
+from cti.models import CtiSettings, Customer, CustomerPhone, Reception
+from phone.numbers import clean_number
+from phone.text import to_katakana
 
 PLACEHOLDERS = {"number", "called", "call_id", "extension", "customer_id"}
 
@@ -53,3 +56,45 @@ class CtiSettingsForm(forms.ModelForm):
         if cleaned.get("use_directory_url") and not cleaned.get("directory_url"):
             self.add_error("directory_url", _("Enter the directory URL."))
         return cleaned
+
+
+class CustomerForm(forms.ModelForm):
+    class Meta:
+        model = Customer
+        fields = ["name", "kana", "owner1", "owner2", "notes"]
+        widgets = {"notes": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args, tenant, **kwargs):
+        super().__init__(*args, **kwargs)
+        staff = get_user_model().objects.filter(profile__tenant=tenant, is_active=True)
+        self.fields["owner1"].queryset = staff
+        self.fields["owner2"].queryset = staff
+
+    def clean_kana(self):
+        return to_katakana(self.cleaned_data["kana"]).strip()
+
+
+class CustomerPhoneForm(forms.ModelForm):
+    class Meta:
+        model = CustomerPhone
+        fields = ["label", "number"]
+
+    def clean_number(self):
+        return clean_number(self.cleaned_data["number"])
+
+
+CustomerPhoneFormSet = forms.inlineformset_factory(
+    Customer, CustomerPhone, form=CustomerPhoneForm, extra=1, can_delete=True
+)
+
+
+class ReceptionForm(forms.ModelForm):
+    class Meta:
+        model = Reception
+        fields = ["caller_number", "customer", "memo"]
+        widgets = {"memo": forms.Textarea(attrs={"rows": 5, "data-testid": "reception-memo"})}
+
+    def __init__(self, *args, tenant, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["customer"].queryset = Customer.objects.filter(tenant=tenant)
+        self.fields["caller_number"].widget.attrs["data-testid"] = "reception-number"

@@ -1,6 +1,7 @@
 // Phone page behaviour: keypad, keyboard entry, clear, side-panel toggles.
 // The call path (WebSocket + WebRTC) attaches to these same elements and to "phone:dial" events.
 import "./panels.js";
+import "./cti.js";
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
