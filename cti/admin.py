@@ -1,7 +1,20 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
 
-from cti.models import CtiSettings, Customer, CustomerContact, CustomerPhone, Reception
-from portal.admin_scoping import TenantScopedAdmin, TenantScopedInline
+from cti.models import (
+    ApiToken,
+    CtiSettings,
+    Customer,
+    CustomerContact,
+    CustomerPhone,
+    Reception,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from cti.tokens import create_token
+from portal.admin_scoping import TenantScopedAdmin, TenantScopedInline, admin_tenant_id
+from portal.models import Tenant
 
 
 class CustomerPhoneInline(TenantScopedInline):
@@ -31,3 +44,52 @@ class ReceptionAdmin(TenantScopedAdmin):
 @admin.register(CtiSettings)
 class CtiSettingsAdmin(TenantScopedAdmin):
     list_display = ["user", "enabled", "show_on", "target"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(TenantScopedAdmin):
+    list_display = ["url", "active", "events"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "secret":
+            kwargs["widget"] = forms.PasswordInput(render_value=True)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(TenantScopedAdmin):
+    """The delivery log: read-only."""
+
+    list_display = ["created_at", "event", "endpoint", "status", "attempts", "response_code"]
+    list_filter = ["status", "event"]
+    list_select_related = ["endpoint"]
+
+    def has_add_permission(self, request, *args):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(TenantScopedAdmin):
+    """Click-to-dial keys.  The key is shown once, when the token is created."""
+
+    list_display = ["name", "prefix", "active", "created_at", "last_used_at"]
+    fields = ["name", "active"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        tenant_id = admin_tenant_id(request) or obj.tenant_id
+        token, key = create_token(Tenant.objects.get(pk=tenant_id), obj.name)
+        obj.pk, obj.prefix, obj.key_hash = token.pk, token.prefix, token.key_hash
+        obj.tenant_id = tenant_id
+        messages.warning(
+            request, _("Copy this key now; it is not shown again: %(key)s") % {"key": key}
+        )
+
+    def get_fields(self, request, obj=None):
+        if admin_tenant_id(request) is None and obj is None:
+            return ["tenant", "name", "active"]
+        return self.fields

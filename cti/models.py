@@ -5,6 +5,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from phone.numbers import normalize_number, validate_number
+from portal.fields import EncryptedTextField
 from portal.models import Tenant
 
 
@@ -161,3 +162,82 @@ class Reception(models.Model):
 
     def __str__(self) -> str:
         return f"{self.caller_number} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class WebhookEndpoint(models.Model):
+    """A tenant's URL that receives call events (ringing, answered, ended) as signed JSON."""
+
+    class Event(models.TextChoices):
+        RINGING = "call.ringing", _("Ringing")
+        ANSWERED = "call.answered", _("Answered")
+        ENDED = "call.ended", _("Ended")
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(_("URL"), max_length=500)
+    secret = EncryptedTextField(
+        _("Signing secret"), help_text=_("HMAC-SHA256 key; the receiver checks the signature.")
+    )
+    events = models.JSONField(_("Events"), default=list, blank=True)
+    active = models.BooleanField(_("Active"), default=True)
+
+    class Meta:
+        verbose_name = _("Webhook")
+        verbose_name_plural = _("Webhooks")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def wants(self, event: str) -> bool:
+        return self.active and (not self.events or event in self.events)
+
+
+class WebhookDelivery(models.Model):
+    """The delivery log: one row per event sent to an endpoint, with its retries."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        DELIVERED = "delivered", _("Delivered")
+        FAILED = "failed", _("Failed")
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.CharField(_("Event"), max_length=32)
+    payload = models.JSONField(_("Payload"))
+    status = models.CharField(
+        _("Status"), max_length=10, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(_("Attempts"), default=0)
+    response_code = models.PositiveSmallIntegerField(_("Response code"), null=True, blank=True)
+    error = models.TextField(_("Last error"), blank=True)
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+    delivered_at = models.DateTimeField(_("Delivered at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("Webhook delivery")
+        verbose_name_plural = _("Webhook deliveries")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="webhookdelivery_time")]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.endpoint}"
+
+
+class ApiToken(models.Model):
+    """A CRM's credential for click-to-dial.  Only a hash is stored; the key is shown once."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(_("Name"), max_length=100)
+    prefix = models.CharField(max_length=8, editable=False, db_index=True)
+    key_hash = models.CharField(max_length=64, editable=False, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    active = models.BooleanField(_("Active"), default=True)
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

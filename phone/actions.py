@@ -58,3 +58,11 @@ def do_save_line_buttons(user, formset) -> list[LineButton]:
         events.user_group(user.pk), {"type": events.SETTINGS_CHANGED, "what": "buttons"}
     )
     return buttons
+
+
+def do_request_dial(user, number: str, *, source: str) -> None:
+    """Ask the user's phone page to dial (click-to-dial). Nothing is stored; the page decides."""
+    events.send_on_commit(
+        events.user_group(user.pk),
+        {"type": events.DIAL_REQUEST, "number": number, "source": source},
+    )

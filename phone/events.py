@@ -11,6 +11,7 @@ from django.db import transaction
 # Channel-layer event types this module's callers send (consumer method = type with . → _).
 ACCOUNT_CHANGED = "phone.account_changed"  # the user's SIP account settings changed
 SETTINGS_CHANGED = "phone.settings_changed"  # CTI settings or pad buttons changed
+DIAL_REQUEST = "phone.dial_request"  # click-to-dial: the page should dial this number
 
 
 def user_group(user_id: int) -> str:

@@ -202,7 +202,9 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "memory://"
     CELERY_TASK_ALWAYS_EAGER = True
-CELERY_TASK_EAGER_PROPAGATES = True
+# Eager tasks (embedded default) must behave like queued ones: a failing webhook is retried and
+# logged, never raised into the request or call that triggered it.
+CELERY_TASK_EAGER_PROPAGATES = False
 # Eager tasks still record their result, so progress pages read one code path either way.
 CELERY_TASK_STORE_EAGER_RESULT = True
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory://")

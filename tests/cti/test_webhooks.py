@@ -1,0 +1,159 @@
+"""Webhooks: signed JSON to a real local HTTP receiver, retried with backoff by Celery."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cti import tasks
+from cti.models import WebhookDelivery, WebhookEndpoint
+from cti.webhooks import queue_call_event, signature, verify
+
+SECRET = "whsec-test-123"
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 answering with the queued status codes in turn."""
+
+    def __init__(self, statuses):
+        self.statuses = list(statuses)
+        self.requests = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append((dict(self.headers), body))
+                status = outer.statuses.pop(0) if outer.statuses else 200
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def _make(*statuses):
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield _make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def no_backoff_sleep(monkeypatch):
+    """Eager Celery runs retries at once; record the countdowns Celery chose instead."""
+    countdowns = []
+    original = tasks.deliver_webhook.retry
+
+    def retry(*args, **kwargs):
+        countdowns.append(kwargs.get("countdown"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.deliver_webhook, "retry", retry)
+    return countdowns
+
+
+def endpoint(tenant, url, events=()):
+    return WebhookEndpoint.objects.create(
+        tenant=tenant, url=url, secret=SECRET, events=list(events)
+    )
+
+
+def test_it_signs_and_delivers_call_events(cast, receiver, django_capture_on_commit_callbacks):
+    hook = receiver(200)
+    endpoint(cast.tenant_a, hook.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_call_event(cast.tenant_a.pk, "call.ringing", {"call_id": "c1", "from": "0312345678"})
+    headers, body = hook.requests[0]
+    assert headers["X-BrowserPhone-Event"] == "call.ringing"
+    assert verify(SECRET, headers["X-BrowserPhone-Signature"], body)
+    assert not verify("wrong-secret", headers["X-BrowserPhone-Signature"], body)
+    assert not verify(SECRET, headers["X-BrowserPhone-Signature"], body + b" ")
+    assert json.loads(body) == {
+        "event": "call.ringing", "tenant": "tenant-a", "call_id": "c1", "from": "0312345678",
+    }  # fmt: skip
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("delivered", 1, 200)
+
+
+def test_it_retries_with_backoff_until_the_receiver_recovers(
+    cast, receiver, no_backoff_sleep, django_capture_on_commit_callbacks
+):
+    hook = receiver(500, 503, 200)
+    endpoint(cast.tenant_a, hook.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_call_event(cast.tenant_a.pk, "call.ended", {"call_id": "c2"})
+    assert len(hook.requests) == 3
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("delivered", 3)
+    # Exponential backoff from Celery (with jitter: at most 1 s, then at most 2 s).
+    assert len(no_backoff_sleep) == 2
+    assert 0 <= no_backoff_sleep[0] <= 1 and 0 <= no_backoff_sleep[1] <= 2
+
+
+def test_it_gives_up_after_the_last_retry_and_logs_the_failure(
+    cast, receiver, no_backoff_sleep, django_capture_on_commit_callbacks
+):
+    hook = receiver(*([500] * 20))
+    endpoint(cast.tenant_a, hook.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_call_event(cast.tenant_a.pk, "call.answered", {"call_id": "c3"})
+    assert len(hook.requests) == tasks.MAX_RETRIES + 1
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.response_code) == ("failed", 500)
+
+
+def test_it_does_not_retry_a_refusal(cast, receiver, django_capture_on_commit_callbacks):
+    hook = receiver(410)
+    endpoint(cast.tenant_a, hook.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_call_event(cast.tenant_a.pk, "call.ended", {"call_id": "c4"})
+    assert len(hook.requests) == 1
+    assert WebhookDelivery.objects.get().status == "failed"
+
+
+def test_it_sends_only_the_events_an_endpoint_wants_and_only_its_tenants(
+    cast, receiver, django_capture_on_commit_callbacks
+):
+    a, b = receiver(), receiver()
+    endpoint(cast.tenant_a, a.url, events=["call.ended"])
+    endpoint(cast.tenant_b, b.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_call_event(cast.tenant_a.pk, "call.ringing", {"call_id": "c5"})
+        queue_call_event(cast.tenant_a.pk, "call.ended", {"call_id": "c5"})
+    assert [json.loads(body)["event"] for _h, body in a.requests] == ["call.ended"]
+    assert b.requests == []
+
+
+def test_it_refuses_stale_signatures():
+    body = b"{}"
+    header = signature(SECRET, 1_000_000, body)
+    assert verify(SECRET, header, body, now=1_000_100)
+    assert not verify(SECRET, header, body, now=1_000_000 + 301)
+    assert not verify(SECRET, "garbage", body)
+
+
+def test_it_keeps_the_secret_encrypted_at_rest(cast):
+    from django.db import connection
+
+    hook = endpoint(cast.tenant_a, "https://example.invalid/")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM cti_webhookendpoint WHERE id = %s", [hook.pk])
+        assert SECRET not in cursor.fetchone()[0]
