@@ -38,7 +38,9 @@ def search_contacts(book: Phonebook, query: str) -> QuerySet:
     text, katakana, digits = search_terms(query)
     if not text:
         return contacts
-    match = Q(name__icontains=text) | Q(kana__icontains=katakana) | Q(name__icontains=katakana)
+    match = Q(name__icontains=text) | Q(kana__icontains=katakana)
+    if katakana != text:
+        match |= Q(name__icontains=katakana)
     if digits:
         match |= Q(number_normalized__contains=digits)
     return contacts.filter(match)

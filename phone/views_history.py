@@ -1,14 +1,13 @@
 """The 履歴 panel (seed 4): htmx fragment or plain page, and CSV export."""
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET
 
-from phone.history import parse_sort, user_history
+from phone.history import page_of, parse_sort, user_history
 from phone.models import CallRecord
 from phone.resources import CallRecordResource, export_csv
 from portal.access import get_profile
@@ -37,7 +36,7 @@ def history(request):
     get_profile(request.user)  # users without a tenant have no phone and no history
     params = _params(request)
     records = user_history(request.user, **params)
-    page = Paginator(records, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = page_of(records, request.GET.get("page"), PAGE_SIZE)
     key, descending = parse_sort(params["sort"])
     headers = []
     for column, label in COLUMNS:

@@ -2,7 +2,6 @@
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,6 +15,7 @@ from phone.access import (
     visible_phonebooks,
 )
 from phone.forms import ContactForm, ImportForm
+from phone.history import page_of
 from phone.models import Contact
 from phone.phonebook import (
     ImportReport,
@@ -52,7 +52,7 @@ def _editable_book(request, book_id):
 
 def _panel_context(request, book, **extra):
     query = request.GET.get("q", "")
-    page = Paginator(search_contacts(book, query), PAGE_SIZE).get_page(request.GET.get("page"))
+    page = page_of(search_contacts(book, query), request.GET.get("page"), PAGE_SIZE)
     personal_phonebook(request.user)  # make sure the user's own book is in the list
     return {
         "book": book,

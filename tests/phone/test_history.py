@@ -107,7 +107,8 @@ def test_it_pages_long_histories(cast, calls, login, monkeypatch):
     client = login(cast.alice)
     assert len(listed(client)) == 3
     assert listed(client, page=2) == [calls["out"].pk]
-    assert listed(client, page=99) == [calls["out"].pk]  # past the end: the last page
+    assert listed(client, page=99) == []  # past the end: an empty page
+    assert listed(client, page="junk") == listed(client)
 
 
 def test_it_exports_the_filtered_history_as_csv(cast, calls, login):
