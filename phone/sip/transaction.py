@@ -285,7 +285,8 @@ class InviteClientTransaction(Transaction):
                 self.state = State.ACCEPTED
                 self._stop("A", "B")
                 out.events.append(ResponseReceived(response, source, self.id, self.request))
-                self._wait_then_terminate("M", now, 64 * self.cfg.t1, out)
+                # Timer M runs on reliable transports too: 2xx retransmissions come end-to-end.
+                self._start("M", now, 64 * self.cfg.t1)
             else:
                 self.state = State.COMPLETED
                 self._stop("A", "B")

@@ -58,6 +58,7 @@ from .transaction import (
     ResponseReceived,
     TimerSettings,
     TransactionLayer,
+    TransactionTerminated,
     TransactionTimeout,
     make_cancel,
 )
@@ -374,8 +375,12 @@ class UserAgent:
                 ok.next_at += ok.interval
         if call.glare_retry_at is not None and now >= call.glare_retry_at:
             call.glare_retry_at = None
-            if call.state is CallState.CONNECTED and call.reinvite is None:
+            if call.state is not CallState.CONNECTED:
+                return
+            if call.reinvite is None and not call.reinvite_incoming:
                 self._send_reinvite(now, call, bool(call.glare_hold), out)
+            else:
+                call.glare_retry_at = now + 0.1  # still one offer in flight (§14.1)
 
     def _send_request(
         self, now: float, request: SipRequest, kind: str, call_id: str | None, out: UaOutput
@@ -403,6 +408,9 @@ class UserAgent:
                     self._on_response(now, event, out)
                 elif isinstance(event, TransactionTimeout):
                     self._on_timeout(now, event, out)
+                elif isinstance(event, TransactionTerminated):
+                    # Entries kept for 2xx retransmissions (Accepted state) end with Timer M.
+                    self._pending.pop(event.transaction_id, None)
                 elif isinstance(event, MalformedMessage):
                     out.events.append(event)
             except (SipParseError, SdpNegotiationError) as exc:
@@ -1018,6 +1026,8 @@ class UserAgent:
             call.dialog.local_seq = max(call.dialog.local_seq + 1, seq)
             seq = call.dialog.local_seq
         request.headers.set("cseq", f"{seq} {old.method}")
+        if pending.kind == "subscribe":
+            self._mwi_cseq = seq
         self.auth.apply(request)
         tid = self._send_request(now, request, pending.kind, pending.call_id, out)
         self._pending[tid].auth_tries = pending.auth_tries + 1
