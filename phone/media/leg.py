@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import socket
@@ -197,8 +198,16 @@ class MediaTicker:
 
 
 class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
+    def __init__(
+        self,
+        on_datagram: Callable[[bytes, tuple[str, int]], None],
+        on_lost: Callable[[], None],
+    ) -> None:
         self.on_datagram = on_datagram
+        self.on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_lost()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.on_datagram(data, addr)
@@ -287,6 +296,10 @@ class RtpLeg:
         self.remote_rtcp: tuple[str, int] | None = None
         self._latched = False
         self._rtcp_latched = False
+        self._previous_remote: tuple[str, int] | None = None
+        self._lost_endpoints = 0
+        self._endpoints_closed: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._next_rtcp = 0.0
         self._sent_since_report = False
         self.rtt: float | None = None
@@ -314,25 +327,26 @@ class RtpLeg:
         return leg
 
     async def _bind(self, host: str, ports: PortRange) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for port in ports.candidates():
             try:
                 rtp_t, _ = await loop.create_datagram_endpoint(
-                    lambda: _Endpoint(self._on_rtp), local_addr=(host, port)
+                    lambda: _Endpoint(self._on_rtp, self._on_endpoint_lost), local_addr=(host, port)
                 )
             except OSError:
                 continue
             try:
                 rtcp_t, _ = await loop.create_datagram_endpoint(
-                    lambda: _Endpoint(self._on_rtcp), local_addr=(host, port + 1)
+                    lambda: _Endpoint(self._on_rtcp, self._on_endpoint_lost),
+                    local_addr=(host, port + 1),
                 )
             except OSError:
                 rtp_t.close()
                 continue
             ports.take(port)
             self._ports = ports
-            self._rtp_transport = rtp_t  # type: ignore[assignment]
-            self._rtcp_transport = rtcp_t  # type: ignore[assignment]
+            self._rtp_transport = rtp_t
+            self._rtcp_transport = rtcp_t
             self.local_host = host
             self.local_port = port
             return
@@ -359,12 +373,12 @@ class RtpLeg:
             if self.remote_rtcp is not None and self._rtcp_transport is not None:
                 report = self._build_report(time.monotonic())
                 self._send_rtcp(build_compound(report, RtcpBye([self.sender.ssrc])))
+        if self._rtp_transport is None or self._loop is None:
+            return  # never bound
+        self._endpoints_closed = self._loop.create_future()
         for t in (self._rtp_transport, self._rtcp_transport):
             if t is not None:
                 t.close()
-        if self._ports is not None:
-            self._ports.release(self.local_port)
-            self._ports = None
         for _, fut in self._dtmf_jobs:
             if not fut.done():
                 fut.cancel()
@@ -372,11 +386,30 @@ class RtpLeg:
         if self._rx_waiter is not None and not self._rx_waiter.done():
             self._rx_waiter.set_exception(ConnectionError("RTP leg closed"))
 
+    def _on_endpoint_lost(self) -> None:
+        # asyncio closes sockets on a later loop iteration; only then is the port really free,
+        # so the allocator learns about it here rather than in close().
+        if not self.closed:
+            return
+        self._lost_endpoints += 1
+        if self._lost_endpoints >= 2:
+            if self._ports is not None:
+                self._ports.release(self.local_port)
+                self._ports = None
+            if self._endpoints_closed is not None and not self._endpoints_closed.done():
+                self._endpoints_closed.set_result(None)
+
+    async def aclose(self) -> None:
+        """close() and wait until both sockets are released (the ports can be bound again)."""
+        self.close()
+        if self._endpoints_closed is not None:
+            await self._endpoints_closed
+
     async def __aenter__(self) -> RtpLeg:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
     @property
     def local_rtcp_port(self) -> int:
@@ -385,10 +418,19 @@ class RtpLeg:
     def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
         """Where to send (from the SDP c=/m= lines; RFC 3605 a=rtcp gives rtcp_port).
 
-        Called again on re-INVITE: the new address wins and symmetric-RTP learning starts over,
+        `host` must be an IP literal (ValueError otherwise). Called again on re-INVITE: the
+        new address wins and symmetric-RTP learning starts over,
         since the new far end may sit behind a different NAT.
         """
-        self.remote = _addr_key(host, port)
+        # SDP c= lines carry addresses; a name here would mean a blocking DNS lookup in
+        # sendto() on every packet, so insist on a literal.
+        ipaddress.ip_address(host)
+        new = _addr_key(host, port)
+        if self.remote is not None and self.remote != new:
+            # The old far end may keep sending for a moment after the re-INVITE; its packets
+            # must not win the symmetric-RTP latch back.
+            self._previous_remote = self.remote
+        self.remote = new
         self.remote_rtcp = _addr_key(host, rtcp_port if rtcp_port is not None else port + 1)
         self._latched = False
         self._rtcp_latched = False
@@ -442,7 +484,7 @@ class RtpLeg:
             g711.PAYLOAD_TYPE_PCMU,
             g711.PAYLOAD_TYPE_PCMA,
         ):
-            pcm = g711.decode(frame.payload, frame.payload_type)  # type: ignore[arg-type]
+            pcm = g711.decode(frame.payload, frame.payload_type)
             self._last_pcm = pcm
             self._lost_run = 0
             return pcm
@@ -466,7 +508,7 @@ class RtpLeg:
             return
         src = _addr_key(addr[0], addr[1])
         if src != self.remote:
-            if self.symmetric and not self._latched:
+            if self.symmetric and not self._latched and src != self._previous_remote:
                 # RFC 4961 symmetric RTP: answer where the media really comes from.
                 self.remote = src
                 if not self._rtcp_latched:
@@ -479,8 +521,12 @@ class RtpLeg:
         stats = self._remote_stats
         if stats is None or stats.ssrc != packet.ssrc:
             stats = self._remote_stats = ReceiverStats(packet.ssrc)
-        stats.on_packet(packet.sequence_number, packet.timestamp, now, len(packet.payload))
-        if packet.payload_type == self.dtmf_payload_type:
+        is_event = packet.payload_type == self.dtmf_payload_type
+        # Events share the sequence space (loss counts them) but not the media clock.
+        stats.on_packet(
+            packet.sequence_number, packet.timestamp, now, len(packet.payload), timing=not is_event
+        )
+        if is_event:
             event = self.dtmf_receiver.on_packet(packet)
             if event is not None and self.on_dtmf is not None:
                 self.on_dtmf(event)

@@ -541,11 +541,19 @@ class ReceiverStats:
         self.received += 1
         return True
 
-    def on_packet(self, seq: int, timestamp: int, arrival: float, octets: int = 0) -> bool:
-        """Account for one received packet; returns whether it passed §A.1 validation."""
+    def on_packet(
+        self, seq: int, timestamp: int, arrival: float, octets: int = 0, timing: bool = True
+    ) -> bool:
+        """Account for one received packet; returns whether it passed §A.1 validation.
+
+        timing=False counts the packet without feeding the jitter estimate: RFC 4733 event
+        packets repeat their start timestamp (§2.3.1) and would read as huge jitter.
+        """
         if not self._update_seq(seq):
             return False
         self.octets_received += octets
+        if not timing:
+            return True
         # §A.8: transit time in timestamp units; jitter is the smoothed |D(i-1, i)|.
         arrival_ts = arrival * self.clock_rate
         transit = arrival_ts - timestamp
