@@ -6,10 +6,11 @@ transaction and announces the change with phone.events.send_on_commit.
 
 from django.db import transaction
 
+from cti import webhooks
 from cti.models import CtiSettings
 from phone import events
-from phone.models import LineButton
-from portal.models import SipAccount
+from phone.models import CallRecord, LineButton
+from portal.models import Profile, SipAccount
 
 
 @transaction.atomic
@@ -29,6 +30,8 @@ def do_save_sip_account(user, slot: int, values: dict) -> SipAccount:
     events.send_on_commit(
         events.user_group(user.pk), {"type": events.ACCOUNT_CHANGED, "slot": account.slot}
     )
+    # The worker registers the new account at once: saved settings apply without a reload.
+    events.send_to_worker_on_commit({"type": "worker.reload", "user_id": user.pk})
     return account
 
 
@@ -66,3 +69,39 @@ def do_request_dial(user, number: str, *, source: str) -> None:
         events.user_group(user.pk),
         {"type": events.DIAL_REQUEST, "number": number, "source": source},
     )
+
+
+@transaction.atomic
+def do_log_call(user_id: int, record: dict) -> CallRecord:
+    """Write one history row (seed 4) from the worker's view of a finished call, and tell the
+    tenant's webhook (call.ended). The browser never writes history."""
+    profile = Profile.objects.select_related("tenant").get(user_id=user_id)
+    call = CallRecord.objects.create(tenant=profile.tenant, user_id=user_id, **record)
+    webhooks.queue_call_event(
+        profile.tenant_id,
+        "call.ended",
+        {
+            "call_id": call.sip_call_id,
+            "direction": call.direction,
+            "remote_number": call.remote_number,
+            "called_number": call.called_number,
+            "user": profile.user.get_username(),
+            "started_at": call.started_at,
+            "answered_at": call.answered_at,
+            "ended_at": call.ended_at,
+            "talk_seconds": call.talk_seconds,
+        },
+    )
+    events.send_on_commit(
+        events.user_group(user_id), {"type": events.HISTORY_CHANGED, "call_id": call.sip_call_id}
+    )
+    return call
+
+
+def do_call_event(user_id: int, event: str, payload: dict) -> None:
+    """call.ringing / call.answered for the tenant's webhooks."""
+    profile = Profile.objects.select_related("user").get(user_id=user_id)
+    with transaction.atomic():
+        webhooks.queue_call_event(
+            profile.tenant_id, event, {"user": profile.user.get_username(), **payload}
+        )

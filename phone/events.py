@@ -12,6 +12,7 @@ from django.db import transaction
 ACCOUNT_CHANGED = "phone.account_changed"  # the user's SIP account settings changed
 SETTINGS_CHANGED = "phone.settings_changed"  # CTI settings or pad buttons changed
 DIAL_REQUEST = "phone.dial_request"  # click-to-dial: the page should dial this number
+HISTORY_CHANGED = "phone.history_changed"  # a call was logged: open history panels refresh
 
 
 def user_group(user_id: int) -> str:
@@ -32,3 +33,13 @@ def send_on_commit(group: str, event: dict) -> None:
     if layer is None:
         return
     transaction.on_commit(lambda: async_to_sync(layer.group_send)(group, event))
+
+
+def send_to_worker_on_commit(message: dict) -> None:
+    """A message for the sipworker host (phone.worker.host), after commit."""
+    from phone.worker.host import WORKER_CHANNEL
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    transaction.on_commit(lambda: async_to_sync(layer.send)(WORKER_CHANNEL, message))

@@ -1,3 +1,5 @@
-"""WebSocket routes.  The PhoneConsumer (/ws/phone/) arrives with the browser call path."""
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from phone.consumers import PhoneConsumer
+
+websocket_urlpatterns = [path("ws/phone/", PhoneConsumer.as_asgi())]

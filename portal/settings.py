@@ -216,6 +216,8 @@ IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
 # The sipworker runs inside the web process unless a separate `manage.py sipworker` is used.
 SIPWORKER_EMBEDDED = env_bool("SIPWORKER_EMBEDDED", default=not REDIS_URL)
 SIP_BIND_ADDRESS = env_str("SIP_BIND_ADDRESS", "127.0.0.1")
+# The address our SDP announces for RTP (where the PBX sends audio); the bind address if empty.
+MEDIA_ADDRESS = env_str("MEDIA_ADDRESS")
 RTP_PORT_MIN = env_int("RTP_PORT_MIN", 20000)
 RTP_PORT_MAX = env_int("RTP_PORT_MAX", 29999)
 if not (0 < RTP_PORT_MIN < RTP_PORT_MAX <= 65535):

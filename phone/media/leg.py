@@ -435,6 +435,22 @@ class RtpLeg:
         self._latched = False
         self._rtcp_latched = False
 
+    def set_payload_type(self, payload_type: int) -> None:
+        """Switch G.711 law after an offer/answer picked one (RFC 3264 §6.1); the sequence and
+        timestamp run on (RFC 3550 §5.1: one clock for the stream, whatever the payload)."""
+        if payload_type == self.payload_type:
+            return
+        g711.silence_payload(payload_type)  # raises for anything but PCMU/PCMA
+        self.payload_type = payload_type
+        self.sender.payload_type = payload_type
+        self._silence = g711.silence_payload(payload_type)
+        self._tx.clear()  # frames queued in the old law would play as noise
+
+    def set_dtmf_payload_type(self, payload_type: int) -> None:
+        """RFC 4733 §7.1.1: the telephone-event payload type is the offerer's choice."""
+        self.dtmf_payload_type = payload_type
+        self.dtmf_receiver = DtmfReceiver(payload_type)
+
     # -- sending API ------------------------------------------------------------------------
 
     def send_payload(self, payload: bytes) -> None:

@@ -1,0 +1,69 @@
+"""The worker's database access: small synchronous functions, called through
+`database_sync_to_async` from the asyncio host (Channels' rule: no ORM on the event loop)."""
+
+from dataclasses import dataclass
+
+from cti.lookup import phonebook_name
+from portal.models import Profile, SipAccount
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """What a user agent needs, read once per (re)registration."""
+
+    user_id: int
+    tenant_id: int
+    account_id: int
+    slot: int
+    extension: str
+    auth_user: str
+    password: str
+    domain: str
+    proxy: str  # host[:port], may be empty: then the domain itself
+    transport: str
+    display_name: str
+
+    @property
+    def proxy_hostport(self) -> tuple[str, int]:
+        target = self.proxy or self.domain
+        if target.startswith("["):
+            host, _, rest = target[1:].partition("]")
+            return host, int(rest[1:]) if rest.startswith(":") else 5060
+        host, _, port = target.partition(":")
+        return host, int(port) if port else 5060
+
+
+def load_line(user_id: int) -> LineConfig | None:
+    account = (
+        SipAccount.objects.filter(user_id=user_id, is_active=True)
+        .select_related("tenant", "user__profile")
+        .first()
+    )
+    if account is None:
+        return None
+    return LineConfig(
+        user_id=user_id,
+        tenant_id=account.tenant_id,
+        account_id=account.pk,
+        slot=account.slot,
+        extension=account.extension,
+        auth_user=account.username,
+        password=account.password,
+        domain=account.domain,
+        proxy=account.proxy,
+        transport=account.tenant.transport,
+        display_name=account.user.profile.name,
+    )
+
+
+def display_name_for(user_id: int, number: str) -> str:
+    """The phonebook's name for a number, as the display and history show it (seed 3-3)."""
+    profile = Profile.objects.select_related("user").filter(user_id=user_id).first()
+    if profile is None or not number:
+        return ""
+    return phonebook_name(profile.user, number)
+
+
+def user_display_name(user_id: int) -> str:
+    profile = Profile.objects.select_related("user").filter(user_id=user_id).first()
+    return profile.name if profile else ""

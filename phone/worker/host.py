@@ -1,0 +1,572 @@
+"""The sipworker host: runs one SIP line (UserAgent + transport) per user with an open phone page,
+and that user's calls (SIP dialog + RTP leg + the browser's media bridge) — design.md §1-§2.
+
+Consumers talk to the host only through the channel layer:
+
+    consumer → host  (channel WORKER_CHANNEL)
+        worker.attach   {user_id, session, opened_at}     a phone page opened
+        worker.detach   {user_id, session}                it closed
+        worker.command  {user_id, session, command, data} a validated browser message
+        worker.reload   {user_id}                         the user's SIP account changed
+    host → consumer  (the session's channel)
+        phone.message   {message}                         a server message of phone.schema
+
+Calls live here, not in the browser: a reload re-attaches the page to the running call, and a
+closed tab does not drop it. The embedded default runs this host inside the web process
+(phone.worker.embedded); production runs `manage.py sipworker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from phone import actions
+from phone.numbers import clean_number
+from phone.schema import error_message, server_message
+from phone.sip.registration import RegistrationState, RegistrationStateChanged
+from phone.sip.sdp import build_offer, negotiate_answer
+from phone.sip.transport import SipTransport
+from phone.sip.useragent import (
+    CallState,
+    CallStateChanged,
+    IncomingCall,
+    MediaUpdated,
+    MessageSummary,
+    TransferProgress,
+    UserAgent,
+    UserAgentConfig,
+)
+from phone.worker import db
+from phone.worker.media import CallMedia
+
+log = logging.getLogger(__name__)
+
+WORKER_CHANNEL = "sipworker"
+# A line stays registered this long after its last page closed, so a reload does not
+# unregister and re-register (and an incoming call in between still reaches the user).
+RELEASE_GRACE_SECONDS = 30.0
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+
+
+@dataclass
+class WorkerCall:
+    id: str
+    direction: str  # out | in
+    remote: str
+    called: str
+    remote_name: str = ""
+    state: str = "dialing"  # dialing | ringing | incoming | incall | held | ended
+    held: bool = False
+    reason: str = ""
+    started_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    media: CallMedia | None = None
+    session: str | None = None  # the browser session whose audio is bridged to this call
+    rejected: bool = False
+
+    def message(self) -> dict:
+        return server_message(
+            "call",
+            id=self.id,
+            state=self.state,
+            direction=self.direction,
+            remote=self.remote,
+            remote_name=self.remote_name,
+            called=self.called,
+            held=self.held,
+            reason=self.reason,
+            answered_at=_iso(self.answered_at),
+            transfer=None,
+        )
+
+    def history_record(self) -> dict:
+        if self.direction == "out":
+            kind = "out"
+        elif self.answered_at:
+            kind = "in"
+        else:
+            kind = "rejected" if self.rejected else "missed"
+        return {
+            "direction": kind,
+            "remote_number": self.remote,
+            "remote_name": self.remote_name,
+            "called_number": self.called,
+            "started_at": datetime.fromtimestamp(self.started_at, UTC),
+            "answered_at": datetime.fromtimestamp(self.answered_at, UTC)
+            if self.answered_at
+            else None,
+            "ended_at": datetime.fromtimestamp(self.ended_at or time.time(), UTC),
+            "sip_call_id": self.id,
+        }
+
+
+class Line:
+    """One user's SIP presence: registration, calls, and the open pages (sessions)."""
+
+    def __init__(self, host: SipWorkerHost, user_id: int):
+        self.host = host
+        self.user_id = user_id
+        self.sessions: dict[str, float] = {}  # channel → opened_at
+        self.calls: dict[str, WorkerCall] = {}
+        self.config: db.LineConfig | None = None
+        self.transport: SipTransport | None = None
+        self.registration = ("unregistered", "")
+        self.answered_by = ""
+        self._events: asyncio.Queue = asyncio.Queue()
+        self._runner = asyncio.create_task(self._run_events(), name=f"line-{user_id}")
+        self._release: asyncio.TimerHandle | None = None
+        self._starting: asyncio.Task | None = None
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    @property
+    def newest_session(self) -> str | None:
+        """The most recently opened page rings (seed 1-4)."""
+        if not self.sessions:
+            return None
+        return max(self.sessions.items(), key=lambda item: item[1])[0]
+
+    async def attach(self, session: str, opened_at: float) -> None:
+        self.sessions[session] = opened_at
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        if self.transport is None:
+            await self.start()
+        await self.send(session, self.registration_message())
+        await self.send(
+            session, server_message("calls", calls=[c.message() for c in self.calls.values()])
+        )
+
+    async def detach(self, session: str) -> None:
+        self.sessions.pop(session, None)
+        for call in self.calls.values():
+            if call.session == session and call.media is not None:
+                call.media.detach_browser()
+                call.session = None
+        await self.host.media.drop_session(session)
+        if not self.sessions:
+            loop = asyncio.get_running_loop()
+            self._release = loop.call_later(
+                RELEASE_GRACE_SECONDS, lambda: asyncio.ensure_future(self.release_if_idle())
+            )
+
+    async def release_if_idle(self) -> None:
+        if self.sessions or self.calls:
+            return
+        await self.stop()
+        self.host.lines.pop(self.user_id, None)
+
+    # -- registration -----------------------------------------------------------------------
+
+    def registration_message(self) -> dict:
+        state, reason = self.registration
+        extension = self.config.extension if self.config else ""
+        return server_message("registration", state=state, reason=reason, extension=extension)
+
+    async def start(self) -> None:
+        if self._starting is not None:
+            await self._starting
+            return
+        self._starting = asyncio.ensure_future(self._start())
+        try:
+            await self._starting
+        finally:
+            self._starting = None
+
+    async def _start(self) -> None:
+        self.config = await database_sync_to_async(db.load_line)(self.user_id)
+        if self.config is None:
+            self.registration = ("failed", "no SIP account")
+            await self.broadcast(self.registration_message())
+            return
+        config = self.config
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                config.proxy_hostport[0], config.proxy_hostport[1], type=socket.SOCK_DGRAM
+            )
+            proxy_addr = (str(infos[0][4][0]), int(infos[0][4][1]))
+        except OSError as exc:
+            self.registration = ("failed", f"DNS: {exc.strerror or exc}")
+            await self.broadcast(self.registration_message())
+            return
+
+        def make_ua(local_addr):
+            return UserAgent(
+                UserAgentConfig(
+                    username=config.extension,
+                    domain=config.domain,
+                    local_addr=local_addr,
+                    password=config.password,
+                    auth_username=config.auth_user,
+                    display_name=config.display_name or None,
+                    transport=config.transport.upper() if config.transport != "tls" else "TCP",
+                    proxy_addr=proxy_addr,
+                )
+            )
+
+        bind = settings.SIP_BIND_ADDRESS
+        if config.transport == "tcp":
+            self.transport = await SipTransport.tcp(bind, 0, make_ua, self._events.put_nowait)
+        else:
+            self.transport = await SipTransport.udp(bind, 0, make_ua, self._events.put_nowait)
+        self.registration = ("registering", "")
+        await self.broadcast(self.registration_message())
+        self.transport.execute(lambda now: self.transport.core.register(now))
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            self._hangup(call)
+            await self._end(call, "local-bye")
+        if self.transport is not None:
+            transport = self.transport
+            with contextlib.suppress(Exception):
+                transport.execute(lambda now: transport.core.unregister(now))
+            # Give the REGISTER with Expires: 0 a moment to leave before the socket closes.
+            await asyncio.sleep(0.2)
+            await transport.close()
+            self.transport = None
+        self.registration = ("unregistered", "")
+
+    async def reload(self) -> None:
+        """The SIP account changed in settings: register the new one now (no reload needed)."""
+        if self.calls:
+            return  # never cut a call; the next attach after the calls end picks it up
+        await self.stop()
+        if self.sessions:
+            await self.start()
+
+    # -- SIP events -------------------------------------------------------------------------
+
+    async def _run_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self._on_event(event)
+            except Exception:
+                log.exception("line %s: handling %r failed", self.user_id, event)
+
+    async def _on_event(self, event) -> None:
+        if isinstance(event, RegistrationStateChanged):
+            state = {
+                RegistrationState.REGISTERED: "registered",
+                RegistrationState.REGISTERING: "registering",
+                RegistrationState.FAILED: "failed",
+            }.get(event.state, "unregistered")
+            self.registration = (state, event.reason or "")
+            await self.broadcast(self.registration_message())
+        elif isinstance(event, IncomingCall):
+            await self._incoming(event)
+        elif isinstance(event, CallStateChanged):
+            await self._call_state(event)
+        elif isinstance(event, MediaUpdated):
+            call = self.calls.get(event.call_id)
+            if call is not None and call.media is not None and event.media is not None:
+                call.media.update_remote(event.media)
+        elif isinstance(event, TransferProgress):
+            call = self.calls.get(event.call_id)
+            if call is not None and event.final and 200 <= event.status < 300:
+                # A blind transfer completed: our part of the call is over.
+                self._hangup(call)
+        elif isinstance(event, MessageSummary):
+            await self.broadcast(
+                server_message("vm.status", waiting=event.waiting, new=event.new, old=event.old)
+            )
+
+    async def _incoming(self, event: IncomingCall) -> None:
+        remote = event.caller.uri.user or str(event.caller.uri)
+        called = event.request_uri.user or (self.config.extension if self.config else "")
+        call = WorkerCall(
+            id=event.call_id, direction="in", remote=remote, called=called, state="incoming"
+        )
+        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, remote)
+        call.offer = event.offer  # type: ignore[attr-defined]
+        self.calls[call.id] = call
+        self.transport.execute(lambda now: self.transport.core.ring(now, call.id))
+        await self.broadcast(call.message())
+        target = self.newest_session
+        if target is not None:
+            await self.send(
+                target,
+                server_message(
+                    "incoming",
+                    id=call.id,
+                    remote=call.remote,
+                    remote_name=call.remote_name,
+                    called=call.called,
+                ),
+            )
+            await self.send(target, self._cti(call, "ring"))
+        await database_sync_to_async(actions.do_call_event)(
+            self.user_id, "call.ringing", {"call_id": call.id, "from": remote, "to": called}
+        )
+
+    def _cti(self, call: WorkerCall, phase: str) -> dict:
+        return server_message(
+            "cti.popup", number=call.remote, called=call.called, call_id=call.id, phase=phase
+        )
+
+    async def _call_state(self, event: CallStateChanged) -> None:
+        call = self.calls.get(event.call_id)
+        if call is None:
+            return
+        if event.state == CallState.RINGING:
+            call.state = "ringing"
+        elif event.state == CallState.CONNECTED:
+            if call.answered_at is None:
+                call.answered_at = time.time()
+                if call.direction == "out":
+                    await database_sync_to_async(actions.do_call_event)(
+                        self.user_id, "call.answered", {"call_id": call.id, "to": call.remote}
+                    )
+            call.state = "held" if call.held else "incall"
+            if call.media is not None and not call.held:
+                call.media.connected()
+        elif event.state == CallState.TERMINATED:
+            await self._end(call, event.reason or "ended")
+            return
+        await self.broadcast(call.message())
+
+    async def _end(self, call: WorkerCall, reason: str) -> None:
+        if call.state == "ended":
+            return
+        call.state, call.reason, call.ended_at = "ended", reason, time.time()
+        if call.media is not None:
+            await call.media.close()
+        self.calls.pop(call.id, None)
+        if self.transport is not None:
+            self.transport.core.forget(call.id)
+        await self.broadcast(call.message())
+        await database_sync_to_async(actions.do_log_call)(self.user_id, call.history_record())
+        if not self.sessions and not self.calls:
+            await self.release_if_idle()
+
+    # -- browser commands -------------------------------------------------------------------
+
+    def _active_call(self, call_id: str | None = None) -> WorkerCall | None:
+        if call_id:
+            return self.calls.get(call_id)
+        for state in ("incall", "held", "ringing", "dialing", "incoming"):
+            for call in self.calls.values():
+                if call.state == state:
+                    return call
+        return None
+
+    async def command(self, session: str, kind: str, data: dict) -> None:
+        handler = getattr(self, "cmd_" + kind.replace(".", "_"), None)
+        if handler is None:
+            await self.send(
+                session, error_message("not_allowed", f"{kind} is not available yet", kind)
+            )
+            return
+        if self.transport is None and kind not in ("webrtc.offer", "ping"):
+            await self.send(session, error_message("no_account", request=kind))
+            return
+        await handler(session, data)
+
+    async def cmd_ping(self, session: str, data: dict) -> None:
+        await self.send(session, server_message("pong", id=data.get("id")))
+
+    async def cmd_webrtc_offer(self, session: str, data: dict) -> None:
+        answer = await self.host.media.browser_offer(session, data["sdp"])
+        await self.send(session, server_message("webrtc.answer", sdp=answer))
+        # A reloaded page gets its running call's audio back at once.
+        for call in self.calls.values():
+            if call.session == session or (call.session is None and call.state in ("incall",)):
+                call.session = session
+                if call.media is not None:
+                    call.media.attach_browser(self.host.media.bridge_for(session))
+
+    async def cmd_dial(self, session: str, data: dict) -> None:
+        try:
+            number = clean_number(data["number"])
+        except ValidationError:
+            await self.send(session, error_message("bad_number", request="dial"))
+            return
+        if any(c.state in ("dialing", "ringing", "incall") for c in self.calls.values()):
+            await self.send(session, error_message("bad_state", "already in a call", "dial"))
+            return
+        media = await CallMedia.open(self.host.media)
+        offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
+        transport = self.transport
+        call_id, _out = transport.execute(lambda now: transport.core.call(now, number, offer))
+        call = WorkerCall(
+            id=call_id, direction="out", remote=number, called=self.config.extension, media=media
+        )
+        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
+        call.session = session
+        self.calls[call_id] = call
+        media.attach_browser(self.host.media.bridge_for(session))
+        media.ringback()
+        await self.broadcast(call.message())
+
+    async def cmd_answer(self, session: str, data: dict) -> None:
+        call = self._active_call(data.get("call_id"))
+        if call is None or call.state != "incoming":
+            await self.send(session, error_message("no_call", request="answer"))
+            return
+        media = await CallMedia.open(self.host.media)
+        try:
+            answer = negotiate_answer(
+                call.offer, media.address, media.port, session_id=str(secrets.randbelow(10**9))
+            )
+        except Exception:
+            await media.close()
+            self.transport.execute(lambda now: self.transport.core.reject(now, call.id, 488))
+            return
+        call.media = media
+        call.session = session
+        media.attach_browser(self.host.media.bridge_for(session))
+        self.transport.execute(lambda now: self.transport.core.answer(now, call.id, answer))
+        call.answered_at = time.time()
+        call.state = "incall"
+        media.connected()
+        await self.broadcast(call.message())
+        await self.send(session, self._cti(call, "answer"))
+        await database_sync_to_async(actions.do_call_event)(
+            self.user_id, "call.answered", {"call_id": call.id, "from": call.remote}
+        )
+
+    async def cmd_reject(self, session: str, data: dict) -> None:
+        call = self._active_call(data.get("call_id"))
+        if call is None or call.state != "incoming":
+            await self.send(session, error_message("no_call", request="reject"))
+            return
+        call.rejected = True
+        self.transport.execute(lambda now: self.transport.core.reject(now, call.id, 486))
+        await self._end(call, "rejected")
+
+    async def cmd_hangup(self, session: str, data: dict) -> None:
+        call = self._active_call(data.get("call_id"))
+        if call is None:
+            await self.send(session, error_message("no_call", request="hangup"))
+            return
+        if call.state == "incoming":
+            call.rejected = True
+        self._hangup(call)
+        await self._end(call, "local-bye")
+
+    def _hangup(self, call: WorkerCall) -> None:
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.execute(lambda now: self.transport.core.hangup(now, call.id))
+
+    async def cmd_hold(self, session: str, data: dict) -> None:
+        call = self._active_call()
+        if call is None or call.state != "incall":
+            await self.send(session, error_message("bad_state", request="hold"))
+            return
+        self.transport.execute(lambda now: self.transport.core.hold(now, call.id))
+        call.held, call.state = True, "held"
+        if call.media is not None:
+            call.media.hold()
+        await self.broadcast(call.message())
+
+    async def cmd_unhold(self, session: str, data: dict) -> None:
+        call = self._active_call()
+        if call is None or call.state != "held":
+            await self.send(session, error_message("bad_state", request="unhold"))
+            return
+        self.transport.execute(lambda now: self.transport.core.unhold(now, call.id))
+        call.held, call.state = False, "incall"
+        call.session = session
+        if call.media is not None:
+            call.media.attach_browser(self.host.media.bridge_for(session))
+            call.media.resume()
+        await self.broadcast(call.message())
+
+    async def cmd_dtmf(self, session: str, data: dict) -> None:
+        call = self._active_call()
+        digits = "".join(ch for ch in data["digits"].upper() if ch in "0123456789*#ABCD")
+        if call is None or call.state != "incall" or call.media is None or not digits:
+            await self.send(session, error_message("bad_state", request="dtmf"))
+            return
+        call.media.dtmf(digits)
+
+    async def cmd_transfer_blind(self, session: str, data: dict) -> None:
+        call = self._active_call()
+        try:
+            number = clean_number(data["number"])
+        except ValidationError:
+            await self.send(session, error_message("bad_number", request="transfer.blind"))
+            return
+        if call is None or call.state not in ("incall", "held"):
+            await self.send(session, error_message("bad_state", request="transfer.blind"))
+            return
+        self.transport.execute(lambda now: self.transport.core.refer(now, call.id, number))
+
+    # -- output -----------------------------------------------------------------------------
+
+    async def send(self, session: str, message: dict) -> None:
+        await self.host.layer.send(session, {"type": "phone.message", "message": message})
+
+    async def broadcast(self, message: dict) -> None:
+        for session in list(self.sessions):
+            await self.send(session, message)
+
+
+class SipWorkerHost:
+    """Hosts the Lines of every user with an open phone page (many per process)."""
+
+    def __init__(self, channel: str = WORKER_CHANNEL):
+        from phone.worker.media import MediaHub
+
+        self.channel = channel
+        self.layer = get_channel_layer()
+        self.lines: dict[int, Line] = {}
+        self.media = MediaHub()
+
+    def line(self, user_id: int) -> Line:
+        line = self.lines.get(user_id)
+        if line is None:
+            line = self.lines[user_id] = Line(self, user_id)
+        return line
+
+    async def run(self) -> None:
+        log.info("sipworker listening on channel %s", self.channel)
+        while True:
+            message = await self.layer.receive(self.channel)
+            try:
+                await self.dispatch(message)
+            except Exception:
+                log.exception("sipworker: %s failed", message.get("type"))
+
+    async def dispatch(self, message: dict) -> None:
+        kind = message.get("type")
+        user_id = int(message["user_id"])
+        if kind == "worker.attach":
+            await self.line(user_id).attach(message["session"], float(message["opened_at"]))
+        elif kind == "worker.detach":
+            line = self.lines.get(user_id)
+            if line is not None:
+                await line.detach(message["session"])
+        elif kind == "worker.command":
+            line = self.line(user_id)
+            if message["session"] not in line.sessions:
+                await line.attach(message["session"], time.time())
+            await line.command(message["session"], message["command"], message["data"])
+        elif kind == "worker.reload":
+            line = self.lines.get(user_id)
+            if line is not None:
+                await line.reload()
+
+    async def shutdown(self) -> None:
+        for line in list(self.lines.values()):
+            await line.stop()
+        await self.media.close()
