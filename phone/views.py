@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
+from django.utils.translation import gettext as _
 
 from phone.models import ParkGroup
 from phone.pad import pad_for
@@ -31,5 +32,17 @@ def index(request):
             "keypad": KEYPAD,
             "line_buttons": pad_for(request.user),
             "ice_servers": settings.ICE_SERVERS,
+            "labels": {
+                "idle": _("Idle"),
+                "dialing": _("Connecting"),
+                "ringing": _("Ringing"),
+                "incall": _("In call"),
+                "held": _("On hold"),
+                "registered": _("Registered"),
+                "registering": _("Registering"),
+                "failed": _("Registration failed"),
+                "reconnecting": _("Reconnecting"),
+                "incoming_to": _("Call to"),
+            },
         },
     )

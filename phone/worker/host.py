@@ -59,6 +59,13 @@ WORKER_CHANNEL = "sipworker"
 RELEASE_GRACE_SECONDS = 30.0
 
 
+@dataclass(frozen=True)
+class _Announce:
+    """Queued behind the SIP events, so every call message leaves from one task, in order."""
+
+    call_id: str
+
+
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
 
@@ -262,8 +269,16 @@ class Line:
             except Exception:
                 log.exception("line %s: handling %r failed", self.user_id, event)
 
+    def _announce(self, call: WorkerCall) -> None:
+        self._events.put_nowait(_Announce(call.id))
+
     async def _on_event(self, event) -> None:
-        if isinstance(event, RegistrationStateChanged):
+        log.debug("line %s: %r", self.user_id, event)
+        if isinstance(event, _Announce):
+            call = self.calls.get(event.call_id)
+            if call is not None:
+                await self.broadcast(call.message())
+        elif isinstance(event, RegistrationStateChanged):
             state = {
                 RegistrationState.REGISTERED: "registered",
                 RegistrationState.REGISTERING: "registering",
@@ -346,6 +361,7 @@ class Line:
     async def _end(self, call: WorkerCall, reason: str) -> None:
         if call.state == "ended":
             return
+        log.info("line %s: call %s (%s) ended: %s", self.user_id, call.id, call.direction, reason)
         call.state, call.reason, call.ended_at = "ended", reason, time.time()
         if call.media is not None:
             await call.media.close()
@@ -402,19 +418,26 @@ class Line:
         if any(c.state in ("dialing", "ringing", "incall") for c in self.calls.values()):
             await self.send(session, error_message("bad_state", "already in a call", "dial"))
             return
+        remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
         media = await CallMedia.open(self.host.media)
         offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
         transport = self.transport
         call_id, _out = transport.execute(lambda now: transport.core.call(now, number, offer))
+        # Registered before the next await: the line's event runner may already be handling
+        # this call's 180/200 (a quick far end answers within milliseconds).
         call = WorkerCall(
-            id=call_id, direction="out", remote=number, called=self.config.extension, media=media
+            id=call_id,
+            direction="out",
+            remote=number,
+            called=self.config.extension,
+            remote_name=remote_name,
+            media=media,
+            session=session,
         )
-        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
-        call.session = session
         self.calls[call_id] = call
         media.attach_browser(self.host.media.bridge_for(session))
         media.ringback()
-        await self.broadcast(call.message())
+        self._announce(call)
 
     async def cmd_answer(self, session: str, data: dict) -> None:
         call = self._active_call(data.get("call_id"))
@@ -437,7 +460,7 @@ class Line:
         call.answered_at = time.time()
         call.state = "incall"
         media.connected()
-        await self.broadcast(call.message())
+        self._announce(call)
         await self.send(session, self._cti(call, "answer"))
         await database_sync_to_async(actions.do_call_event)(
             self.user_id, "call.answered", {"call_id": call.id, "from": call.remote}
@@ -476,7 +499,7 @@ class Line:
         call.held, call.state = True, "held"
         if call.media is not None:
             call.media.hold()
-        await self.broadcast(call.message())
+        self._announce(call)
 
     async def cmd_unhold(self, session: str, data: dict) -> None:
         call = self._active_call()
@@ -489,7 +512,7 @@ class Line:
         if call.media is not None:
             call.media.attach_browser(self.host.media.bridge_for(session))
             call.media.resume()
-        await self.broadcast(call.message())
+        self._announce(call)
 
     async def cmd_dtmf(self, session: str, data: dict) -> None:
         call = self._active_call()

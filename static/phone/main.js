@@ -1,7 +1,10 @@
-// Phone page behaviour: keypad, keyboard entry, clear, side-panel toggles.
-// The call path (WebSocket + WebRTC) attaches to these same elements and to "phone:dial" events.
+// Phone page entry: keypad and keyboard entry, side panels, and the call path
+// (socket.js → ui.js for signalling, webrtc.js for media).
 import "./panels.js";
 import "./cti.js";
+import { PhoneSocket } from "./socket.js";
+import { PhoneUI } from "./ui.js";
+import { PhoneMedia } from "./webrtc.js";
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 
@@ -34,12 +37,18 @@ document.addEventListener("keydown", (event) => {
   } else if (event.key === "Backspace") {
     dialInput.value = dialInput.value.slice(0, -1);
     event.preventDefault();
+  } else if (event.key === "Enter") {
+    $("call-btn").click();
+    event.preventDefault();
   }
 });
 
-// Keep only dialable characters when typing straight into the input.
+// Keep only dialable characters when typing straight into the input; Enter calls.
 dialInput.addEventListener("input", () => {
   dialInput.value = dialInput.value.replace(/[^0-9*#+]/g, "");
+});
+dialInput.addEventListener("keydown", (event) => {
+  if (event.key === "Enter") $("call-btn").click();
 });
 
 const toggles = document.querySelectorAll(".toggles [data-panel]");
@@ -57,7 +66,22 @@ export function showPanel(name) {
 }
 toggles.forEach((toggle) => toggle.addEventListener("click", () => showPanel(toggle.dataset.panel)));
 
-// Until a call can be placed, a number chosen elsewhere lands in the dial input.
-document.addEventListener("phone:dial", (event) => {
-  dialInput.value = event.detail.number;
+// Guidance when the browser refuses the microphone or notifications (seed 2-3).
+document.addEventListener("phone:mic-denied", () => {
+  $("permission-help").hidden = false;
 });
+if ("Notification" in window && Notification.permission === "default") {
+  $("notify-help").hidden = false;
+  $("notify-allow").addEventListener("click", async () => {
+    await Notification.requestPermission();
+    $("notify-help").hidden = Notification.permission !== "default";
+  });
+} else if ("Notification" in window && Notification.permission === "denied") {
+  $("notify-help").hidden = false;
+  $("notify-allow").hidden = true;
+}
+
+const socket = new PhoneSocket();
+const ui = new PhoneUI(socket);
+const media = new PhoneMedia(socket, $("remote-audio"));
+window.browserPhone = { socket, ui, media }; // for support staff and end-to-end tests
