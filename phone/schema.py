@@ -34,10 +34,7 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple]] = {
     "transfer.complete": {},
     "transfer.cancel": {},
     "transfer.blind": {"number": _f(_STR)},
-    "park": {"slot": _f(_INT)},
-    "park.pickup": {"slot": _f(_INT)},
     "webrtc.offer": {"sdp": _f(_STR)},
-    "account.switch": {"slot": _f(_INT)},
     "ping": {"id": _f(_ANY_SCALAR, False)},
 }
 

@@ -86,6 +86,7 @@ class WorkerCall:
     media: CallMedia | None = None
     session: str | None = None  # the browser session whose audio is bridged to this call
     rejected: bool = False
+    consult_of: str | None = None  # attended transfer: the held call this consultation is for
 
     def message(self) -> dict:
         return server_message(
@@ -99,7 +100,7 @@ class WorkerCall:
             held=self.held,
             reason=self.reason,
             answered_at=_iso(self.answered_at),
-            transfer=None,
+            transfer={"of": self.consult_of} if self.consult_of else None,
         )
 
     def history_record(self) -> dict:
@@ -297,8 +298,13 @@ class Line:
         elif isinstance(event, TransferProgress):
             call = self.calls.get(event.call_id)
             if call is not None and event.final and 200 <= event.status < 300:
-                # A blind transfer completed: our part of the call is over.
+                # The transfer completed (blind or attended): our part of the call is over.
                 self._hangup(call)
+                await self._end(call, "transferred")
+                consult = self._consultation()
+                if consult is not None and consult.consult_of == call.id:
+                    self._hangup(consult)
+                    await self._end(consult, "transferred")
         elif isinstance(event, MessageSummary):
             await self.broadcast(
                 server_message("vm.status", waiting=event.waiting, new=event.new, old=event.old)
@@ -418,6 +424,14 @@ class Line:
         if any(c.state in ("dialing", "ringing", "incall") for c in self.calls.values()):
             await self.send(session, error_message("bad_state", "already in a call", "dial"))
             return
+        held = next((c for c in self.calls.values() if c.state == "held"), None)
+        if held is not None:
+            # Dialling while a call is held starts a consultation, as 転送 does (seed 3-3).
+            await self._place_call(session, number, consult_of=held.id)
+            return
+        await self._place_call(session, number)
+
+    async def _place_call(self, session: str, number: str, consult_of: str | None = None):
         remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
         media = await CallMedia.open(self.host.media)
         offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
@@ -433,11 +447,50 @@ class Line:
             remote_name=remote_name,
             media=media,
             session=session,
+            consult_of=consult_of,
         )
         self.calls[call_id] = call
         media.attach_browser(self.host.media.bridge_for(session))
         media.ringback()
         self._announce(call)
+        return call
+
+    # Attended transfer (seed 3-3): hold → number → 転送 calls the target → 転送実行 hands the held
+    # caller over (REFER with Replaces, RFC 3515 + RFC 3891); 保留 instead gives up the attempt.
+
+    def _consultation(self) -> WorkerCall | None:
+        return next((c for c in self.calls.values() if c.consult_of), None)
+
+    async def cmd_transfer_start(self, session: str, data: dict) -> None:
+        try:
+            number = clean_number(data["number"])
+        except ValidationError:
+            await self.send(session, error_message("bad_number", request="transfer.start"))
+            return
+        held = next((c for c in self.calls.values() if c.state == "held"), None)
+        if held is None or self._consultation() is not None:
+            await self.send(session, error_message("bad_state", request="transfer.start"))
+            return
+        await self._place_call(session, number, consult_of=held.id)
+
+    async def cmd_transfer_complete(self, session: str, data: dict) -> None:
+        consult = self._consultation()
+        held = self.calls.get(consult.consult_of) if consult else None
+        if consult is None or held is None or consult.state != "incall":
+            await self.send(session, error_message("bad_state", request="transfer.complete"))
+            return
+        transport = self.transport
+        transport.execute(
+            lambda now: transport.core.refer(now, held.id, consult.remote, replaces_call=consult.id)
+        )
+
+    async def cmd_transfer_cancel(self, session: str, data: dict) -> None:
+        consult = self._consultation()
+        if consult is None:
+            await self.send(session, error_message("bad_state", request="transfer.cancel"))
+            return
+        self._hangup(consult)
+        await self._end(consult, "transfer-cancelled")
 
     async def cmd_answer(self, session: str, data: dict) -> None:
         call = self._active_call(data.get("call_id"))

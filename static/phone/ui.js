@@ -61,13 +61,16 @@ export class PhoneUI {
     });
     $("hold-btn").addEventListener("click", () => {
       const call = this.call;
-      if (call?.state === "incall") this.socket.send("hold");
+      // During a consultation 保留 stops calling the transfer target (seed 3-3 ②).
+      if (call?.transfer) this.socket.send("transfer.cancel");
+      else if (call?.state === "incall") this.socket.send("hold");
       else if (call?.state === "held") this.socket.send("unhold");
     });
     $("transfer-btn").addEventListener("click", () => {
-      const number = $("dial-input").value;
-      if (this.call && number) this.socket.send("transfer.blind", { number });
+      const number = $("dial-input").value.replace(/[^0-9*#+]/g, "");
+      if (this.call?.state === "held" && number) this.socket.send("transfer.start", { number });
     });
+    $("transfer-complete-btn").addEventListener("click", () => this.socket.send("transfer.complete"));
     document.addEventListener("phone:digit", (event) => {
       if (this.call?.state === "incall") this.socket.send("dtmf", { digits: event.detail.key });
     });
@@ -117,7 +120,9 @@ export class PhoneUI {
     status.textContent = LABELS[state];
     $("display").textContent = call ? call.remote_name || call.remote : "";
     $("hangup-btn").hidden = !call;
-    $("hold-btn").dataset.state = call?.state === "held" ? "on" : "off";
+    const held = [...this.calls.values()].some((c) => c.state === "held");
+    $("hold-btn").dataset.state = held ? "on" : "off";
+    $("transfer-complete-btn").hidden = !(call?.transfer && call.state === "incall");
     document.body.dataset.callState = call ? call.state : "idle";
     if (call?.state !== "incoming") this.stopRinging();
     if (!call) $("dial-input").value = "";

@@ -89,10 +89,14 @@ def portal_server(transactional_db, tmp_path):
     log.close()
 
 
+# A module may set BROWSER_ARGS = [...] for extra Chromium flags (e.g. a fake microphone file).
 @pytest.fixture(scope="module")
-def browser():
+def browser(request, tmp_path_factory):
     """Module-scoped: Playwright's sync API keeps an event loop running while it is started, which
     would break the asyncio tests of other modules if it outlived this one."""
+    extra = list(getattr(request.module, "BROWSER_ARGS", []))
+    if callable(getattr(request.module, "browser_args", None)):
+        extra += request.module.browser_args(tmp_path_factory.mktemp("browser"))
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/system-packages as root")
     from playwright.sync_api import sync_playwright
@@ -102,7 +106,9 @@ def browser():
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS + extra
+            )
             yield browser
             browser.close()
     finally:
@@ -121,3 +127,27 @@ def page(browser):
 @pytest.fixture(autouse=True)
 def _fast_password_hashing():
     """The server process checks passwords with the real hashers: keep them for e2e tests."""
+
+
+@pytest.fixture
+def on_pbx(cast, kamailio):
+    """Point tenant A at the test PBX; alice is 1001 there."""
+    cast.tenant_a.pbx_domain = kamailio.domain
+    cast.tenant_a.outbound_proxy = kamailio.hostport
+    cast.tenant_a.save()
+    from portal.models import SipAccount
+
+    SipAccount.objects.filter(user=cast.alice).update(extension="1001")
+    account = SipAccount.objects.get(user=cast.alice)
+    account.password = "pw1001"
+    account.save()
+    return kamailio
+
+
+def login(page, server, user, password):
+    """Log in through the real form and land on the phone page."""
+    page.goto(f"{server}/login/")
+    page.get_by_test_id("login-username").fill(user)
+    page.get_by_test_id("login-password").fill(password)
+    page.get_by_test_id("login-submit").click()
+    page.wait_for_url(f"{server}/")

@@ -5,29 +5,9 @@ from playwright.sync_api import expect
 
 from phone.models import CallRecord
 from portal.models import SipAccount
+from tests.e2e.conftest import login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-
-@pytest.fixture
-def on_pbx(cast, kamailio):
-    """Point tenant A at the test PBX; alice is 1001 there."""
-    cast.tenant_a.pbx_domain = kamailio.domain
-    cast.tenant_a.outbound_proxy = kamailio.hostport
-    cast.tenant_a.save()
-    SipAccount.objects.filter(user=cast.alice).update(extension="1001")
-    account = SipAccount.objects.get(user=cast.alice)
-    account.password = "pw1001"
-    account.save()
-    return kamailio
-
-
-def login(page, server, user, password):
-    page.goto(f"{server}/login/")
-    page.get_by_test_id("login-username").fill(user)
-    page.get_by_test_id("login-password").fill(password)
-    page.get_by_test_id("login-submit").click()
-    page.wait_for_url(f"{server}/")
 
 
 def test_it_registers_the_page_and_lights_the_lamp(cast, on_pbx, portal_server, page):

@@ -1,6 +1,7 @@
 """A user logs in through the real server in a real browser and sees the phone page."""
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
 
@@ -13,7 +14,9 @@ def test_it_logs_alice_in_to_the_phone_page(cast, portal_server, page):
     page.get_by_test_id("login-submit").click()
     page.wait_for_url(f"{portal_server}/")
     assert page.get_by_test_id("status").inner_text() == "待機中"
-    assert page.get_by_test_id("reg-lamp").get_attribute("data-state") == "pending"
+    # Tenant A's PBX (a.pbx.test) does not exist: the lamp turns red and says why (seed 7-1).
+    expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "fail", timeout=10000)
+    expect(page.get_by_test_id("reg-reason")).to_contain_text("DNS")
     # The keypad and the PC keyboard both dial into the input (seed 3-1 ④).
     page.get_by_test_id("key-0").click()
     page.get_by_test_id("key-star").click()

@@ -70,7 +70,7 @@ async def test_it_reports_the_line_state_on_connect(cast):
         ('{"type": "launch.missiles"}', "unknown_type"),
         ('{"type": "dial"}', "bad_field"),
         ('{"type": "dial", "number": 12}', "bad_field"),
-        ('{"type": "park", "slot": true}', "bad_field"),
+        ('{"type": "dtmf", "digits": true}', "bad_field"),
         ('{"type": "hold", "extra": 1}', "bad_field"),
         ("x" * (MAX_MESSAGE_BYTES + 1), "too_large"),
     ],

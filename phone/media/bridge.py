@@ -1,0 +1,693 @@
+"""MediaBridge: audio between one browser's WebRTC peer and one call's RtpLeg.
+
+The sipworker is a back-to-back user agent. Per call there is an RtpLeg towards the PBX
+(G.711); per browser session there is a MediaBridge holding an aiortc RTCPeerConnection. The
+bridge moves 20 ms frames between the two, both ways:
+
+    bridge = MediaBridge(ice_servers=[], prefer_passthrough=True, on_state=callback)
+    answer_sdp = await bridge.accept_offer(offer_sdp)  # non-trickle: full SDP with candidates
+    bridge.connect(leg)       # bridge audio with this call's leg (replaces a previous leg)
+    bridge.disconnect()       # stop bridging; the leg keeps running (reload, park, hold)
+    bridge.play(JapaneseRingback())   # send a generated sound to the browser instead ...
+    bridge.play(None)                 # ... and back to the leg's audio
+    bridge.state              # "new" | "connecting" | "connected" | "failed" | "closed"
+    bridge.codec, bridge.passthrough, bridge.stats
+    await bridge.close()      # closes the peer connection, never the leg
+
+One MediaBridge per browser peer connection: a reloaded page makes a new offer, so the call
+gets a new bridge (and `connect(leg)` on it; a leg feeds one bridge at a time, connecting it
+to a second bridge disconnects the first). Losing the browser (ICE/DTLS failure, or the page
+closing its peer) never ends the call: the bridge disconnects itself, goes to "failed" and/or
+"closed", calls `on_state`, and the leg keeps running for whatever the call does next.
+
+Codec choice (answer to the browser's offer)
+--------------------------------------------
+The answer carries exactly one audio codec, chosen from what the browser offered:
+
+- the G.711 law the leg uses (`payload_type=` before `connect()`, the leg's once connected):
+  payloads pass through untouched in both directions ("passthrough");
+- the other G.711 law: each payload byte is mapped through a 256-entry table
+  (`bytes.translate`, still no PCM in between);
+- opus only when the browser offers no G.711 (or `prefer_passthrough=False`): transcoded,
+  opus 48 kHz <-> 8 kHz PCM <-> G.711.
+
+aiortc picks codecs from a transceiver's preferences only if that transceiver exists before
+`setRemoteDescription`, so the bridge reads the offer first, creates its transceiver with
+`setCodecPreferences([chosen])`, and only then applies the offer.
+
+How the media bypasses aiortc's media pipeline
+----------------------------------------------
+aiortc is used for what it is good at: SDP, ICE, DTLS and SRTP. Its media path is not used,
+because per packet it costs far more than the G.711 work itself: on receive a jitter buffer, a
+`datetime.now()`, statistics, a hand-off to a decoder thread and back to the loop with
+`run_coroutine_threadsafe` (a self-pipe wake-up per 20 ms frame), then an asyncio.Queue and a
+task wake-up for the track reader; on send a task wake-up per frame, a thread-pool hop for
+the encoder, a resampler, and the generic RTP serializer with header extensions. There is no
+public "encoded frames" API, and a custom pass-through encoder/decoder pair would still pay
+for all of the above, so the bridge hooks in one level lower, at two narrow points:
+
+- receive: the DTLS transport hands every SRTP-decrypted, parsed RTP packet to
+  `receiver._handle_rtp_packet(packet, arrival_time_ms)`. The bridge replaces that method on
+  its own receiver instance (nothing global is patched) with one that hands
+  `packet.payload` to the leg (`leg.send_payload`, after translation/transcoding if needed).
+  aiortc's decoder thread for this receiver is started but stays idle. The handler also
+  feeds aiortc's per-SSRC receive statistics (loss, jitter), so the receiver's RTCP task
+  keeps sending receiver reports (RFC 3550 §6.4.2) to the browser as before.
+- send: the leg's frames are taken on the leg's own 20 ms `MediaTicker` tick (the bridge
+  registers a tiny hook object on the same ticker, after the leg, so a frame the leg's playout
+  buffer releases goes to the browser in the same tick: no extra timer, task or queue). The
+  bridge builds the RTP packet itself (own sequence number and timestamp, the SSRC aiortc
+  announced in the answer, the negotiated payload type and MID header extension) and passes
+  it to the DTLS transport's `_send_rtp` - the coroutine aiortc's own sender uses - driving
+  it synchronously: SRTP protect + `sendto` complete without suspending, so no task is
+  created per packet (should a future aiortc suspend there, the coroutine is resumed from
+  the awaited future's callback instead; see `_drive`). The aiortc sender gets a track that
+  never yields a frame, so its RTP loop sleeps; its RTCP loop keeps sending sender reports,
+  whose counters the bridge keeps up to date.
+
+A lost leg frame (playout concealment) is not sent at all: the browser's own jitter buffer
+conceals better than a repeated G.711 frame, and the RTP timestamp keeps counting so the gap
+is visible to it. The first packet after a pause carries the marker bit (RFC 3551 §4.1).
+
+ICE and addresses
+-----------------
+The peer connection always gets `RTCConfiguration(iceServers=...)` from the configured list
+(empty by default): aiortc's default would send STUN to a public server. aioice gathers host
+candidates on every interface address except 127.0.0.1. On a machine with another address
+(here eth0) both ends simply pair on that address; Chromium with
+`--allow-loopback-in-peer-connection` also offers 127.0.0.1, which our non-loopback host
+candidates still reach through the kernel's local routes. For tests and benchmarks that must
+work on a loopback-only box, `ice_host_addresses(["127.0.0.1"])` (a context manager) makes
+aioice gather exactly the listed addresses for every peer connection created inside it;
+it patches `aioice.ice.get_host_addresses`, process-wide, so production code does not use it.
+
+Nothing here imports Django; everything runs on the event loop that owns the legs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import av
+import numpy as np
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc import clock as aiortc_clock
+from aiortc import sdp as aiortc_sdp
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpreceiver import StreamStatistics
+
+from phone.media import g711
+from phone.media.leg import MediaTicker, RtpLeg
+from phone.media.rtp import FRAME_SAMPLES, SAMPLE_RATE
+from phone.media.tones import ToneSource
+
+__all__ = ["BridgeError", "BridgeStats", "MediaBridge", "ice_host_addresses"]
+
+log = logging.getLogger(__name__)
+
+PCMU, PCMA, OPUS = "PCMU", "PCMA", "opus"
+_LAW_NAME = {g711.PAYLOAD_TYPE_PCMU: PCMU, g711.PAYLOAD_TYPE_PCMA: PCMA}
+_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_RTP_HEADER = struct.Struct("!BBHII")
+# Sender-report counters are refreshed every this many packets (aiortc sends an SR every
+# 0.5-1.5 s; 160 ms staleness is invisible there and saves a clock read per packet).
+_SR_EVERY = 8
+
+
+class BridgeError(ValueError):
+    """The offer cannot be answered (no usable audio codec), or the bridge is in use/closed."""
+
+
+@dataclass(slots=True)
+class BridgeStats:
+    from_browser: int = 0  # RTP packets of the negotiated codec received from the browser
+    to_leg: int = 0  # 20 ms G.711 frames handed to the leg
+    from_leg: int = 0  # frames taken from the leg (lost ones included)
+    to_browser: int = 0  # RTP packets sent to the browser
+    played: int = 0  # of which generated by a play() source
+    decode_errors: int = 0
+    send_errors: int = 0
+
+
+# -- ICE host addresses (tests, benchmarks, loopback-only machines) -------------------------
+
+
+@contextlib.contextmanager
+def ice_host_addresses(addresses: list[str]) -> Iterator[None]:
+    """Within the block, aioice gathers host candidates on exactly `addresses`.
+
+    aioice skips 127.0.0.1 when it lists interface addresses; tests that want both ends on
+    loopback (and nothing else) wrap peer-connection setup in this. Process-wide.
+    """
+    import aioice.ice
+
+    original = aioice.ice.get_host_addresses
+
+    def listed(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = listed
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _drive(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that is expected to finish without suspending, without a task.
+
+    `RTCDtlsTransport._send_rtp` only awaits down to `transport.sendto()`, so one `send()`
+    runs it to completion. If it ever does suspend, resume it when the awaited future is done
+    (what a Task would do), so the packet is still sent and nothing is left un-awaited.
+    """
+    try:
+        awaited = coro.send(None)
+    except StopIteration:
+        return
+    except ConnectionError:  # not connected (any more): the packet is dropped, like aiortc does
+        return
+    if awaited is None:  # bare yield (asyncio.sleep(0)): try again on the next loop pass
+        asyncio.get_running_loop().call_soon(_drive, coro)
+    else:
+        awaited.add_done_callback(lambda _f: _drive(coro))
+
+
+class _SilentTrack(MediaStreamTrack):
+    """The aiortc sender's track: never yields a frame, so the sender's RTP loop just waits.
+
+    (With no track at all the loop would poll every 20 ms; with a real track it would encode.)
+    The bridge sends its packets itself; the sender is kept for its SSRC and RTCP reports.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._never: asyncio.Future[None] | None = None
+
+    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+        if self._never is None:
+            self._never = asyncio.get_running_loop().create_future()
+        await self._never  # cancelled when the sender stops
+        raise AssertionError("unreachable")
+
+
+def _law_table(src: int, dst: int) -> bytes:
+    codes = bytes(range(256))
+    return g711.encode(g711.decode(codes, src), dst)
+
+
+_TRANSLATE = {
+    (g711.PAYLOAD_TYPE_PCMU, g711.PAYLOAD_TYPE_PCMA): _law_table(
+        g711.PAYLOAD_TYPE_PCMU, g711.PAYLOAD_TYPE_PCMA
+    ),
+    (g711.PAYLOAD_TYPE_PCMA, g711.PAYLOAD_TYPE_PCMU): _law_table(
+        g711.PAYLOAD_TYPE_PCMA, g711.PAYLOAD_TYPE_PCMU
+    ),
+}
+
+
+class _BrowserCodec:
+    """Converts between the browser's negotiated codec and the leg's G.711 law.
+
+    to_leg(payload, leg_pt)  -> list of 20 ms G.711 payloads for the leg (usually one)
+    from_leg(payload, leg_pt)-> payload for the browser
+    encode_pcm(pcm)          -> payload for the browser from 8 kHz int16 PCM (play sources)
+    """
+
+    name: str
+    clock_rate: int
+    samples_per_frame: int
+
+    def to_leg(self, payload: bytes, leg_pt: int) -> list[bytes]:
+        raise NotImplementedError
+
+    def from_leg(self, payload: bytes, leg_pt: int) -> bytes | None:
+        raise NotImplementedError
+
+    def encode_pcm(self, pcm: np.ndarray) -> bytes | None:
+        raise NotImplementedError
+
+
+class _G711Codec(_BrowserCodec):
+    clock_rate = SAMPLE_RATE
+    samples_per_frame = FRAME_SAMPLES
+
+    def __init__(self, payload_type: int) -> None:
+        self.law = payload_type
+        self.name = _LAW_NAME[payload_type]
+        self._pending = b""  # a browser sending other than 20 ms packets gets reframed
+
+    def to_leg(self, payload: bytes, leg_pt: int) -> list[bytes]:
+        if leg_pt != self.law:
+            payload = payload.translate(_TRANSLATE[(self.law, leg_pt)])
+        if len(payload) == FRAME_SAMPLES and not self._pending:
+            return [payload]  # the normal case: 20 ms in, 20 ms out
+        data = self._pending + payload
+        cut = len(data) - len(data) % FRAME_SAMPLES
+        self._pending = data[cut:]
+        return [data[i : i + FRAME_SAMPLES] for i in range(0, cut, FRAME_SAMPLES)]
+
+    def from_leg(self, payload: bytes, leg_pt: int) -> bytes:
+        if leg_pt == self.law:
+            return payload
+        return payload.translate(_TRANSLATE[(leg_pt, self.law)])
+
+    def encode_pcm(self, pcm: np.ndarray) -> bytes:
+        return g711.encode(pcm, self.law)
+
+
+class _OpusCodec(_BrowserCodec):
+    """opus <-> 8 kHz PCM, inline on the loop (tens of microseconds per frame in libopus).
+
+    Decoding: libopus (through PyAV) always decodes at 48 kHz; mono output, then swresample
+    down to 8 kHz, then cut into 160-sample frames (the resampler's output sizes vary by a
+    few samples around its start-up delay). Encoding: libopus takes 8 kHz mono directly
+    (narrowband: what the PBX side carries anyway); the RTP clock stays 48 kHz (RFC 7587 §4.1).
+    """
+
+    name = OPUS
+    clock_rate = 48000
+    samples_per_frame = 960
+
+    def __init__(self) -> None:
+        self._decoder = av.CodecContext.create("libopus", "r")
+        self._decoder.format = "s16"
+        self._decoder.layout = "mono"
+        self._decoder.sample_rate = 48000
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        self._encoder = av.CodecContext.create("libopus", "w")
+        self._encoder.format = "s16"
+        self._encoder.layout = "mono"
+        self._encoder.sample_rate = SAMPLE_RATE
+        self._encoder.bit_rate = 24000
+        self._encoder.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        # SILK ("voip") at complexity 3 of 10: ~40 us instead of ~70 us per frame here, and
+        # the difference is not audible on narrowband telephone audio.
+        self._encoder.options = {"application": "voip", "compression_level": "3"}
+        self._pts = 0
+        self._pending = np.empty(0, dtype=np.int16)
+
+    def decode_pcm(self, payload: bytes) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for frame in self._decoder.decode(av.Packet(payload)):
+            for low in self._resampler.resample(frame):
+                pcm = low.to_ndarray()[0]
+                if len(pcm) == FRAME_SAMPLES and not len(self._pending):
+                    out.append(pcm)
+                    continue
+                data = np.concatenate((self._pending, pcm))
+                cut = len(data) - len(data) % FRAME_SAMPLES
+                out.extend(data[i : i + FRAME_SAMPLES] for i in range(0, cut, FRAME_SAMPLES))
+                self._pending = data[cut:]
+        return out
+
+    def to_leg(self, payload: bytes, leg_pt: int) -> list[bytes]:
+        return [g711.encode(pcm, leg_pt) for pcm in self.decode_pcm(payload)]
+
+    def from_leg(self, payload: bytes, leg_pt: int) -> bytes | None:
+        return self.encode_pcm(g711.decode(payload, leg_pt))
+
+    def encode_pcm(self, pcm: np.ndarray) -> bytes | None:
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._pts
+        self._pts += len(pcm)
+        packets = self._encoder.encode(frame)
+        return bytes(packets[0]) if packets else None
+
+
+def _make_codec(name: str) -> _BrowserCodec:
+    if name == OPUS:
+        return _OpusCodec()
+    return _G711Codec(g711.PAYLOAD_TYPE_PCMU if name == PCMU else g711.PAYLOAD_TYPE_PCMA)
+
+
+def _offered_codecs(offer_sdp: str) -> list[str]:
+    """Audio codec names of the first audio m-line, in the browser's order of preference."""
+    description = aiortc_sdp.SessionDescription.parse(offer_sdp)
+    for media in description.media:
+        if media.kind == "audio":
+            return [c.name for c in media.rtp.codecs]
+    return []
+
+
+def _ice_server(entry: str | RTCIceServer) -> RTCIceServer:
+    return entry if isinstance(entry, RTCIceServer) else RTCIceServer(urls=entry)
+
+
+class _TickHook:
+    """What MediaTicker drives: it calls `_on_tick(now, slots)` each 20 ms and `close()` if
+    that raised (the ticker logs the exception; the call must go on without this bridge)."""
+
+    __slots__ = ("bridge",)
+
+    def __init__(self, bridge: MediaBridge) -> None:
+        self.bridge = bridge
+
+    def _on_tick(self, now: float, slots: int) -> None:
+        self.bridge._tick(slots)
+
+    def close(self) -> None:
+        self.bridge.disconnect()
+        self.bridge._source = None
+
+
+# A leg feeds one bridge at a time (two bridges pulling frames would each get half).
+_LEG_OWNER: WeakKeyDictionary[RtpLeg, MediaBridge] = WeakKeyDictionary()
+
+
+class MediaBridge:
+    """Audio between one browser peer connection and one call's RtpLeg (see module doc)."""
+
+    def __init__(
+        self,
+        ice_servers: list[str | RTCIceServer] | tuple[str | RTCIceServer, ...] = (),
+        prefer_passthrough: bool = True,
+        *,
+        payload_type: int = g711.PAYLOAD_TYPE_PCMU,
+        on_state: Callable[[str], None] | None = None,
+        ticker: MediaTicker | None = None,
+    ) -> None:
+        """ice_servers: "stun:host:port" / "turn:host:port" URLs (or RTCIceServer objects
+        with credentials); empty = host candidates only. payload_type: the G.711 law the
+        call's leg uses, for answering before `connect()`. prefer_passthrough=False answers
+        opus whenever the browser offers it (transcoding)."""
+        if payload_type not in _LAW_NAME:
+            raise ValueError(f"not a G.711 payload type: {payload_type}")
+        self.ice_servers = [_ice_server(s) for s in ice_servers]
+        self.prefer_passthrough = prefer_passthrough
+        self.payload_type = payload_type
+        self.on_state = on_state
+        self.stats = BridgeStats()
+        self.setup_seconds: float | None = None  # accept_offer() start -> "connected"
+        self._state = "new"
+        self._ticker = ticker
+        self._hook = _TickHook(self)
+        self._pc: RTCPeerConnection | None = None
+        self._codec: _BrowserCodec | None = None
+        self._leg: RtpLeg | None = None
+        self._source: ToneSource | None = None
+        self._dtls: Any = None  # RTCDtlsTransport once the answer is set
+        self._sender: RTCRtpSender | None = None
+        self._send_ok = False
+        self._pt = 0
+        self._ssrc = 0
+        self._ext = b""
+        self._first_byte = 0x80
+        self._seq = random.randrange(1 << 15)  # low half: see aiortc random_sequence_number
+        self._ts = random.randrange(1 << 32)
+        self._marker = True
+        self._octets = 0
+        self._t0 = 0.0
+        self._rx_ssrc: int | None = None
+        self._rx_stats: StreamStatistics | None = None
+        self._rx_streams: dict[int, StreamStatistics] | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._close_task: asyncio.Future[None] | None = None
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def codec(self) -> str | None:
+        """The browser-side codec of the answer: "PCMU", "PCMA" or "opus"."""
+        return None if self._codec is None else self._codec.name
+
+    @property
+    def passthrough(self) -> bool:
+        """True when payloads cross untouched (browser codec == the leg's G.711 law)."""
+        law = self._leg.payload_type if self._leg is not None else self.payload_type
+        return isinstance(self._codec, _G711Codec) and self._codec.law == law
+
+    @property
+    def leg(self) -> RtpLeg | None:
+        return self._leg
+
+    async def accept_offer(self, offer_sdp: str) -> str:
+        """Answer the browser's offer; returns the complete answer SDP (ICE gathered)."""
+        if self._pc is not None or self._state == "closed":
+            raise BridgeError("accept_offer() once per bridge; make a new one for a new peer")
+        self._t0 = time.monotonic()
+        name = self._choose_codec(_offered_codecs(offer_sdp))
+        self._codec = _make_codec(name)
+        pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
+        pc.on("connectionstatechange", self._on_pc_state)
+        try:
+            transceiver = pc.addTransceiver(_SilentTrack(), direction="sendrecv")
+            capability = next(
+                c
+                for c in RTCRtpSender.getCapabilities("audio").codecs
+                if c.mimeType.lower() == f"audio/{name.lower()}"
+            )
+            # Only honoured because the transceiver exists before setRemoteDescription.
+            transceiver.setCodecPreferences([capability])
+            # Hook the receive path before any packet can arrive (see module doc).
+            receiver = transceiver.receiver
+            receiver._handle_rtp_packet = self._on_browser_rtp  # type: ignore[method-assign]
+            # aiortc's RTCP task builds receiver reports from this (name-mangled) dict.
+            self._rx_streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            await self.close()
+            raise
+        answer = pc.localDescription.sdp
+        self._configure_sender(answer, transceiver.sender)
+        self._add_hook()
+        return answer
+
+    def connect(self, leg: RtpLeg) -> None:
+        """Bridge audio with `leg` (replacing any leg connected before)."""
+        if self._state in ("failed", "closed"):
+            raise BridgeError(f"bridge is {self._state}")
+        if self._leg is leg:
+            return
+        self.disconnect()
+        other = _LEG_OWNER.get(leg)
+        if other is not None:
+            other.disconnect()
+        _LEG_OWNER[leg] = self
+        self._leg = leg
+        self._marker = True
+        if self._pc is not None:
+            # Tick after the leg: MediaTicker calls in insertion order, so re-adding the hook
+            # puts it behind the leg and a frame released this tick is forwarded this tick.
+            self._remove_hook()
+            self._add_hook()
+
+    def disconnect(self) -> None:
+        """Stop bridging. The leg keeps running (it sends silence or its own source)."""
+        leg = self._leg
+        if leg is None:
+            return
+        self._leg = None
+        if _LEG_OWNER.get(leg) is self:
+            del _LEG_OWNER[leg]
+
+    def play(self, source: ToneSource | None) -> None:
+        """Send `source` (8 kHz frames, e.g. JapaneseRingback()) to the browser instead of the
+        leg's audio; None goes back to the leg. The browser's audio still reaches the leg."""
+        self._source = source
+        self._marker = True
+
+    async def close(self) -> None:
+        """Close the browser side. The leg is left alone. Idempotent."""
+        self.disconnect()
+        self._source = None
+        self._remove_hook()
+        self._send_ok = False
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            if self._pc is not None:
+                await self._pc.close()
+        finally:
+            self._set_state("closed")
+            self._closing.set_result(None)
+
+    # -- negotiation ------------------------------------------------------------------------
+
+    def _choose_codec(self, offered: list[str]) -> str:
+        law = _LAW_NAME[self._leg.payload_type if self._leg is not None else self.payload_type]
+        other = PCMA if law == PCMU else PCMU
+        order = [law, other, OPUS] if self.prefer_passthrough else [OPUS, law, other]
+        lowered = {name.lower() for name in offered}
+        for name in order:
+            if name.lower() in lowered:
+                return name
+        raise BridgeError(f"browser offered no usable audio codec: {offered}")
+
+    def _configure_sender(self, answer_sdp: str, sender: RTCRtpSender) -> None:
+        description = aiortc_sdp.SessionDescription.parse(answer_sdp)
+        media = next(m for m in description.media if m.kind == "audio")
+        self._pt = media.rtp.codecs[0].payloadType
+        self._ssrc = sender._ssrc  # the SSRC announced in the answer's a=ssrc
+        self._sender = sender
+        self._dtls = sender.transport
+        mid_id = next((e.id for e in media.rtp.headerExtensions if e.uri == _MID_URI), None)
+        mid = (media.rtp.muxId or "").encode()
+        if mid_id is not None and mid:
+            # RFC 8285 one-byte header extension: the MID lets the browser demux under BUNDLE.
+            element = bytes([(mid_id << 4) | (len(mid) - 1)]) + mid
+            element += b"\0" * (-len(element) % 4)
+            self._ext = struct.pack("!HH", 0xBEDE, len(element) // 4) + element
+            self._first_byte = 0x90  # V=2, X=1
+        else:
+            self._ext = b""
+            self._first_byte = 0x80
+
+    def _on_pc_state(self) -> None:
+        assert self._pc is not None
+        state = self._pc.connectionState
+        if state == "connected":
+            if self.setup_seconds is None:
+                self.setup_seconds = time.monotonic() - self._t0
+            self._send_ok = True
+        elif state in ("failed", "closed"):
+            # The browser is gone; the call is not. Stop feeding the leg, free the peer.
+            self._send_ok = False
+            self.disconnect()
+            self._source = None
+            self._remove_hook()
+            if state == "failed" and self._closing is None:
+                self._close_task = asyncio.ensure_future(self.close())
+        if self._state != "closed":
+            self._set_state(state)
+
+    def _set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        if self.on_state is not None:
+            try:
+                self.on_state(state)
+            except Exception:
+                log.exception("on_state callback failed")
+
+    def _add_hook(self) -> None:
+        if self._ticker is None:
+            self._ticker = MediaTicker.shared()
+        self._ticker.add(self._hook)  # type: ignore[arg-type]  # duck-typed: _on_tick/close
+
+    def _remove_hook(self) -> None:
+        if self._ticker is not None:
+            self._ticker.discard(self._hook)  # type: ignore[arg-type]
+
+    # -- media: browser -> leg ----------------------------------------------------------------
+
+    async def _on_browser_rtp(self, packet: Any, arrival_time_ms: int = 0) -> None:
+        # Replaces RTCRtpReceiver._handle_rtp_packet for this bridge's receiver only.
+        if packet.payload_type != self._pt:
+            return  # comfort noise, events, anything not negotiated
+        stats = self.stats
+        stats.from_browser += 1
+        if packet.ssrc != self._rx_ssrc:
+            self._rx_ssrc = packet.ssrc
+            self._rx_stats = StreamStatistics(self._codec.clock_rate)  # type: ignore[union-attr]
+            if self._rx_streams is not None:
+                self._rx_streams.clear()
+                self._rx_streams[packet.ssrc] = self._rx_stats
+        self._rx_stats.add(packet)  # type: ignore[union-attr]
+        leg = self._leg
+        if leg is None or not packet.payload:
+            return
+        try:
+            payloads = self._codec.to_leg(packet.payload, leg.payload_type)  # type: ignore[union-attr]
+        except av.FFmpegError:
+            stats.decode_errors += 1
+            return
+        for payload in payloads:
+            leg.send_payload(payload)
+        stats.to_leg += len(payloads)
+
+    # -- media: leg -> browser ----------------------------------------------------------------
+
+    def _tick(self, slots: int) -> None:
+        codec = self._codec
+        if codec is None:
+            return
+        spf = codec.samples_per_frame
+        leg = self._leg
+        if leg is not None and leg.closed:
+            self.disconnect()
+            leg = None
+        source = self._source
+        for _ in range(slots):
+            payload: bytes | None = None
+            if leg is not None:
+                frame = leg.pull_frame()
+                if frame is not None:
+                    self.stats.from_leg += 1
+                    # Only G.711 audio crosses; a lost frame or anything else the far end
+                    # sends (comfort noise, PT 13) is left for the browser to conceal.
+                    if (
+                        source is None
+                        and frame.payload is not None
+                        and frame.payload_type in _LAW_NAME
+                    ):
+                        payload = codec.from_leg(frame.payload, frame.payload_type)
+            if source is not None:
+                payload = codec.encode_pcm(source.next_frame())
+                if payload is not None:
+                    self.stats.played += 1
+            if payload is not None and self._send_ok:
+                self._send(payload)
+            else:
+                self._marker = True  # next packet starts a talkspurt (RFC 3551 §4.1)
+            self._ts = (self._ts + spf) & 0xFFFFFFFF
+
+    def _send(self, payload: bytes) -> None:
+        marker = 0x80 if self._marker else 0
+        self._marker = False
+        data = (
+            _RTP_HEADER.pack(self._first_byte, marker | self._pt, self._seq, self._ts, self._ssrc)
+            + self._ext
+            + payload
+        )
+        self._seq = (self._seq + 1) & 0xFFFF
+        stats = self.stats
+        stats.to_browser += 1
+        self._octets += len(payload)
+        try:
+            _drive(self._dtls._send_rtp(data))
+        except Exception:
+            stats.send_errors += 1
+            if stats.send_errors == 1:
+                log.exception("sending RTP to the browser failed")
+            return
+        if stats.to_browser % _SR_EVERY == 1:
+            self._update_sender_report()
+
+    def _update_sender_report(self) -> None:
+        # aiortc's RTCRtpSender builds its RTCP SR from these (name-mangled) counters; we send
+        # around it, so keep them true or the browser's stats show a silent sender.
+        sender = self._sender
+        sender._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[union-attr]
+        sender._RTCRtpSender__rtp_timestamp = self._ts  # type: ignore[union-attr]
+        sender._RTCRtpSender__packet_count = self.stats.to_browser  # type: ignore[union-attr]
+        sender._RTCRtpSender__octet_count = self._octets  # type: ignore[union-attr]

@@ -1,0 +1,88 @@
+"""Audio through the whole call path, proven by tone frequency at both ends (design.md §6):
+the page's fake microphone plays 1000 Hz, baresip plays 700 Hz."""
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import login
+from tests.support.tones import dominant_frequency, write_tone
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+PAGE_TONE, FAR_TONE = 1000, 700
+
+
+def browser_args(folder):
+    wav = write_tone(folder / "mic.wav", PAGE_TONE, 30, rate=48000)
+    return [
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+
+
+# The page's received audio: the remote stream's dominant frequency by a WebAudio AnalyserNode.
+ANALYSE = """async (ms) => {
+  const audio = document.querySelector('[data-testid="remote-audio"]');
+  const context = new AudioContext();
+  const source = context.createMediaStreamSource(audio.srcObject);
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 8192;
+  source.connect(analyser);
+  const sums = new Float32Array(analyser.frequencyBinCount);
+  const frame = new Float32Array(analyser.frequencyBinCount);
+  for (let t = 0; t < ms; t += 100) {
+    await new Promise((r) => setTimeout(r, 100));
+    analyser.getFloatFrequencyData(frame);
+    for (let i = 0; i < frame.length; i++) sums[i] += Math.pow(10, frame[i] / 20);
+  }
+  let best = 1;
+  for (let i = 2; i < sums.length; i++) if (sums[i] > sums[best]) best = i;
+  const result = best * context.sampleRate / analyser.fftSize;
+  await context.close();
+  return result;
+}"""
+
+
+def test_it_carries_audio_both_ways_on_an_outgoing_call(
+    cast,
+    on_pbx,
+    portal_server,
+    page,
+    make_baresip,
+):
+    bob = make_baresip("1002", auto_answer=True, tone_hz=FAR_TONE)
+    login(page, portal_server, "alice", cast.password)
+    expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "ok", timeout=15000)
+    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    page.get_by_test_id("dial-input").fill("1002")
+    page.get_by_test_id("call-btn").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=15000)
+    heard = page.evaluate(ANALYSE, 2500)
+    page.get_by_test_id("hangup-btn").click()
+    bob.wait_event("CALL_CLOSED", timeout=10)
+    assert abs(heard - FAR_TONE) < 30, f"the page heard {heard:.0f} Hz"
+    received = bob.received_wavs()[-1]
+    assert abs(dominant_frequency(received) - PAGE_TONE) < 20
+
+
+def test_it_carries_audio_both_ways_on_an_incoming_call(
+    cast,
+    on_pbx,
+    portal_server,
+    page,
+    make_baresip,
+):
+    login(page, portal_server, "alice", cast.password)
+    expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "ok", timeout=15000)
+    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    carol = make_baresip("1003", tone_hz=FAR_TONE)
+    carol.dial("1001")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "ringing", timeout=15000)
+    page.get_by_test_id("call-btn").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=10000)
+    heard = page.evaluate(ANALYSE, 2500)
+    carol.hangup()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "idle", timeout=10000)
+    assert abs(heard - FAR_TONE) < 30, f"the page heard {heard:.0f} Hz"
+    carol.wait_event("CALL_CLOSED", timeout=10)
+    assert abs(dominant_frequency(carol.received_wavs()[-1]) - PAGE_TONE) < 20
