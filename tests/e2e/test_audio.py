@@ -86,3 +86,24 @@ def test_it_carries_audio_both_ways_on_an_incoming_call(
     assert abs(heard - FAR_TONE) < 30, f"the page heard {heard:.0f} Hz"
     carol.wait_event("CALL_CLOSED", timeout=10)
     assert abs(dominant_frequency(carol.received_wavs()[-1]) - PAGE_TONE) < 20
+
+
+def test_it_keeps_the_call_and_its_audio_across_a_reload(
+    cast, on_pbx, portal_server, page, make_baresip, make_tone
+):
+    bob = make_baresip("1002", auto_answer=True, tone=make_tone(FAR_TONE, seconds=40))
+    login(page, portal_server, "alice", cast.password)
+    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    page.get_by_test_id("dial-input").fill("1002")
+    page.get_by_test_id("call-btn").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=15000)
+    page.reload()
+    # The call lives on the server: the reloaded page finds it and gets its audio back.
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=15000)
+    expect(page.get_by_test_id("display")).to_have_text("1002")
+    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    heard = page.evaluate(ANALYSE, 2500)
+    assert abs(heard - FAR_TONE) < 30, f"after the reload the page heard {heard:.0f} Hz"
+    page.get_by_test_id("hangup-btn").click()
+    bob.wait_event("CALL_CLOSED", timeout=10)
+    assert abs(dominant_frequency(bob.received_wavs()[-1]) - PAGE_TONE) < 20
