@@ -658,6 +658,10 @@ def _content_length(head: bytes) -> int:
     return length
 
 
+# Requests that can create a dialog (RFC 3261 §12.1, RFC 6665 §4.1.2.2, RFC 3515 §2.4.6).
+_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
 def make_response(
     request: SipRequest,
     status: int,
@@ -683,6 +687,12 @@ def make_response(
     out.add("to", to_value)
     out.add("call-id", request.call_id)
     out.add("cseq", request._required("cseq"))
+    if 100 < status < 300 and request.method in _DIALOG_CREATING:
+        # RFC 3261 §12.1.1: a UAS copies Record-Route into the responses that establish a
+        # dialog, in order, so that the caller learns the route set; without it the caller's
+        # in-dialog requests would reach the proxy without Route and be treated as new calls.
+        for value in request.headers.get_all("record-route"):
+            out.add("record-route", value)
     if status == 100:
         # RFC 3261 §8.2.6.1: 100 Trying copies Timestamp.
         ts = request.headers.get("timestamp")

@@ -107,3 +107,64 @@ def test_it_keeps_the_call_and_its_audio_across_a_reload(
     page.get_by_test_id("hangup-btn").click()
     bob.wait_event("CALL_CLOSED", timeout=10)
     assert abs(dominant_frequency(bob.received_wavs()[-1]) - PAGE_TONE) < 20
+
+
+def _windows(pcm, rate=8000, seconds=0.5):
+    """(dominant Hz, or None for silence) of each half second of what a far end heard."""
+    from phone.media.analysis import dominant_frequency as dominant
+    from phone.media.analysis import rms_dbfs
+
+    step = int(rate * seconds)
+    result = []
+    for start in range(0, len(pcm) - step, step):
+        chunk = pcm[start : start + step]
+        result.append(None if rms_dbfs(chunk) < -45 else round(dominant(chunk, rate)))
+    return result
+
+
+@pytest.fixture
+def far_phone(on_pbx):
+    from tests.e2e.far_end import ThreadedPhone
+
+    phones = []
+
+    def make(ext, tone_hz=FAR_TONE):
+        phones.append(ThreadedPhone(on_pbx, ext, tone_hz))
+        return phones[-1]
+
+    yield make
+    for phone in phones:
+        phone.close()
+
+
+def test_it_plays_ringback_then_music_on_hold_to_the_far_end(
+    cast, on_pbx, portal_server, page, far_phone
+):
+    bob = far_phone("1002")
+    login(page, portal_server, "alice", cast.password)
+    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    page.get_by_test_id("dial-input").fill("1002")
+    page.get_by_test_id("call-btn").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "dialing", timeout=10000)
+    # Not answered yet: the page hears Japanese ringback, 400 Hz (made by the sipworker).
+    ringback = page.evaluate(ANALYSE, 1500)
+    assert abs(ringback - 400) < 30, f"ringback at {ringback:.0f} Hz"
+    call_id = bob.answer_next_call()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=10000)
+    page.wait_for_timeout(2000)
+    page.get_by_test_id("hold-btn").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "held", timeout=10000)
+    expect(page.get_by_test_id("status")).to_have_text("保留中")
+    expect(page.get_by_test_id("hold-btn")).to_have_attribute("data-state", "on")
+    page.wait_for_timeout(3000)
+    page.get_by_test_id("hold-btn").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=10000)
+    page.wait_for_timeout(2000)
+    page.get_by_test_id("hangup-btn").click()
+    bob.wait_ended(call_id)
+    windows = _windows(bob.heard(call_id))
+    voice = [i for i, hz in enumerate(windows) if hz is not None and abs(hz - PAGE_TONE) < 20]
+    music = [i for i, hz in enumerate(windows) if hz is not None and abs(hz - PAGE_TONE) >= 20]
+    # The page's 1000 Hz before and after the hold, music on hold (other notes) in between.
+    assert voice and music, windows
+    assert min(voice) < min(music) and max(voice) > max(music), windows

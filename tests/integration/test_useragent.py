@@ -507,3 +507,28 @@ async def test_it_calls_a_sipp_uas_and_hears_its_rtp_echo(kamailio, make_phone, 
     assert_heard(phone, call_id, OUR_TONE, min_seconds=0.5)
     # Leave 1004 unregistered for the other tests.
     kamailio.kamcmd("ul.rm", "location", "1004")
+
+
+async def test_it_keeps_the_proxy_in_the_route_between_two_of_our_user_agents(
+    make_phone: Callable[..., Any],
+) -> None:
+    """The callee copies Record-Route into its 2xx (RFC 3261 §12.1.1), so the caller's re-INVITE
+    and BYE go through Kamailio with a Route header instead of being refused as new calls."""
+    alice = await make_phone("1001")
+    bob = await make_phone("1002", tone_hz=700)
+    await alice.register()
+    await bob.register()
+    call_id = await alice.call("1002")
+    incoming = await bob.wait_for(IncomingCall)
+    bob.ring(incoming.call_id)
+    await bob.answer(incoming.call_id)
+    await alice.wait_for(CallStateChanged, call_id=call_id, state=CallState.CONNECTED)
+    await bob.wait_for(MediaUpdated, call_id=incoming.call_id)
+    alice.hold(call_id)
+    held = await bob.wait_for(MediaUpdated, call_id=incoming.call_id)
+    assert held.remote_hold
+    alice.hangup(call_id)
+    ended = await bob.wait_for(
+        CallStateChanged, call_id=incoming.call_id, state=CallState.TERMINATED
+    )
+    assert ended.reason == "remote-bye"

@@ -319,3 +319,33 @@ def test_it_rejects_bad_request_lines(start: bytes) -> None:
     raw = start + b"\r\n" + INVITE.split(b"\r\n", 1)[1]
     with pytest.raises(SipParseError):
         parse_message(raw)
+
+
+def test_it_copies_record_route_into_dialog_creating_responses() -> None:
+    # RFC 3261 §12.1.1: the caller learns the route set from the UAS's 18x/2xx.
+    invite = parse_message(
+        crlf(
+            """INVITE sip:1002@192.0.2.9:5080 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKproxy
+Via: SIP/2.0/UDP 192.0.2.5:5062;branch=z9hG4bKcaller
+Record-Route: <sip:192.0.2.1:5060;lr;ftag=a1>
+Record-Route: <sip:192.0.2.2;lr>
+From: <sip:1001@pbx.test>;tag=a1
+To: <sip:1002@pbx.test>
+Call-ID: rr-1@192.0.2.5
+CSeq: 1 INVITE
+Content-Length: 0
+
+"""
+        )
+    )
+    assert isinstance(invite, SipRequest)
+    ok = make_response(invite, 200, to_tag="b2")
+    ringing = make_response(invite, 180, to_tag="b2")
+    trying = make_response(invite, 100)
+    busy = make_response(invite, 486, to_tag="b2")
+    expected = ["<sip:192.0.2.1:5060;lr;ftag=a1>", "<sip:192.0.2.2;lr>"]
+    assert ok.headers.get_all("record-route") == expected
+    assert ringing.headers.get_all("record-route") == expected
+    assert trying.headers.get_all("record-route") == []
+    assert busy.headers.get_all("record-route") == []
