@@ -82,15 +82,18 @@ def popup(request):
     return render(request, "cti/popup.html", context)
 
 
+def _search_page(request, search, template):
+    """A searchable, paged list of the user's tenant's CRM rows."""
+    profile = get_profile(request.user)
+    query = request.GET.get("q", "")
+    page = Paginator(search(profile.tenant_id, query), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, template, {"query": query, "page": page})
+
+
 @login_required
 @require_GET
 def customers(request):
-    profile = get_profile(request.user)
-    query = request.GET.get("q", "")
-    page = Paginator(search_customers(profile.tenant_id, query), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
-    return render(request, "cti/customers.html", {"query": query, "page": page})
+    return _search_page(request, search_customers, "cti/customers.html")
 
 
 @login_required
@@ -122,12 +125,7 @@ def customer_edit(request, pk=None):
 @login_required
 @require_GET
 def directory(request):
-    profile = get_profile(request.user)
-    query = request.GET.get("q", "")
-    page = Paginator(search_directory(profile.tenant_id, query), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
-    return render(request, "cti/directory.html", {"query": query, "page": page})
+    return _search_page(request, search_directory, "cti/directory.html")
 
 
 @login_required

@@ -73,21 +73,26 @@ def phonebook(request):
     return render(request, _template(request, "panel"), _panel_context(request, book))
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def contact_new(request, book_id):
-    book = _editable_book(request, book_id)
-    form = ContactForm(request.POST or None, instance=Contact(phonebook=book, tenant=book.tenant))
+def _contact_form(request, book, instance, action):
+    """Shared by add and edit: the row form, or the saved row (htmx) / the panel (plain)."""
+    form = ContactForm(request.POST or None, instance=instance)
     if request.method == "POST" and form.is_valid():
         contact = form.save()
         if not request.htmx:
             return redirect(f"{reverse('phone:phonebook')}?book={book.pk}")
         return render(request, "phone/phonebook.html#row", {"contact": contact, "editable": True})
-    return render(
-        request,
-        "phone/phonebook.html#row_form",
-        {"form": form, "book": book, "action": reverse("phone:contact_new", args=[book.pk])},
-    )
+    context = {"form": form, "book": book, "action": action}
+    if instance.pk:
+        context["contact"] = instance
+    return render(request, "phone/phonebook.html#row_form", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def contact_new(request, book_id):
+    book = _editable_book(request, book_id)
+    contact = Contact(phonebook=book, tenant=book.tenant)
+    return _contact_form(request, book, contact, reverse("phone:contact_new", args=[book.pk]))
 
 
 @login_required
@@ -96,22 +101,8 @@ def contact_edit(request, pk):
     contact = get_contact_for_user(request.user, pk)
     if not can_edit_phonebook(request.user, contact.phonebook):
         raise PermissionDenied
-    form = ContactForm(request.POST or None, instance=contact)
-    if request.method == "POST" and form.is_valid():
-        contact = form.save()
-        if not request.htmx:
-            return redirect(f"{reverse('phone:phonebook')}?book={contact.phonebook_id}")
-        return render(request, "phone/phonebook.html#row", {"contact": contact, "editable": True})
-    return render(
-        request,
-        "phone/phonebook.html#row_form",
-        {
-            "form": form,
-            "contact": contact,
-            "book": contact.phonebook,
-            "action": reverse("phone:contact_edit", args=[contact.pk]),
-        },
-    )
+    action = reverse("phone:contact_edit", args=[contact.pk])
+    return _contact_form(request, contact.phonebook, contact, action)
 
 
 @login_required
