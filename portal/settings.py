@@ -215,6 +215,8 @@ IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
 # Telephony.
 # The sipworker runs inside the web process unless a separate `manage.py sipworker` is used.
 SIPWORKER_EMBEDDED = env_bool("SIPWORKER_EMBEDDED", default=not REDIS_URL)
+# Seconds a user's line stays registered after their last phone page closed.
+SIPWORKER_RELEASE_SECONDS = env_int("SIPWORKER_RELEASE_SECONDS", 30)
 SIP_BIND_ADDRESS = env_str("SIP_BIND_ADDRESS", "127.0.0.1")
 # The address our SDP announces for RTP (where the PBX sends audio); the bind address if empty.
 MEDIA_ADDRESS = env_str("MEDIA_ADDRESS")

@@ -54,9 +54,6 @@ from phone.worker.media import CallMedia
 log = logging.getLogger(__name__)
 
 WORKER_CHANNEL = "sipworker"
-# A line stays registered this long after its last page closed, so a reload does not
-# unregister and re-register (and an incoming call in between still reaches the user).
-RELEASE_GRACE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +135,10 @@ class Line:
         self.answered_by = ""
         self._events: asyncio.Queue = asyncio.Queue()
         self._runner = asyncio.create_task(self._run_events(), name=f"line-{user_id}")
+        # Messages from this user's pages, handled in order here, so that one user's slow
+        # command (a database lookup, opening an RTP leg) never holds up another user's.
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._inbox_runner = asyncio.create_task(self._run_inbox(), name=f"inbox-{user_id}")
         self._release: asyncio.TimerHandle | None = None
         self._starting: asyncio.Task | None = None
 
@@ -171,15 +172,48 @@ class Line:
         await self.host.media.drop_session(session)
         if not self.sessions:
             loop = asyncio.get_running_loop()
+            # Registered a little longer, so a reload does not unregister and re-register (and
+            # a call arriving in between still reaches the user); then released (seed 1-4).
             self._release = loop.call_later(
-                RELEASE_GRACE_SECONDS, lambda: asyncio.ensure_future(self.release_if_idle())
+                settings.SIPWORKER_RELEASE_SECONDS, self.post, {"type": "line.release"}
             )
 
     async def release_if_idle(self) -> None:
-        if self.sessions or self.calls:
+        if self.sessions or self.calls or not self._inbox.empty():
             return
         await self.stop()
-        self.host.lines.pop(self.user_id, None)
+        if self.host.lines.get(self.user_id) is self:
+            del self.host.lines[self.user_id]
+        # Last: this very coroutine may be running inside the inbox runner.
+        self._runner.cancel()
+        if asyncio.current_task() is not self._inbox_runner:
+            self._inbox_runner.cancel()
+
+    def post(self, message: dict) -> None:
+        self._inbox.put_nowait(message)
+
+    async def _run_inbox(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            try:
+                await self._handle(message)
+            except Exception:
+                log.exception("line %s: %s failed", self.user_id, message.get("type"))
+
+    async def _handle(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "worker.attach":
+            await self.attach(message["session"], float(message["opened_at"]))
+        elif kind == "worker.detach":
+            await self.detach(message["session"])
+        elif kind == "worker.command":
+            if message["session"] not in self.sessions:
+                await self.attach(message["session"], time.time())
+            await self.command(message["session"], message["command"], message["data"])
+        elif kind == "worker.reload":
+            await self.reload()
+        elif kind == "line.release":
+            await self.release_if_idle()
 
     # -- registration -----------------------------------------------------------------------
 
@@ -377,7 +411,7 @@ class Line:
         await self.broadcast(call.message())
         await database_sync_to_async(actions.do_log_call)(self.user_id, call.history_record())
         if not self.sessions and not self.calls:
-            await self.release_if_idle()
+            self.post({"type": "line.release"})
 
     # -- browser commands -------------------------------------------------------------------
 
@@ -624,23 +658,15 @@ class SipWorkerHost:
                 log.exception("sipworker: %s failed", message.get("type"))
 
     async def dispatch(self, message: dict) -> None:
+        """Hand a message to its user's line; each line works through its own in order."""
         kind = message.get("type")
         user_id = int(message["user_id"])
-        if kind == "worker.attach":
-            await self.line(user_id).attach(message["session"], float(message["opened_at"]))
-        elif kind == "worker.detach":
-            line = self.lines.get(user_id)
-            if line is not None:
-                await line.detach(message["session"])
-        elif kind == "worker.command":
-            line = self.line(user_id)
-            if message["session"] not in line.sessions:
-                await line.attach(message["session"], time.time())
-            await line.command(message["session"], message["command"], message["data"])
-        elif kind == "worker.reload":
-            line = self.lines.get(user_id)
-            if line is not None:
-                await line.reload()
+        if kind in ("worker.detach", "worker.reload") and user_id not in self.lines:
+            return  # nothing runs for this user: nothing to detach or reload
+        if kind in ("worker.attach", "worker.detach", "worker.command", "worker.reload"):
+            self.line(user_id).post(message)
+        else:
+            log.warning("sipworker: unknown message type %r", kind)
 
     async def shutdown(self) -> None:
         for line in list(self.lines.values()):

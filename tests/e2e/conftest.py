@@ -51,7 +51,12 @@ def _database_url() -> str:
 def portal_server(transactional_db, tmp_path):
     """Base URL of a daphne serving the portal on the test database."""
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": _database_url(), "DEBUG": "true"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "DEBUG": "true",
+        "SIPWORKER_RELEASE_SECONDS": "2",
+    }
     env.pop("REDIS_URL", None)
     log = open(tmp_path / "daphne.log", "w+")  # noqa: SIM115 - closed in the finalizer
     proc = subprocess.Popen(

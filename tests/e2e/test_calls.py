@@ -18,6 +18,20 @@ def test_it_registers_the_page_and_lights_the_lamp(cast, on_pbx, portal_server, 
     assert on_pbx.wait_registered("1001", timeout=5)
 
 
+def test_it_unregisters_once_the_last_page_is_closed(cast, on_pbx, portal_server, page):
+    # Earlier tests' servers were killed and may have left their contacts: watch this one's.
+    stale = {c.uri for c in on_pbx.registered("1001")}
+    login(page, portal_server, "alice", cast.password)
+    expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "ok", timeout=15000)
+    ours = {c.uri for c in on_pbx.registered("1001")} - stale
+    assert ours
+    page.close()
+    deadline = time.monotonic() + 10  # the server's grace period is 2 s in these tests
+    while ours & {c.uri for c in on_pbx.registered("1001")}:
+        assert time.monotonic() < deadline, "1001 is still registered after the page closed"
+        time.sleep(0.3)
+
+
 def test_it_shows_a_red_lamp_and_the_reason_for_a_wrong_password(cast, on_pbx, portal_server, page):
     account = SipAccount.objects.get(user=cast.alice)
     account.password = "wrong"
