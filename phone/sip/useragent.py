@@ -445,11 +445,18 @@ class UserAgent:
         offer: SessionDescription,
         *,
         headers: Iterable[tuple[str, str]] = (),
+        from_user: str | None = None,
     ) -> tuple[str, UaOutput]:
-        """Place a call (RFC 3261 §13.2.1). Returns the Call-ID used as the call handle."""
+        """Place a call (RFC 3261 §13.2.1). Returns the Call-ID used as the call handle.
+
+        ``from_user`` presents another number of ours in From (a line button's number, for
+        PBXs that take the caller ID from there); authentication still uses our credentials.
+        """
         uri = self.target_uri(target)
         call_id = f"{secrets.token_hex(12)}@{self.config.local_addr[0]}"
         local = self._from_address()
+        if from_user:
+            local.uri.user = from_user
         local.tag = generate_tag()
         h = Headers()
         h.add("max-forwards", "70")

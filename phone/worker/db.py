@@ -22,6 +22,7 @@ class LineConfig:
     proxy: str  # host[:port], may be empty: then the domain itself
     transport: str
     display_name: str
+    caller_id_method: str = "from"
 
     @property
     def proxy_hostport(self) -> tuple[str, int]:
@@ -53,6 +54,22 @@ def load_line(user_id: int) -> LineConfig | None:
         proxy=account.proxy,
         transport=account.tenant.transport,
         display_name=account.user.profile.name,
+        caller_id_method=account.tenant.caller_id_method,
+    )
+
+
+def line_numbers(user_id: int) -> set[str]:
+    """The numbers this user may present (line buttons of the pad, seed 6-1): their own and
+    their tenant's, never another tenant's."""
+    from django.db.models import Q
+
+    from phone.models import LineButton
+
+    tenant_id = Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+    return set(
+        LineButton.objects.filter(tenant_id=tenant_id, kind=LineButton.Kind.LINE)
+        .filter(Q(user_id=user_id) | Q(user__isnull=True))
+        .values_list("number", flat=True)
     )
 
 

@@ -458,19 +458,42 @@ class Line:
         if any(c.state in ("dialing", "ringing", "incall") for c in self.calls.values()):
             await self.send(session, error_message("bad_state", "already in a call", "dial"))
             return
+        line = data.get("line") or ""
+        if line and line not in await database_sync_to_async(db.line_numbers)(self.user_id):
+            await self.send(session, error_message("not_allowed", "no such line", "dial"))
+            return
         held = next((c for c in self.calls.values() if c.state == "held"), None)
         if held is not None:
             # Dialling while a call is held starts a consultation, as 転送 does (seed 3-3).
-            await self._place_call(session, number, consult_of=held.id)
+            await self._place_call(session, number, consult_of=held.id, line=line)
             return
-        await self._place_call(session, number)
+        await self._place_call(session, number, line=line)
 
-    async def _place_call(self, session: str, number: str, consult_of: str | None = None):
+    def _caller_id(self, number: str, line: str) -> tuple[str, dict]:
+        """How a line button's number reaches the PBX (発番号選択, seed 1-2 and 6-1): the dialled
+        number and the keyword arguments of UserAgent.call for the tenant's method."""
+        if not line:
+            return number, {}
+        method, domain = self.config.caller_id_method, self.config.domain
+        if method == "ppi":  # RFC 3325 §9.3
+            return number, {"headers": [("P-Preferred-Identity", f"<sip:{line}@{domain}>")]}
+        if method == "pai":  # RFC 3325 §9.1, for PBXs that trust us
+            return number, {"headers": [("P-Asserted-Identity", f"<sip:{line}@{domain}>")]}
+        if method == "prefix":  # e.g. a PBX that reads "<line>#<number>"
+            return f"{line}#{number}", {}
+        return number, {"from_user": line}
+
+    async def _place_call(
+        self, session: str, number: str, consult_of: str | None = None, line: str = ""
+    ):
         remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
         media = await CallMedia.open(self.host.media)
         offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
         transport = self.transport
-        call_id, _out = transport.execute(lambda now: transport.core.call(now, number, offer))
+        target, options = self._caller_id(number, line)
+        call_id, _out = transport.execute(
+            lambda now: transport.core.call(now, target, offer, **options)
+        )
         # Registered before the next await: the line's event runner may already be handling
         # this call's 180/200 (a quick far end answers within milliseconds).
         call = WorkerCall(

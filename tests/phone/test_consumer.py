@@ -131,3 +131,40 @@ def test_every_server_message_is_documented_and_round_trips():
         server_message("undocumented")
     for code in ERROR_CODES:
         assert error_message(code)["message"]
+
+
+@pytest.fixture
+def alice_on_pbx(cast, kamailio):
+    from portal.models import SipAccount
+
+    cast.tenant_a.pbx_domain = kamailio.domain
+    cast.tenant_a.outbound_proxy = kamailio.hostport
+    cast.tenant_a.caller_id_method = "ppi"
+    cast.tenant_a.save()
+    account = SipAccount.objects.get(user=cast.alice)
+    account.password = "pw1001"
+    account.save()
+    return kamailio
+
+
+@pytest.mark.integration
+async def test_it_refuses_to_present_another_tenants_line_number(cast, alice_on_pbx):
+    from phone.models import LineButton
+
+    await database_sync_to_async(LineButton.objects.create)(
+        tenant=cast.tenant_b, kind="line", number="0399990000", position=1
+    )
+    await database_sync_to_async(LineButton.objects.create)(
+        tenant=cast.tenant_a, kind="line", number="0311112222", position=1
+    )
+    ws = await connected(cast.alice)
+    while (await until(ws, "registration", timeout=10))["state"] != "registered":
+        pass
+    await ws.send_json_to({"type": "dial", "number": "1002", "line": "0399990000"})
+    error = await until(ws, "error")
+    assert (error["code"], error["request"]) == ("not_allowed", "dial")
+    # Its own tenant's line is fine: the call goes out (1002 is not registered: it fails).
+    await ws.send_json_to({"type": "dial", "number": "1002", "line": "0311112222"})
+    call = await until(ws, "call", timeout=10)
+    assert call["direction"] == "out" and call["remote"] == "1002"
+    await ws.disconnect()

@@ -688,3 +688,23 @@ def test_it_takes_mwi_notify_inside_the_subscription_dialog() -> None:
     subscribes = [e for e in net.take_events(PBX) if isinstance(e, RequestReceived)]
     assert [e.request.method for e in subscribes] == ["SUBSCRIBE"]
     assert subscribes[0].request.cseq.seq == sub.request.cseq.seq + 1
+
+
+def test_it_presents_a_line_number_in_from_and_extra_headers() -> None:
+    # 発番号選択: another of our numbers in From; identity headers pass through untouched.
+    w = World()
+    offer = build_offer("10.0.0.1", 40000, session_id="1")
+    call_id, out = w.alice.call(
+        0.0,
+        "sip:bob@10.0.0.2:5060",
+        offer,
+        from_user="0311112222",
+        headers=[("P-Preferred-Identity", "<sip:0311112222@pbx.example.jp>")],
+    )
+    w.do(w.alice, out)
+    (incoming,) = _of(w.events(w.bob), IncomingCall)
+    assert incoming.caller.uri.user == "0311112222"
+    assert incoming.caller.tag  # still a proper From with our tag
+    invite = w.alice.calls[call_id].invite
+    assert invite.headers.get("p-preferred-identity") == "<sip:0311112222@pbx.example.jp>"
+    assert w.alice.aor.user == "alice"  # our own AoR is unchanged
