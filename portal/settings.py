@@ -218,6 +218,9 @@ SIPWORKER_EMBEDDED = env_bool("SIPWORKER_EMBEDDED", default=not REDIS_URL)
 # Seconds a user's line stays registered after their last phone page closed.
 SIPWORKER_RELEASE_SECONDS = env_int("SIPWORKER_RELEASE_SECONDS", 30)
 SIP_BIND_ADDRESS = env_str("SIP_BIND_ADDRESS", "127.0.0.1")
+# REGISTER expiry asked of the PBX: short enough that a line left behind by a killed process
+# (the embedded default cannot unregister on SIGKILL) lapses within minutes.
+SIP_REGISTER_EXPIRES = env_int("SIP_REGISTER_EXPIRES", 300)
 # The address our SDP announces for RTP (where the PBX sends audio); the bind address if empty.
 MEDIA_ADDRESS = env_str("MEDIA_ADDRESS")
 RTP_PORT_MIN = env_int("RTP_PORT_MIN", 20000)

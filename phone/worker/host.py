@@ -260,6 +260,7 @@ class Line:
                     display_name=config.display_name or None,
                     transport=config.transport.upper() if config.transport != "tls" else "TCP",
                     proxy_addr=proxy_addr,
+                    expires=settings.SIP_REGISTER_EXPIRES,
                 )
             )
 
