@@ -100,7 +100,7 @@ class WorkerCall:
             transfer={"of": self.consult_of} if self.consult_of else None,
         )
 
-    def history_record(self) -> dict:
+    def history_record(self, user_id: int, user_name: str) -> dict:
         if self.direction == "out":
             kind = "out"
         elif self.answered_at:
@@ -118,6 +118,10 @@ class WorkerCall:
             else None,
             "ended_at": datetime.fromtimestamp(self.ended_at or time.time(), UTC),
             "sip_call_id": self.id,
+            # 応答者 (seed 4-1): who took an incoming call; the line's user here (park pick-ups
+            # by a colleague would name them).
+            "answered_by_id": user_id if kind == "in" else None,
+            "answered_by_name": user_name if kind == "in" else "",
         }
 
 
@@ -132,7 +136,6 @@ class Line:
         self.config: db.LineConfig | None = None
         self.transport: SipTransport | None = None
         self.registration = ("unregistered", "")
-        self.answered_by = ""
         self._events: asyncio.Queue = asyncio.Queue()
         self._runner = asyncio.create_task(self._run_events(), name=f"line-{user_id}")
         # Messages from this user's pages, handled in order here, so that one user's slow
@@ -410,7 +413,10 @@ class Line:
         if self.transport is not None:
             self.transport.core.forget(call.id)
         await self.broadcast(call.message())
-        await database_sync_to_async(actions.do_log_call)(self.user_id, call.history_record())
+        name = self.config.display_name if self.config else ""
+        await database_sync_to_async(actions.do_log_call)(
+            self.user_id, call.history_record(self.user_id, name)
+        )
         if not self.sessions and not self.calls:
             self.post({"type": "line.release"})
 

@@ -85,6 +85,7 @@ def test_it_rings_for_an_incoming_call_and_answers_with_the_call_button(
     record = CallRecord.objects.get(user=cast.alice)
     assert record.direction == "in" and record.remote_number == "1003"
     assert record.answered_at is not None
+    assert record.answered_by == cast.alice and record.answered_by_name == "Alice"
 
 
 def test_it_logs_a_missed_call_when_the_caller_gives_up(
@@ -173,3 +174,26 @@ def test_it_dials_when_a_crm_asks_through_click_to_dial(
     bob.wait_event("CALL_ESTABLISHED", timeout=10)
     page.get_by_test_id("hangup-btn").click()
     bob.wait_event("CALL_CLOSED", timeout=10)
+
+
+def test_it_shows_the_phonebook_name_and_logs_a_rejected_call(
+    cast, on_pbx, portal_server, page, make_baresip
+):
+    from phone.models import Contact, Phonebook
+
+    book = Phonebook.objects.create(tenant=cast.tenant_a, name="共有")
+    Contact.objects.create(tenant=cast.tenant_a, phonebook=book, name="オフィス花子", number="1003")
+    login(page, portal_server, "alice", cast.password)
+    expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "ok", timeout=15000)
+    carol = make_baresip("1003")
+    carol.dial("1001")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "ringing", timeout=15000)
+    # The display shows the phonebook's name, not the number (seed 3-3 ②).
+    expect(page.get_by_test_id("display")).to_have_text("オフィス花子")
+    page.get_by_test_id("hangup-btn").click()  # 拒否
+    carol.wait_event("CALL_CLOSED", timeout=10)
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "idle", timeout=10000)
+    page.wait_for_timeout(500)
+    record = CallRecord.objects.get(user=cast.alice)
+    assert record.direction == "rejected" and record.remote_name == "オフィス花子"
+    assert record.answered_at is None
