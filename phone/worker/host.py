@@ -84,6 +84,7 @@ class WorkerCall:
     session: str | None = None  # the browser session whose audio is bridged to this call
     rejected: bool = False
     consult_of: str | None = None  # attended transfer: the held call this consultation is for
+    offer: object | None = None  # an incoming call's SDP offer, answered in cmd_answer
 
     def message(self) -> dict:
         return server_message(
@@ -354,10 +355,12 @@ class Line:
         call = WorkerCall(
             id=event.call_id, direction="in", remote=remote, called=called, state="incoming"
         )
-        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, remote)
-        call.offer = event.offer  # type: ignore[attr-defined]
+        call.offer = event.offer
         self.calls[call.id] = call
         self.transport.execute(lambda now: self.transport.core.ring(now, call.id))
+        # The phonebook name after the 180 has left: the caller hears ringing without waiting
+        # on the database.
+        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, remote)
         await self.broadcast(call.message())
         target = self.newest_session
         if target is not None:
@@ -493,7 +496,6 @@ class Line:
     async def _place_call(
         self, session: str, number: str, consult_of: str | None = None, line: str = ""
     ):
-        remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
         media = await CallMedia.open(self.host.media)
         offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
         transport = self.transport
@@ -508,7 +510,6 @@ class Line:
             direction="out",
             remote=number,
             called=self.config.extension,
-            remote_name=remote_name,
             media=media,
             session=session,
             consult_of=consult_of,
@@ -516,6 +517,8 @@ class Line:
         self.calls[call_id] = call
         media.attach_browser(self.host.media.bridge_for(session))
         media.ringback()
+        # The phonebook name once the INVITE is on its way (not before: no database on that path).
+        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
         self._announce(call)
         return call
 
