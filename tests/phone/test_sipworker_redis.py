@@ -1,0 +1,118 @@
+"""Production mode: Redis channel layer and a separate `manage.py sipworker` process.
+
+A throwaway redis-server on a free port (services.md: tests do not touch the shared one), the
+real sipworker command, the real consumer over the Redis layer, Kamailio and baresip.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+
+from phone.models import CallRecord
+from portal.models import SipAccount
+from tests.phone.ws import communicator
+from tests.support.servers import database_url, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def production_mode(settings, redis_url, cast, kamailio, tmp_path):
+    """Tenant A on the test PBX; this process's consumers on the Redis layer; a sipworker."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    settings.SIPWORKER_EMBEDDED = False
+    cast.tenant_a.pbx_domain = kamailio.domain
+    cast.tenant_a.outbound_proxy = kamailio.hostport
+    cast.tenant_a.save()
+    account = SipAccount.objects.get(user=cast.alice)
+    account.password = "pw1001"
+    account.save()
+    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": redis_url, "DEBUG": "true"}
+    log = open(tmp_path / "sipworker.log", "w+")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "sipworker"], cwd=ROOT, env=env, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    yield worker
+    worker.terminate()
+    try:
+        worker.wait(10)
+    finally:
+        log.seek(0)
+        print(log.read())
+        log.close()
+
+
+async def next_of(ws, kind, timeout=15):
+    while True:
+        message = await ws.receive_json_from(timeout=timeout)
+        if message["type"] == kind:
+            return message
+
+
+async def test_it_registers_and_calls_through_a_separate_sipworker(
+    cast, production_mode, make_baresip, kamailio
+):
+    bob = await database_sync_to_async(make_baresip)("1002", auto_answer=True, tone_hz=700)
+    ws = await database_sync_to_async(communicator)(cast.alice)
+    assert (await ws.connect())[0]
+    while (await next_of(ws, "registration"))["state"] != "registered":
+        pass
+    await ws.send_json_to({"type": "dial", "number": "1002"})
+    while (call := await next_of(ws, "call"))["state"] != "incall":
+        pass
+    await bob.wait_event_async("CALL_ESTABLISHED", timeout=10)
+    await ws.send_json_to({"type": "hangup", "call_id": call["id"]})
+    while (await next_of(ws, "call"))["state"] != "ended":
+        pass
+    await bob.wait_event_async("CALL_CLOSED", timeout=10)
+    await ws.disconnect()
+    records = await database_sync_to_async(list)(CallRecord.objects.filter(user=cast.alice))
+    assert [r.direction for r in records] == ["out"]
+
+
+async def test_it_unregisters_its_lines_when_stopped(cast, production_mode, kamailio):
+    ws = await database_sync_to_async(communicator)(cast.alice)
+    assert (await ws.connect())[0]
+    while (await next_of(ws, "registration"))["state"] != "registered":
+        pass
+    assert kamailio.registered("1001")
+    production_mode.terminate()  # SIGTERM: the sipworker unregisters before it exits
+    production_mode.wait(10)
+    assert not kamailio.registered("1001")
+    await ws.disconnect()
