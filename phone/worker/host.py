@@ -54,6 +54,8 @@ from phone.worker.media import CallMedia
 log = logging.getLogger(__name__)
 
 WORKER_CHANNEL = "sipworker"
+# After a failed channel-layer receive, wait this long before the next one (no busy loop).
+RECEIVE_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class Line:
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._inbox_runner = asyncio.create_task(self._run_inbox(), name=f"inbox-{user_id}")
         self._release: asyncio.TimerHandle | None = None
+        self._mwi_subscribed = False
         self._starting: asyncio.Task | None = None
 
     # -- sessions ---------------------------------------------------------------------------
@@ -289,6 +292,7 @@ class Line:
             await asyncio.sleep(0.2)
             await transport.close()
             self.transport = None
+            self._mwi_subscribed = False
         self.registration = ("unregistered", "")
 
     async def reload(self) -> None:
@@ -326,6 +330,11 @@ class Line:
             }.get(event.state, "unregistered")
             self.registration = (state, event.reason or "")
             await self.broadcast(self.registration_message())
+            if state == "registered" and not self._mwi_subscribed and self.transport is not None:
+                # Voicemail waiting (RFC 3842) lights 留守電状態; unsolicited NOTIFYs work too.
+                self._mwi_subscribed = True
+                transport = self.transport
+                transport.execute(lambda now: transport.core.subscribe_mwi(now))
         elif isinstance(event, IncomingCall):
             await self._incoming(event)
         elif isinstance(event, CallStateChanged):
@@ -684,7 +693,14 @@ class SipWorkerHost:
     async def run(self) -> None:
         log.info("sipworker listening on channel %s", self.channel)
         while True:
-            message = await self.layer.receive(self.channel)
+            try:
+                message = await self.layer.receive(self.channel)
+            except Exception:
+                # A channel-layer error (Redis restarting, a read timeout) must not end this
+                # loop: the process would stay up holding its lines and never hear a command.
+                log.exception("sipworker: receiving on %s failed; retrying", self.channel)
+                await asyncio.sleep(RECEIVE_RETRY_SECONDS)
+                continue
             try:
                 await self.dispatch(message)
             except Exception:

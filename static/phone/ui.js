@@ -40,6 +40,11 @@ export class PhoneUI {
       if (m.what === "history") window.htmx?.trigger(document.body, "history-changed");
     });
     socket.on("socket.closed", () => this.lamp("pending", LABELS.reconnecting));
+    socket.on("vm.status", (m) => {
+      // 留守電状態 lights while voicemail is waiting (RFC 3842 message-summary).
+      const button = $("vm-status-btn");
+      if (button) button.dataset.state = m.waiting ? "on" : "off";
+    });
   }
 
   get call() {

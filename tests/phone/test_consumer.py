@@ -168,3 +168,38 @@ async def test_it_refuses_to_present_another_tenants_line_number(cast, alice_on_
     call = await until(ws, "call", timeout=10)
     assert call["direction"] == "out" and call["remote"] == "1002"
     await ws.disconnect()
+
+
+@pytest.mark.integration
+async def test_it_tells_the_page_when_voicemail_is_waiting(cast, alice_on_pbx):
+    import asyncio
+    import socket
+
+    ws = await connected(cast.alice)
+    while (await until(ws, "registration", timeout=10))["state"] != "registered":
+        pass
+    contact = (await database_sync_to_async(alice_on_pbx.registered)("1001"))[0].uri
+    host, port = contact.split("@", 1)[1].split(";", 1)[0].rstrip(">").split(":")
+    notify = (
+        f"NOTIFY sip:1001@{host}:{port} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKmwi1\r\n"  # RFC 3581: answer here
+        "From: <sip:voicemail@127.0.0.1>;tag=vm1\r\n"
+        "To: <sip:1001@127.0.0.1>\r\n"
+        "Call-ID: mwi-1@127.0.0.1\r\n"
+        "CSeq: 1 NOTIFY\r\n"
+        "Max-Forwards: 70\r\n"
+        "Event: message-summary\r\n"
+        "Subscription-State: active\r\n"
+        "Content-Type: application/simple-message-summary\r\n"
+    )
+    body = "Messages-Waiting: yes\r\nVoice-Message: 2/1 (0/0)\r\n"
+    data = f"{notify}Content-Length: {len(body)}\r\n\r\n{body}".encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.sendto(data, (host, int(port)))
+        sock.settimeout(5)
+        reply = await asyncio.to_thread(sock.recv, 4096)
+    assert reply.startswith(b"SIP/2.0 200")
+    status = await until(ws, "vm.status", timeout=5)
+    assert (status["waiting"], status["new"], status["old"]) == (True, 2, 1)
+    await ws.disconnect()
