@@ -178,10 +178,15 @@ async def test_it_tells_the_page_when_voicemail_is_waiting(cast, alice_on_pbx):
     ws = await connected(cast.alice)
     while (await until(ws, "registration", timeout=10))["state"] != "registered":
         pass
-    contact = (await database_sync_to_async(alice_on_pbx.registered)("1001"))[0].uri
-    host, port = contact.split("@", 1)[1].split(";", 1)[0].rstrip(">").split(":")
+    # Earlier tests of this module may have left contacts of lines that are gone: try each.
+    contacts = await database_sync_to_async(alice_on_pbx.registered)("1001")
+    targets = []
+    for contact in contacts:
+        hostport = contact.uri.split("@", 1)[1].split(";", 1)[0].rstrip(">")
+        host, port = hostport.rsplit(":", 1)
+        targets.append((host, int(port)))
     notify = (
-        f"NOTIFY sip:1001@{host}:{port} SIP/2.0\r\n"
+        "NOTIFY sip:1001@127.0.0.1 SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKmwi1\r\n"  # RFC 3581: answer here
         "From: <sip:voicemail@127.0.0.1>;tag=vm1\r\n"
         "To: <sip:1001@127.0.0.1>\r\n"
@@ -196,7 +201,8 @@ async def test_it_tells_the_page_when_voicemail_is_waiting(cast, alice_on_pbx):
     data = f"{notify}Content-Length: {len(body)}\r\n\r\n{body}".encode()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        sock.sendto(data, (host, int(port)))
+        for target in targets:
+            sock.sendto(data, target)
         sock.settimeout(5)
         reply = await asyncio.to_thread(sock.recv, 4096)
     assert reply.startswith(b"SIP/2.0 200")

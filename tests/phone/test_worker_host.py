@@ -47,3 +47,36 @@ async def test_it_keeps_receiving_after_a_channel_layer_error(monkeypatch):
         assert dispatched == [message]
     finally:
         runner.cancel()
+
+
+class SlowLine:
+    """Stands in for a Line whose stop() waits for its un-REGISTER to leave."""
+
+    running = 0
+    most = 0
+
+    def __init__(self, user_id: int, fail: bool = False):
+        self.user_id = user_id
+        self.fail = fail
+        self.stopped = False
+
+    async def stop(self) -> None:
+        SlowLine.running += 1
+        SlowLine.most = max(SlowLine.most, SlowLine.running)
+        try:
+            await asyncio.sleep(0.05)
+            if self.fail:
+                raise OSError("socket already gone")
+            self.stopped = True
+        finally:
+            SlowLine.running -= 1
+
+
+async def test_it_stops_all_lines_together_on_shutdown():
+    worker = SipWorkerHost("sipworker-test")
+    lines = [SlowLine(1, fail=True)] + [SlowLine(user_id) for user_id in range(2, 11)]
+    worker.lines = {line.user_id: line for line in lines}  # type: ignore[misc]
+    await worker.shutdown()
+    # Concurrently (100 lines one by one took 20 s), and one failure stops none of the others.
+    assert SlowLine.most == len(lines)
+    assert all(line.stopped for line in lines[1:])
