@@ -58,7 +58,7 @@ def _netstring(payload: bytes) -> bytes:
     return str(len(payload)).encode() + b":" + payload + b","
 
 
-class Baresip:
+class Baresip(children.ProgramHelper):
     """One baresip user agent registered (optionally) at a :class:`Kamailio`."""
 
     def __init__(
@@ -312,22 +312,6 @@ class Baresip:
 
     def remove_files(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Baresip:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     # -- commands --------------------------------------------------------------------------
 

@@ -56,3 +56,34 @@ def _kill_leftovers() -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             proc.wait(2)
+
+
+class ProgramHelper:
+    """What Kamailio and Baresip helpers share: a child process ``proc`` writing ``log_path``,
+    usable as a context manager (``start()`` on enter, ``stop()`` on exit)."""
+
+    proc: subprocess.Popen | None  # type: ignore[type-arg]
+    log_path: os.PathLike
+
+    def start(self):  # pragma: no cover - each helper defines it
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover - each helper defines it
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as log:
+                return log.read()
+        except FileNotFoundError:
+            return ""

@@ -149,7 +149,7 @@ def _find_all(tree: list[tuple[str, Any]], key: str) -> list[Any]:
     return found
 
 
-class Kamailio:
+class Kamailio(children.ProgramHelper):
     """One Kamailio instance on 127.0.0.1 with its own port, run dir and users."""
 
     def __init__(
@@ -300,22 +300,9 @@ class Kamailio:
     def remove_files(self) -> None:
         shutil.rmtree(self.rundir, ignore_errors=True)
 
-    def __enter__(self) -> Kamailio:
-        return self.start()
-
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.remove_files()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     # -- runtime control -------------------------------------------------------------------
 
