@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+import random
 import secrets
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ class RegistrationSettings:
     retry_base: float = 30.0
     retry_max: float = 1800.0
     user_agent: str | None = "BrowserPhone"
+    # Refresh up to this fraction of the interval early, at random, so that lines registered
+    # together (a worker starting up with many users) do not all refresh in the same instant.
+    refresh_jitter: float = 0.0
 
 
 class Registration:
@@ -57,12 +61,14 @@ class Registration:
         auth: DigestAuth | None = None,
         settings: RegistrationSettings | None = None,
         call_id: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.aor = aor
         self.registrar = registrar
         self.contact = contact
         self.auth = auth
         self.settings = settings or RegistrationSettings()
+        self._rng = rng or random.Random()
         self.expires = self.settings.expires
         # RFC 3261 §10.2: one Call-ID for all REGISTERs of this UA to this registrar.
         self.call_id = call_id or f"{secrets.token_hex(10)}@browserphone"
@@ -149,7 +155,10 @@ class Registration:
             granted = self._granted_expires(response)
             self.granted = granted
             self._failures = 0
-            self._timer = now + _refresh_delay(granted)
+            delay = _refresh_delay(granted)
+            if self.settings.refresh_jitter:
+                delay -= delay * self.settings.refresh_jitter * self._rng.random()
+            self._timer = now + max(1.0, delay)
             self._timer_kind = "refresh"
             self._set_state(RegistrationState.REGISTERED, "", granted)
             return None

@@ -99,6 +99,7 @@ class UserAgentConfig:
     # the core does no DNS (the transport adapter resolves names and passes an address here).
     proxy_addr: Addr | None = None
     expires: int = 3600
+    refresh_jitter: float = 0.0  # see RegistrationSettings.refresh_jitter
     timers: TimerSettings = field(default_factory=TimerSettings)
     user_agent: str = "BrowserPhone"
 
@@ -287,7 +288,12 @@ class UserAgent:
             registrar=SipUri(host=config.domain),
             contact=self.contact_uri,
             auth=self.auth,
-            settings=RegistrationSettings(expires=config.expires, user_agent=config.user_agent),
+            settings=RegistrationSettings(
+                expires=config.expires,
+                user_agent=config.user_agent,
+                refresh_jitter=config.refresh_jitter,
+            ),
+            rng=self._rng,
         )
         self._mwi_call_id: str | None = None
         self._mwi_refresh_at: float | None = None

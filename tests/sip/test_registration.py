@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 from phone.sip.auth import DigestAuth
 from phone.sip.message import make_response
 from phone.sip.registration import (
@@ -124,3 +126,21 @@ def test_it_unregisters_with_expires_zero() -> None:
     reg.handle_response(5.1, make_response(bye, 200, to_tag="reg"))
     assert reg.state is RegistrationState.UNREGISTERED and reg.next_timer() is None
     assert _reg().unregister(0.0) is None
+
+
+def test_it_spreads_refreshes_with_jitter_but_never_late() -> None:
+    timers = set()
+    for seed in range(20):
+        reg = Registration(
+            aor=parse_uri("sip:alice@example.com"),
+            registrar=parse_uri("sip:example.com"),
+            contact=CONTACT,
+            settings=RegistrationSettings(expires=600, refresh_jitter=0.2),
+            rng=random.Random(seed),
+        )
+        request = reg.register(10.0)
+        reg.handle_response(10.0, make_response(request, 200, headers=[("Expires", "600")]))
+        timer = reg.next_timer()
+        assert timer is not None and 10.0 + 300 * 0.8 <= timer <= 310.0
+        timers.add(round(timer, 3))
+    assert len(timers) > 10  # spread out, not all at once
