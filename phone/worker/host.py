@@ -425,11 +425,15 @@ class Line:
         self.calls.pop(call.id, None)
         if self.transport is not None:
             self.transport.core.forget(call.id)
-        await self.broadcast(call.message())
         name = self.config.display_name if self.config else ""
-        await database_sync_to_async(actions.do_log_call)(
-            self.user_id, call.history_record(self.user_id, name)
-        )
+        try:
+            # History first: a page that refreshes its 履歴 on "ended" then finds the call.
+            await database_sync_to_async(actions.do_log_call)(
+                self.user_id, call.history_record(self.user_id, name)
+            )
+        except Exception:
+            log.exception("line %s: could not log call %s", self.user_id, call.id)
+        await self.broadcast(call.message())
         if not self.sessions and not self.calls:
             self.post({"type": "line.release"})
 
