@@ -189,13 +189,19 @@ STORAGES = {
 
 # Channel layer and Celery: Redis when REDIS_URL is set, in-process otherwise.
 REDIS_URL = env_str("REDIS_URL")
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
-        }
+
+
+def redis_channel_layer(url: str) -> dict:
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # redis-py 8 times a socket out after 5 s, exactly as long as channels_redis blocks
+        # waiting for a message: an idle channel would fail every 5 s. Read longer.
+        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 30}]},
     }
+
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
     CELERY_BROKER_URL = REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = False
 else:

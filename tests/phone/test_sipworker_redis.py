@@ -46,15 +46,36 @@ def redis_url(tmp_path):
     proc.wait(10)
 
 
+def redis_layer_settings(redis_url):
+    """The CHANNEL_LAYERS production uses, pointed at this test's Redis."""
+    from portal.settings import redis_channel_layer
+
+    return {"default": redis_channel_layer(redis_url)}
+
+
+async def test_it_keeps_an_idle_channel_alive_past_the_redis_socket_timeout(settings, redis_url):
+    """redis-py 8 would time an idle channel out after 5 s (channels_redis blocks that long)."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+
+    async def later():
+        await asyncio.sleep(6)
+        await layer.send(channel, {"type": "late"})
+
+    sender = asyncio.create_task(later())
+    assert await layer.receive(channel) == {"type": "late"}
+    await sender
+
+
 @pytest.fixture
 def production_mode(settings, redis_url, cast, kamailio, tmp_path):
     """Tenant A on the test PBX; this process's consumers on the Redis layer; a sipworker."""
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url]},
-        }
-    }
+    settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
     settings.SIPWORKER_EMBEDDED = False
     cast.tenant_a.pbx_domain = kamailio.domain
     cast.tenant_a.outbound_proxy = kamailio.hostport

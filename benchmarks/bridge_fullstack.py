@@ -1,0 +1,827 @@
+"""N concurrent bridged calls through the whole production server path. Prints figures; no asserts.
+
+    fake browsers (aiortc)  --Redis channel layer-->  manage.py sipworker  --SIP-->  Kamailio
+    (this process: act as                          (subprocess, measured)          |
+     PhoneConsumers too)    <====DTLS-SRTP=====>   MediaBridge <-> RtpLeg <--RTP--> SIPp UAS 9000
+                                                                                    (-rtp_echo)
+
+What runs (all started here, all stopped on exit, Ctrl-C or error):
+
+- PostgreSQL: a throwaway database `browserphone_bridgebench` on 127.0.0.1:5432 (trust auth),
+  migrated with `manage.py migrate`; one tenant whose PBX domain / outbound proxy point at
+- Kamailio (tests/support/pbx.py) with users 1000..1099 and 9000;
+- SIPp as the far end (benchmarks/sipp/uas_echo.xml): a UAS registered as 9000 that answers at
+  once and echoes every RTP datagram back to its sender (`-rtp_echo`, one media port for all);
+- our own redis-server on a free port (not the shared 6379) as the channels_redis layer;
+- `manage.py sipworker` with REDIS_URL/DATABASE_URL set: the process whose CPU is measured
+  (utime + stime from /proc/<pid>/stat, all its threads).
+
+This process plays N browsers and their PhoneConsumers: per session a process-local channel
+(`layer.new_channel()`), `worker.attach` -> wait for `registration` registered -> an aiortc
+RTCPeerConnection offers PCMU first (non-trickle) in `worker.command webrtc.offer` -> the
+`webrtc.answer` is applied and ICE/DTLS connects -> `worker.command dial {number: 9000}`.
+Every 20 ms (one shared timer) each browser sends a 1000 Hz PCMU frame whose first 6 bytes carry
+(call index, counter); in passthrough the payload crosses browser -> bridge -> leg -> SIPp echo
+-> leg -> bridge -> browser untouched, so echoed frames and their round trip are counted exactly.
+The browsers use aiortc only for ICE/DTLS/SRTP (as benchmarks/bridge.py does), so the load they
+add to this process stays small; still, on a small machine the load shares the CPUs with the
+sipworker: the table shows this process's and SIPp's CPU too.
+
+ICE: aioice leaves 127.0.0.1 out of its host candidates. The sipworker runs production code
+unpatched, so both ends use the machine's non-loopback address(es) (here eth0), which pair with
+each other; a machine with only loopback cannot run this benchmark.
+
+Per N it prints: call setup (dial sent -> `call` state incall at the session channel) p50/p95,
+the sipworker's CPU per call (ms of CPU per second of call) and the resulting calls per core,
+frames received/echoed per call per second, gaps > 60 ms between packets arriving at the
+browsers (count, max), echo round trip p50, and the sipworker's CPU spent on setting the calls
+up. Target (the issue): >= 100 calls per core with no gap > 60 ms in passthrough mode.
+
+    .venv/bin/python benchmarks/bridge_fullstack.py [--n 1,10,25,50,100] [--seconds 10]
+        [--dial-rate 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aiortc import (  # noqa: E402
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp  # noqa: E402
+
+from phone.media import g711  # noqa: E402
+from phone.media.bridge import _drive, _SilentTrack  # noqa: E402
+from phone.media.tones import SineTone  # noqa: E402
+from tests.support import children  # noqa: E402
+from tests.support.pbx import Kamailio, kamailio_binary  # noqa: E402
+from tests.support.ports import free_port, release_ports  # noqa: E402
+from tests.support.sipp import Sipp, run_sipp, sipp_binary  # noqa: E402
+
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+DB_NAME = "browserphone_bridgebench"
+ECHO_EXT, ECHO_PW = "9000", "pw9000"
+FIRST_EXT = 1000
+MAX_USERS = 100
+SCENARIO = Path(__file__).resolve().parent / "sipp" / "uas_echo.xml"
+GAP = 0.060
+TAG = struct.Struct("!HI")  # call index, frame counter: the first 6 bytes of a PCMU payload
+_RTP = struct.Struct("!BBHII")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STEP_TIMEOUT = 30.0  # seconds for any one step of one session
+GATE = 20  # sessions with a request outstanding at the worker at once (attach, offer phases)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a live process."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return float("nan")
+    fields = data[data.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # stat fields 14 and 15
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs together, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def extension(i: int) -> str:
+    return str(FIRST_EXT + i)
+
+
+# -- the processes around the sipworker ---------------------------------------------------------
+
+
+class Stack:
+    """Everything started for the run; stop() undoes all of it (idempotent, never raises)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="bridgebench-"))
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_port = 0
+        self.pbx: Kamailio | None = None
+        self.sipp: Sipp | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_log = self.tmp / "sipworker.log"
+        self.db_created = False
+        self.env: dict[str, str] = {}
+
+    # redis --------------------------------------------------------------------------------
+
+    def start_redis(self) -> None:
+        self.redis_port = free_port(udp=False)
+        cmd = [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(self.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.tmp),
+        ]
+        self.redis = subprocess.Popen(
+            children.command(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.tmp / "redis.log", "wb"),  # noqa: SIM115 - the child owns it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        children.track(self.redis)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.redis_port), timeout=0.5) as s,
+            ):
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer PING")
+
+    # database -----------------------------------------------------------------------------
+
+    def psql(self, sql: str) -> None:
+        subprocess.run(
+            ["psql", f"{PG_SERVER}/postgres", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def create_database(self) -> None:
+        self.psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        self.psql(f"CREATE DATABASE {DB_NAME}")
+        self.db_created = True
+        subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+        )
+
+    # kamailio + sipp ----------------------------------------------------------------------
+
+    def start_pbx(self) -> None:
+        users = {extension(i): f"pw{extension(i)}" for i in range(MAX_USERS)}
+        users[ECHO_EXT] = ECHO_PW
+        self.pbx = Kamailio(users=users)
+        self.pbx.start()
+
+    def start_far_end(self) -> None:
+        assert self.pbx is not None
+        self.sipp = Sipp(
+            SCENARIO,
+            calls=1_000_000,
+            timeout=3600,
+            extra_args=["-rtp_echo"],
+        )
+        # No per-message trace for hundreds of calls: drop -trace_msg from the command line.
+        command = self.sipp.command
+        self.sipp.command = lambda: [a for a in command() if a != "-trace_msg"]  # type: ignore[method-assign]
+        self.sipp.start()
+        reg = run_sipp(
+            "register.xml",
+            self.pbx.hostport,
+            service=ECHO_EXT,
+            auth=(ECHO_EXT, ECHO_PW),
+            keys={
+                "domain": self.pbx.domain,
+                "contact_port": str(self.sipp.port),
+                "expires": "3600",
+            },
+        )
+        if not reg.ok:
+            raise RuntimeError(f"SIPp could not register {ECHO_EXT}: {reg.stderr[-1000:]}")
+
+    # the sipworker ------------------------------------------------------------------------
+
+    def start_worker(self) -> None:
+        self.worker = subprocess.Popen(
+            children.command([sys.executable, str(ROOT / "manage.py"), "sipworker"]),
+            env=self.env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.worker_log, "wb"),  # noqa: SIM115 - the child owns it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        children.track(self.worker)
+        deadline = time.monotonic() + 30
+        while "sipworker on channel" not in self.worker_log.read_text(errors="replace"):
+            if self.worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sipworker did not start:\n{self.worker_log_tail()}")
+            time.sleep(0.1)
+
+    def worker_log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.worker_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop_worker(self) -> float | None:
+        """SIGTERM (it unregisters its lines), SIGKILL after 30 s; returns the seconds taken."""
+        proc = self.worker
+        if proc is None:
+            return None
+        self.worker = None
+        started = time.monotonic()
+        took: float | None = None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+                took = time.monotonic() - started
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        children.untrack(proc)
+        return took
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_worker()
+        if self.sipp is not None:
+            with contextlib.suppress(Exception):
+                self.sipp.stop()
+                self.sipp.remove_files()
+            self.sipp = None
+        if self.pbx is not None:
+            with contextlib.suppress(Exception):
+                self.pbx.stop()
+                self.pbx.remove_files()
+            self.pbx = None
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.terminate()
+                try:
+                    self.redis.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.redis.pid, signal.SIGKILL)
+                    self.redis.wait(5)
+            children.untrack(self.redis)
+            release_ports(self.redis_port)
+            self.redis = None
+        if self.db_created:
+            with contextlib.suppress(Exception):
+                from django.db import connections
+
+                connections.close_all()
+            with contextlib.suppress(Exception):
+                self.psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+            self.db_created = False
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def populate(pbx: Kamailio) -> list[int]:
+    """Tenant + MAX_USERS staff users with SIP accounts 1000..; returns their user ids."""
+    from django.contrib.auth import get_user_model
+
+    from portal.models import Profile, SipAccount, Tenant
+
+    tenant = Tenant.objects.create(
+        code="bench", name="Bridge bench", pbx_domain=pbx.domain, outbound_proxy=pbx.hostport
+    )
+    user_model = get_user_model()
+    users = []
+    for i in range(MAX_USERS):
+        user = user_model(username=f"bench{extension(i)}")
+        user.set_unusable_password()  # hashing 100 real passwords would take half a minute
+        users.append(user)
+    users = user_model.objects.bulk_create(users)
+    Profile.objects.bulk_create(
+        Profile(user=u, tenant=tenant, display_name=f"Bench {extension(i)}")
+        for i, u in enumerate(users)
+    )
+    SipAccount.objects.bulk_create(
+        SipAccount(
+            tenant=tenant, user=u, slot=1, extension=extension(i), password=f"pw{extension(i)}"
+        )
+        for i, u in enumerate(users)
+    )
+    return [u.pk for u in users]
+
+
+# -- fake browsers that also play their PhoneConsumer ---------------------------------------------
+
+
+class Session:
+    """One phone page: its channel-layer session (as PhoneConsumer would have) and its browser's
+    aiortc peer connection (media only through ICE/DTLS/SRTP, no aiortc media pipeline)."""
+
+    def __init__(self, bench: Bench, index: int, user_id: int) -> None:
+        self.bench = bench
+        self.index = index
+        self.user_id = user_id
+        self.channel = ""
+        self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.seen = 0
+        self.arrived = asyncio.Event()
+        self.reader: asyncio.Task[None] | None = None
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.transceiver = self.pc.addTransceiver(_SilentTrack(), direction="sendrecv")
+        caps = RTCRtpSender.getCapabilities("audio").codecs
+        self.transceiver.setCodecPreferences(
+            [c for name in ("PCMU", "PCMA", "opus") for c in caps if c.mimeType == f"audio/{name}"]
+        )
+        self.transceiver.receiver._handle_rtp_packet = self.on_rtp  # type: ignore[method-assign]
+        self.dtls: Any = None
+        self.pt = 0
+        self.ssrc = 0
+        self.seq, self.ts = 1000, 0
+        self.counter = 0
+        self.sent_at: dict[int, float] = {}
+        self.setup: float | None = None
+        self.call_id: str | None = None
+        self.failure = ""
+        self.reset()
+
+    def reset(self) -> None:
+        self.received = 0
+        self.echoed = 0
+        self.rtts: list[float] = []
+        self.gaps = 0
+        self.max_gap = 0.0
+        self.last: float | None = None
+
+    # channel layer ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        layer = self.bench.layer
+        self.channel = await layer.new_channel()
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        layer = self.bench.layer
+        while True:
+            try:
+                event = await layer.receive(self.channel)
+            except Exception:  # see --plain-redis-url: a read timeout must not end the page
+                self.bench.receive_errors += 1
+                await asyncio.sleep(0.1)
+                continue
+            if event.get("type") == "phone.message":
+                self.messages.append((time.perf_counter(), event["message"]))
+                self.arrived.set()
+
+    async def to_worker(self, kind: str, **fields: Any) -> float:
+        """Send like PhoneConsumer._to_worker; returns the perf_counter() just before."""
+        message = {"type": kind, "user_id": self.user_id, "session": self.channel, **fields}
+        while True:
+            sent = time.perf_counter()
+            try:
+                await self.bench.layer.send("sipworker", message)
+                return sent
+            except Exception as exc:  # channels.exceptions.ChannelFull
+                if type(exc).__name__ != "ChannelFull":
+                    raise
+                self.bench.channel_full += 1
+                await asyncio.sleep(0.05)
+
+    async def command(self, command: str, **data: Any) -> float:
+        return await self.to_worker("worker.command", command=command, data=data)
+
+    async def wait_for(self, match: Any, timeout: float = STEP_TIMEOUT) -> tuple[float, dict]:
+        """The next message (after those already returned) for which match(msg) is true;
+        an `error` message or `failed` state fails the step."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.seen < len(self.messages):
+                at, msg = self.messages[self.seen]
+                self.seen += 1
+                if match(msg):
+                    return at, msg
+                if msg["type"] == "error":
+                    raise RuntimeError(f"error {msg['code']}: {msg['message']}")
+                if msg["type"] == "registration" and msg["state"] == "failed":
+                    raise RuntimeError(f"registration failed: {msg['reason']}")
+            self.arrived.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no matching message")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), left)
+
+    # the page's steps ---------------------------------------------------------------------
+
+    async def attach(self) -> None:
+        await self.open()
+        await self.to_worker("worker.attach", opened_at=time.time())
+        await self.wait_for(lambda m: m["type"] == "registration" and m["state"] == "registered")
+
+    async def negotiate(self) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers (non-trickle)
+        await self.command("webrtc.offer", sdp=self.pc.localDescription.sdp)
+        _, answer = await self.wait_for(lambda m: m["type"] == "webrtc.answer")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        media = next(
+            m for m in aiortc_sdp.SessionDescription.parse(answer["sdp"]).media if m.kind == "audio"
+        )
+        codec = media.rtp.codecs[0]
+        if codec.name != "PCMU":
+            raise RuntimeError(f"answered {codec.name}, not PCMU (no passthrough)")
+        self.pt = codec.payloadType
+        self.ssrc = self.transceiver.sender._ssrc
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while self.pc.connectionState != "connected":
+            if self.pc.connectionState == "failed" or time.monotonic() > deadline:
+                raise RuntimeError(f"WebRTC {self.pc.connectionState}")
+            await asyncio.sleep(0.01)
+        self.dtls = self.transceiver.sender.transport
+
+    async def dial(self, number: str) -> None:
+        sent = await self.command("dial", number=number)
+        at, msg = await self.wait_for(
+            lambda m: m["type"] == "call" and m["state"] in ("incall", "ended")
+        )
+        if msg["state"] != "incall":
+            raise RuntimeError(f"call ended before it connected: {msg['reason']}")
+        self.call_id = msg["id"]
+        self.setup = at - sent
+
+    async def hangup(self) -> None:
+        await self.command("hangup", call_id=self.call_id)
+        await self.wait_for(lambda m: m["type"] == "call" and m["state"] == "ended")
+        self.call_id = None
+
+    async def close(self) -> None:
+        if self.channel:
+            with contextlib.suppress(Exception):
+                await self.to_worker("worker.detach")
+        self.dtls = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pc.close(), 10)
+        if self.reader is not None:
+            # channels_redis's receive can sit out a cancellation (seen here: a reader stuck
+            # "cancelling" for minutes), so don't wait on it; run() drops this layer anyway.
+            self.reader.cancel()
+            await asyncio.wait({self.reader}, timeout=2)
+
+    # media --------------------------------------------------------------------------------
+
+    async def on_rtp(self, packet: Any, arrival_time_ms: int = 0) -> None:
+        now = time.monotonic()
+        if self.last is not None:
+            gap = now - self.last
+            self.max_gap = max(self.max_gap, gap)
+            self.gaps += gap > GAP
+        self.last = now
+        self.received += 1
+        if len(packet.payload) < TAG.size:
+            return
+        index, counter = TAG.unpack_from(packet.payload)
+        sent = self.sent_at.pop(counter, None) if index == self.index else None
+        if sent is not None:
+            self.echoed += 1
+            self.rtts.append(now - sent)
+
+    def send(self, payload: bytes) -> None:
+        self.counter = (self.counter + 1) & 0xFFFFFFFF
+        payload = TAG.pack(self.index, self.counter) + payload[TAG.size :]
+        self.sent_at[self.counter] = time.monotonic()
+        if len(self.sent_at) > 100:  # forget frames that never came back
+            self.sent_at.pop(next(iter(self.sent_at)))
+        data = _RTP.pack(0x80, self.pt, self.seq, self.ts, self.ssrc) + payload
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.ts = (self.ts + 160) & 0xFFFFFFFF
+        _drive(self.dtls._send_rtp(data))
+
+
+class Bench:
+    def __init__(self, stack: Stack, user_ids: list[int], args: argparse.Namespace) -> None:
+        self.stack = stack
+        self.user_ids = user_ids
+        self.args = args
+        self.layer: Any = None  # a channels_redis layer, new for each run()
+        self.sessions: list[Session] = []
+        self.tone = [g711.ulaw_encode(f) for f in SineTone(1000).frames(50)]
+        self.channel_full = 0
+        self.receive_errors = 0
+        self.max_lag = 0.0  # how late this process's 20 ms send grid ran (its loop stalls)
+        self.idle = 0.0  # the sipworker's CPU share with no pages (see idle_cpu)
+
+    async def idle_cpu(self, seconds: float = 3.0) -> float:
+        """The sipworker's CPU share with no page attached (fixed costs of the process)."""
+        pid = self.stack.worker.pid  # type: ignore[union-attr]
+        cpu0, t0 = proc_cpu(pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        return (proc_cpu(pid) - cpu0) / (time.monotonic() - t0)
+
+    async def pace(self) -> None:
+        """One shared 20 ms grid for every fake browser (like MediaTicker)."""
+        loop = asyncio.get_running_loop()
+        t0, k = loop.time(), 0
+        while True:
+            k += 1
+            await asyncio.sleep(max(0.0, t0 + k * 0.02 - loop.time()))
+            self.max_lag = max(self.max_lag, loop.time() - (t0 + k * 0.02))
+            frame = self.tone[k % len(self.tone)]
+            for s in self.sessions:
+                if s.dtls is not None:
+                    s.send(frame)
+
+    async def step(self, name: str, sessions: list[Session], action: Any, gate: int) -> list:
+        """Run action(session) for every session, at most `gate` at once; failures recorded."""
+        limit = asyncio.Semaphore(gate)
+
+        async def one(s: Session) -> None:
+            if s.failure:
+                return
+            async with limit:
+                try:
+                    await action(s)
+                except Exception as exc:
+                    s.failure = f"{name}: {type(exc).__name__}: {exc}"
+
+        await asyncio.gather(*(one(s) for s in sessions))
+        return [s for s in sessions if not s.failure]
+
+    async def run(self, n: int) -> dict[str, Any]:
+        from channels.layers import channel_layers
+
+        pid = self.stack.worker.pid  # type: ignore[union-attr]
+        # A fresh layer (own connections, own receive lock) per run, so a reader of an earlier
+        # run that did not finish cancelling cannot hold up this run's sessions.
+        self.layer = channel_layers.make_backend("default")
+        self.sessions = sessions = [Session(self, i, self.user_ids[i]) for i in range(n)]
+        self.channel_full = 0
+        self.receive_errors = 0
+        pacer = asyncio.ensure_future(self.pace())
+        cpu_setup0, t_setup0 = proc_cpu(pid), time.monotonic()
+        try:
+            t = time.monotonic()
+            await self.step("attach", sessions, lambda s: s.attach(), GATE)
+            attach_s = time.monotonic() - t
+            t = time.monotonic()
+            await self.step("webrtc", sessions, lambda s: s.negotiate(), GATE)
+            offer_s = time.monotonic() - t
+
+            async def dial(s: Session) -> None:
+                if self.args.dial_rate > 0:
+                    await asyncio.sleep(s.index / self.args.dial_rate)
+                await s.dial(ECHO_EXT)
+
+            await self.step("dial", sessions, dial, n)
+            cpu_setup = proc_cpu(pid) - cpu_setup0
+            setup_wall = time.monotonic() - t_setup0
+            live = [s for s in sessions if not s.failure]
+            await asyncio.sleep(1.0)  # warm-up: playout buffers fill, RTCP starts
+            for s in sessions:
+                s.reset()
+            self.max_lag = 0.0
+            busy0, total0 = machine_busy()
+            bench_cpu0, sipp_cpu0 = time.process_time(), self.sipp_cpu()
+            cpu0, wall0 = proc_cpu(pid), time.monotonic()
+            await asyncio.sleep(self.args.seconds)
+            cpu, wall = proc_cpu(pid) - cpu0, time.monotonic() - wall0
+            bench_cpu = (time.process_time() - bench_cpu0) / wall
+            sipp_cpu = (self.sipp_cpu() - sipp_cpu0) / wall
+            busy1, total1 = machine_busy()
+            machine = (busy1 - busy0) / max(1, total1 - total0)
+            max_lag = self.max_lag
+            measured = [(s.received, s.echoed, s.gaps, s.max_gap, list(s.rtts)) for s in live]
+            await self.step("hangup", [s for s in live if s.call_id], lambda s: s.hangup(), GATE)
+        finally:
+            pacer.cancel()
+            await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+            self.sessions = []
+        failures = [s.failure for s in sessions if s.failure]
+        ok = len(live)
+        setups = [s.setup for s in live if s.setup is not None]
+        rtts = [r for m in measured for r in m[4]]
+        return {
+            "n": n,
+            "ok": ok,
+            "failures": failures,
+            "attach_s": attach_s,
+            "offer_s": offer_s,
+            "setup_p50": percentile(setups, 0.5) * 1000,
+            "setup_p95": percentile(setups, 0.95) * 1000,
+            "setup_max": max(setups, default=float("nan")) * 1000,
+            "cpu_per_call": cpu / wall / ok if ok else float("nan"),
+            "marginal": (cpu / wall - self.idle) / ok if ok else float("nan"),
+            "machine": machine,
+            "max_lag_ms": max_lag * 1000,
+            "worker_cpu": cpu / wall,
+            "setup_cpu_per_call": cpu_setup / n * 1000,
+            "setup_wall": setup_wall,
+            "recv": statistics.mean(m[0] for m in measured) / wall if measured else 0.0,
+            "echoed": statistics.mean(m[1] for m in measured) / wall if measured else 0.0,
+            "min_echoed": min((m[1] for m in measured), default=0) / wall,
+            "gaps": sum(m[2] for m in measured),
+            "max_gap_ms": max((m[3] for m in measured), default=0.0) * 1000,
+            "rtt_p50": percentile(rtts, 0.5) * 1000,
+            "rtt_p95": percentile(rtts, 0.95) * 1000,
+            "bench_cpu": bench_cpu,
+            "sipp_cpu": sipp_cpu,
+            "channel_full": self.channel_full,
+            "receive_errors": self.receive_errors,
+        }
+
+    def sipp_cpu(self) -> float:
+        sipp = self.stack.sipp
+        return proc_cpu(sipp.proc.pid) if sipp is not None and sipp.proc is not None else 0.0
+
+
+def show(r: dict[str, Any]) -> None:
+    per_core = 1 / r["cpu_per_call"] if r["cpu_per_call"] else float("inf")
+    print(
+        f"N={r['n']:>3}  connected {r['ok']}/{r['n']}  setup p50/p95 {r['setup_p50']:.0f}/"
+        f"{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f})  sipworker cpu/call"
+        f" {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
+        f" (process {r['worker_cpu'] * 100:.1f}%; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
+        f"{'':7}frames/call/s recv {r['recv']:.1f} echoed {r['echoed']:.1f}"
+        f" (min {r['min_echoed']:.1f})  gaps>60ms {r['gaps']} (max {r['max_gap_ms']:.0f} ms)"
+        f"  echo rtt p50/p95 {r['rtt_p50']:.0f}/{r['rtt_p95']:.0f} ms\n"
+        f"{'':7}attach+register {r['attach_s']:.1f} s, offers {r['offer_s']:.1f} s;"
+        f" sipworker setup CPU {r['setup_cpu_per_call']:.0f} ms/call;"
+        f" load: this process {r['bench_cpu'] * 100:.0f}% (send grid max lag"
+        f" {r['max_lag_ms']:.0f} ms), SIPp {r['sipp_cpu'] * 100:.0f}%; all CPUs busy"
+        f" {r['machine'] * 100:.0f}%"
+        + (f"; ChannelFull retries {r['channel_full']}" if r["channel_full"] else "")
+        + (f"; layer receive errors {r['receive_errors']}" if r["receive_errors"] else ""),
+        flush=True,
+    )
+    for failure in sorted(set(r["failures"]))[:5]:
+        count = r["failures"].count(failure)
+        print(f"{'':7}FAILED x{count}: {failure}", flush=True)
+
+
+def table(results: list[dict[str, Any]]) -> None:
+    print(
+        "\n   N  conn  setup p50/p95 ms  cpu ms/call/s  calls/core  echoed/call/s"
+        "  gaps>60ms  max gap ms  rtt p50 ms"
+    )
+    for r in results:
+        per_core = 1 / r["cpu_per_call"] if r["cpu_per_call"] else float("inf")
+        print(
+            f"{r['n']:>4}  {r['ok']:>4}  {r['setup_p50']:>7.0f}/{r['setup_p95']:<8.0f}"
+            f"  {r['cpu_per_call'] * 1000:>13.2f}  {per_core:>10.0f}  {r['echoed']:>13.1f}"
+            f"  {r['gaps']:>9}  {r['max_gap_ms']:>10.0f}  {r['rtt_p50']:>10.0f}"
+        )
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: print where every task of this process waits (to diagnose a stuck run)."""
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}: {task.get_coro()}", file=sys.stderr)
+        task.print_stack(limit=8, file=sys.stderr)
+    sys.stderr.flush()
+
+
+async def bench_main(stack: Stack, user_ids: list[int], args: argparse.Namespace) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
+    bench = Bench(stack, user_ids, args)
+    bench.idle = await bench.idle_cpu()
+    print(f"sipworker idle (no pages): {bench.idle * 100:.1f}% of a core", flush=True)
+    results = []
+    for n in args.n:
+        result = await bench.run(n)
+        show(result)
+        results.append(result)
+        if stack.worker is not None and stack.worker.poll() is not None:
+            print(f"sipworker died:\n{stack.worker_log_tail()}")
+            break
+    table(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--n",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[1, 10, 25, 50, 100],
+        help="comma-separated call counts (at most 100)",
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="steady-state window")
+    parser.add_argument(
+        "--dial-rate", type=float, default=25.0, help="calls dialled per second (0: all at once)"
+    )
+    parser.add_argument("--rtp-ports", default="62000-62999", help="the sipworker's RTP range")
+    parser.add_argument("--worker-log-level", default="WARNING", help="the sipworker's LOG_LEVEL")
+    parser.add_argument(
+        "--plain-redis-url",
+        action="store_true",
+        help="no ?socket_timeout=30 in REDIS_URL (shows the redis-py 8 receive timeout)",
+    )
+    parser.add_argument("--keep-log", action="store_true", help="print the sipworker log at end")
+    args = parser.parse_args()
+    if max(args.n) > MAX_USERS:
+        parser.error(f"at most {MAX_USERS} calls")
+    for program, found in (
+        ("kamailio", kamailio_binary()),
+        ("sipp", sipp_binary()),
+        ("redis-server", shutil.which("redis-server")),
+        ("psql", shutil.which("psql")),
+    ):
+        if not found:
+            sys.exit(f"{program} is not installed")
+    import aioice.ice
+
+    if not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False):
+        sys.exit("no non-loopback IPv4 address: aioice (unpatched in the sipworker) can't pair")
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    stack = Stack(args)
+    rtp_min, _, rtp_max = args.rtp_ports.partition("-")
+    # redis-py >= 8 reads with a 5 s socket timeout by default, and channels_redis blocks in
+    # BZPOPMIN for 5 s: every receive on an idle channel then fails with redis TimeoutError
+    # (the sipworker's and every consumer's). A longer socket timeout in the URL avoids it.
+    redis_query = "" if args.plain_redis_url else "?socket_timeout=30"
+    try:
+        stack.start_redis()
+        stack.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DATABASE_URL": f"{PG_SERVER}/{DB_NAME}",
+            "REDIS_URL": f"redis://127.0.0.1:{stack.redis_port}/0" + redis_query,
+            "DEBUG": "true",
+            "SECRET_KEY": "bridge-fullstack-benchmark-only-not-a-secret-0123456789",
+            "SIP_BIND_ADDRESS": "127.0.0.1",
+            "MEDIA_ADDRESS": "",
+            "RTP_PORT_MIN": rtp_min,
+            "RTP_PORT_MAX": rtp_max,
+            "ICE_SERVERS": "",
+            "LOG_LEVEL": args.worker_log_level,
+            "PYTHONUNBUFFERED": "1",
+        }
+        os.environ.update({**stack.env, "LOG_LEVEL": "WARNING"})
+        stack.create_database()
+        stack.start_pbx()
+        stack.start_far_end()
+        import django
+
+        django.setup()
+        assert stack.pbx is not None
+        user_ids = populate(stack.pbx)
+        stack.start_worker()
+        print(
+            f"bridge full-stack benchmark: {os.cpu_count()} CPUs, {args.seconds:.0f} s steady"
+            f" state, dial rate {args.dial_rate or 'all at once'}/s; sipworker pid"
+            f" {stack.worker.pid}, redis :{stack.redis_port},"  # type: ignore[union-attr]
+            f" kamailio {stack.pbx.hostport}, SIPp echo {stack.sipp.port}",  # type: ignore[union-attr]
+            flush=True,
+        )
+        asyncio.run(bench_main(stack, user_ids, args))
+        took = stack.stop_worker()
+        print(
+            "sipworker stopped (SIGTERM) in "
+            + (f"{took:.1f} s" if took is not None else "> 30 s: killed"),
+            flush=True,
+        )
+        log = stack.worker_log.read_text(errors="replace")
+        problems = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line]
+        print(f"sipworker log: {len(problems)} error line(s)")
+        if problems or args.keep_log:
+            print(log[-6000:] if not args.keep_log else log)
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
