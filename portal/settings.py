@@ -196,7 +196,12 @@ def redis_channel_layer(url: str) -> dict:
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py 8 times a socket out after 5 s, exactly as long as channels_redis blocks
         # waiting for a message: an idle channel would fail every 5 s. Read longer.
-        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 30}]},
+        "CONFIG": {
+            "hosts": [{"address": url, "socket_timeout": 30}],
+            # Every page's messages for the sipworker share one channel: room for bursts
+            # (a restart of the web tier reconnects every open page at once).
+            "channel_capacity": {"sipworker": 10000},
+        },
     }
 
 
