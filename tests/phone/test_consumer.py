@@ -209,3 +209,24 @@ async def test_it_tells_the_page_when_voicemail_is_waiting(cast, alice_on_pbx):
     status = await until(ws, "vm.status", timeout=5)
     assert (status["waiting"], status["new"], status["old"]) == (True, 2, 1)
     await ws.disconnect()
+
+
+@pytest.mark.integration
+async def test_it_keeps_the_call_through_bad_messages(cast, alice_on_pbx, make_baresip):
+    bob = await database_sync_to_async(make_baresip)("1002", auto_answer=True, tone_hz=700)
+    ws = await connected(cast.alice)
+    while (await until(ws, "registration", timeout=10))["state"] != "registered":
+        pass
+    await ws.send_json_to({"type": "dial", "number": "1002"})
+    while (call := await until(ws, "call", timeout=10))["state"] != "incall":
+        pass
+    for garbage in ("{", '{"type": "hangup", "call_id": 5}', '{"type": "nope"}', "x" * 70000):
+        await ws.send_to(text_data=garbage)
+        assert (await until(ws, "error"))["code"]
+    await ws.send_json_to({"type": "hold"})  # the call is still there and still obeys
+    assert (await until(ws, "call"))["state"] == "held"
+    await ws.send_json_to({"type": "hangup", "call_id": call["id"]})
+    while (await until(ws, "call"))["state"] != "ended":
+        pass
+    await bob.wait_event_async("CALL_CLOSED", timeout=10)
+    await ws.disconnect()
