@@ -147,7 +147,6 @@ class Line:
         self._inbox_runner = asyncio.create_task(self._run_inbox(), name=f"inbox-{user_id}")
         self._release: asyncio.TimerHandle | None = None
         self._mwi_subscribed = False
-        self._starting: asyncio.Task | None = None
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -230,16 +229,7 @@ class Line:
         return server_message("registration", state=state, reason=reason, extension=extension)
 
     async def start(self) -> None:
-        if self._starting is not None:
-            await self._starting
-            return
-        self._starting = asyncio.ensure_future(self._start())
-        try:
-            await self._starting
-        finally:
-            self._starting = None
-
-    async def _start(self) -> None:
+        # Only ever called from this line's inbox, so two starts cannot overlap.
         self.config = await database_sync_to_async(db.load_line)(self.user_id)
         if self.config is None:
             self.registration = ("failed", "no SIP account")
@@ -279,7 +269,13 @@ class Line:
             self.transport = await SipTransport.udp(bind, 0, make_ua, self._events.put_nowait)
         self.registration = ("registering", "")
         await self.broadcast(self.registration_message())
-        self.transport.execute(lambda now: self.transport.core.register(now))
+        self._sip("register")
+
+    def _sip(self, command: str, *args, **kwargs):
+        """Run a UserAgent command (its first argument is `now`) and send what it produced."""
+        transport = self.transport
+        method = getattr(transport.core, command)
+        return transport.execute(lambda now: method(now, *args, **kwargs))
 
     async def stop(self) -> None:
         for call in list(self.calls.values()):
@@ -288,7 +284,7 @@ class Line:
         if self.transport is not None:
             transport = self.transport
             with contextlib.suppress(Exception):
-                transport.execute(lambda now: transport.core.unregister(now))
+                self._sip("unregister")
             # Give the REGISTER with Expires: 0 a moment to leave before the socket closes.
             await asyncio.sleep(0.2)
             await transport.close()
@@ -334,8 +330,7 @@ class Line:
             if state == "registered" and not self._mwi_subscribed and self.transport is not None:
                 # Voicemail waiting (RFC 3842) lights 留守電状態; unsolicited NOTIFYs work too.
                 self._mwi_subscribed = True
-                transport = self.transport
-                transport.execute(lambda now: transport.core.subscribe_mwi(now))
+                self._sip("subscribe_mwi")
         elif isinstance(event, IncomingCall):
             await self._incoming(event)
         elif isinstance(event, CallStateChanged):
@@ -367,7 +362,7 @@ class Line:
         )
         call.offer = event.offer
         self.calls[call.id] = call
-        self.transport.execute(lambda now: self.transport.core.ring(now, call.id))
+        self._sip("ring", call.id)
         # The phonebook name after the 180 has left: the caller hears ringing without waiting
         # on the database.
         call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, remote)
@@ -455,20 +450,17 @@ class Line:
                 session, error_message("not_allowed", f"{kind} is not available yet", kind)
             )
             return
-        if self.transport is None and kind not in ("webrtc.offer", "ping"):
+        if self.transport is None and kind != "webrtc.offer":
             await self.send(session, error_message("no_account", request=kind))
             return
         await handler(session, data)
-
-    async def cmd_ping(self, session: str, data: dict) -> None:
-        await self.send(session, server_message("pong", id=data.get("id")))
 
     async def cmd_webrtc_offer(self, session: str, data: dict) -> None:
         answer = await self.host.media.browser_offer(session, data["sdp"])
         await self.send(session, server_message("webrtc.answer", sdp=answer))
         # A reloaded page gets its running call's audio back at once.
         for call in self.calls.values():
-            if call.session == session or (call.session is None and call.state in ("incall",)):
+            if call.session == session or (call.session is None and call.state == "incall"):
                 call.session = session
                 if call.media is not None:
                     call.media.attach_browser(self.host.media.bridge_for(session))
@@ -486,12 +478,9 @@ class Line:
         if line and line not in await database_sync_to_async(db.line_numbers)(self.user_id):
             await self.send(session, error_message("not_allowed", "no such line", "dial"))
             return
+        # Dialling while a call is held starts a consultation, as 転送 does (seed 3-3).
         held = next((c for c in self.calls.values() if c.state == "held"), None)
-        if held is not None:
-            # Dialling while a call is held starts a consultation, as 転送 does (seed 3-3).
-            await self._place_call(session, number, consult_of=held.id, line=line)
-            return
-        await self._place_call(session, number, line=line)
+        await self._place_call(session, number, consult_of=held.id if held else None, line=line)
 
     def _caller_id(self, number: str, line: str) -> tuple[str, dict]:
         """How a line button's number reaches the PBX (発番号選択, seed 1-2 and 6-1): the dialled
@@ -510,13 +499,10 @@ class Line:
     async def _place_call(
         self, session: str, number: str, consult_of: str | None = None, line: str = ""
     ):
-        media = await CallMedia.open(self.host.media)
+        media = await CallMedia.open()
         offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
-        transport = self.transport
         target, options = self._caller_id(number, line)
-        call_id, _out = transport.execute(
-            lambda now: transport.core.call(now, target, offer, **options)
-        )
+        call_id, _out = self._sip("call", target, offer, **options)
         # Registered before the next await: the line's event runner may already be handling
         # this call's 180/200 (a quick far end answers within milliseconds).
         call = WorkerCall(
@@ -560,10 +546,7 @@ class Line:
         if consult is None or held is None or consult.state != "incall":
             await self.send(session, error_message("bad_state", request="transfer.complete"))
             return
-        transport = self.transport
-        transport.execute(
-            lambda now: transport.core.refer(now, held.id, consult.remote, replaces_call=consult.id)
-        )
+        self._sip("refer", held.id, consult.remote, replaces_call=consult.id)
 
     async def cmd_transfer_cancel(self, session: str, data: dict) -> None:
         consult = self._consultation()
@@ -578,19 +561,19 @@ class Line:
         if call is None or call.state != "incoming":
             await self.send(session, error_message("no_call", request="answer"))
             return
-        media = await CallMedia.open(self.host.media)
+        media = await CallMedia.open()
         try:
             answer = negotiate_answer(
                 call.offer, media.address, media.port, session_id=str(secrets.randbelow(10**9))
             )
         except Exception:
             await media.close()
-            self.transport.execute(lambda now: self.transport.core.reject(now, call.id, 488))
+            self._sip("reject", call.id, 488)
             return
         call.media = media
         call.session = session
         media.attach_browser(self.host.media.bridge_for(session))
-        self.transport.execute(lambda now: self.transport.core.answer(now, call.id, answer))
+        self._sip("answer", call.id, answer)
         call.answered_at = time.time()
         call.state = "incall"
         media.connected()
@@ -606,7 +589,7 @@ class Line:
             await self.send(session, error_message("no_call", request="reject"))
             return
         call.rejected = True
-        self.transport.execute(lambda now: self.transport.core.reject(now, call.id, 486))
+        self._sip("reject", call.id, 486)
         await self._end(call, "rejected")
 
     async def cmd_hangup(self, session: str, data: dict) -> None:
@@ -622,14 +605,14 @@ class Line:
     def _hangup(self, call: WorkerCall) -> None:
         if self.transport is not None:
             with contextlib.suppress(Exception):
-                self.transport.execute(lambda now: self.transport.core.hangup(now, call.id))
+                self._sip("hangup", call.id)
 
     async def cmd_hold(self, session: str, data: dict) -> None:
         call = self._active_call()
         if call is None or call.state != "incall":
             await self.send(session, error_message("bad_state", request="hold"))
             return
-        self.transport.execute(lambda now: self.transport.core.hold(now, call.id))
+        self._sip("hold", call.id)
         call.held, call.state = True, "held"
         if call.media is not None:
             call.media.hold()
@@ -640,7 +623,7 @@ class Line:
         if call is None or call.state != "held":
             await self.send(session, error_message("bad_state", request="unhold"))
             return
-        self.transport.execute(lambda now: self.transport.core.unhold(now, call.id))
+        self._sip("unhold", call.id)
         call.held, call.state = False, "incall"
         call.session = session
         if call.media is not None:
@@ -666,7 +649,7 @@ class Line:
         if call is None or call.state not in ("incall", "held"):
             await self.send(session, error_message("bad_state", request="transfer.blind"))
             return
-        self.transport.execute(lambda now: self.transport.core.refer(now, call.id, number))
+        self._sip("refer", call.id, number)
 
     # -- output -----------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ class CallMedia:
         self.ringing = False
 
     @classmethod
-    async def open(cls, hub: MediaHub | None = None) -> CallMedia:
+    async def open(cls) -> CallMedia:
         leg = await RtpLeg.open(
             settings.SIP_BIND_ADDRESS, (settings.RTP_PORT_MIN, settings.RTP_PORT_MAX)
         )
