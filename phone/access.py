@@ -2,10 +2,9 @@
 personal object is a 404, exactly like one that does not exist."""
 
 from django.db.models import Q, QuerySet
-from django.http import Http404
 
 from phone.models import Contact, Phonebook
-from portal.access import get_profile, scoped
+from portal.access import get_profile, get_scoped_or_404, scoped
 
 
 def visible_phonebooks(user) -> QuerySet:
@@ -23,22 +22,14 @@ def personal_phonebook(user) -> Phonebook:
 
 
 def get_phonebook_for_user(user, pk) -> Phonebook:
-    try:
-        return visible_phonebooks(user).get(pk=pk)
-    except (Phonebook.DoesNotExist, ValueError, TypeError):
-        raise Http404 from None
+    return get_scoped_or_404(visible_phonebooks(user), user, pk=pk)
 
 
 def get_contact_for_user(user, pk) -> Contact:
-    try:
-        return (
-            scoped(Contact, user)
-            .filter(Q(phonebook__owner__isnull=True) | Q(phonebook__owner=user))
-            .select_related("phonebook")
-            .get(pk=pk)
-        )
-    except (Contact.DoesNotExist, ValueError, TypeError):
-        raise Http404 from None
+    contacts = Contact.objects.filter(
+        Q(phonebook__owner__isnull=True) | Q(phonebook__owner=user)
+    ).select_related("phonebook")
+    return get_scoped_or_404(contacts, user, pk=pk)
 
 
 def can_edit_phonebook(user, book: Phonebook) -> bool:

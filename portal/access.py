@@ -33,10 +33,11 @@ def scoped(queryset: QuerySet | type[Model], user) -> QuerySet:
 
 
 def get_scoped_or_404(queryset: QuerySet | type[Model], user, **lookup):
+    """One object of the user's tenant; missing, foreign or a malformed id alike are a 404."""
     qs = scoped(queryset, user)
     try:
         return qs.get(**lookup)
-    except qs.model.DoesNotExist:
+    except (qs.model.DoesNotExist, ValueError, TypeError):
         raise Http404 from None
 
 

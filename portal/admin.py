@@ -2,7 +2,6 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
 from portal.admin_scoping import (
@@ -148,12 +147,6 @@ class TenantUserAdmin(TenantScopingMixin, UserAdmin):
         if admin_tenant_id(request) is not None:
             return ["is_active"]
         return ["is_superuser", "is_active", "profile__tenant"]
-
-    def get_object(self, request, object_id, from_field=None):
-        obj = super().get_object(request, object_id, from_field)
-        if obj is None and admin_tenant_id(request) is not None:
-            raise Http404
-        return obj
 
     def save_model(self, request, obj, form, change):
         if admin_tenant_id(request) is not None:

@@ -97,15 +97,15 @@ class TenantScopingMixin:
         self._limit_choices(request, db_field, kwargs)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
-
-class TenantScopedAdmin(TenantScopingMixin, admin.ModelAdmin):
     def get_object(self, request, object_id, from_field=None):
+        """(ModelAdmins) another tenant's object looks exactly like a missing one: 404."""
         obj = super().get_object(request, object_id, from_field)
         if obj is None and admin_tenant_id(request) is not None:
-            # Another tenant's object looks exactly like a missing one.
             raise Http404
         return obj
 
+
+class TenantScopedAdmin(TenantScopingMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         tenant_id = admin_tenant_id(request)
         if tenant_id is not None and self.tenant_path == "tenant":
