@@ -81,3 +81,17 @@ def login(client):
         return client
 
     return _login
+
+
+@pytest.fixture
+def on_pbx(cast, kamailio):
+    """Tenant A on the test PBX (the `kamailio` fixture): alice is 1001 there, password pw1001."""
+    from portal.models import SipAccount
+
+    cast.tenant_a.pbx_domain = kamailio.domain
+    cast.tenant_a.outbound_proxy = kamailio.hostport
+    cast.tenant_a.save()
+    account = SipAccount.objects.get(user=cast.alice)
+    account.password = "pw1001"
+    account.save()
+    return kamailio

@@ -118,21 +118,6 @@ def _fast_password_hashing():
     """The server process checks passwords with the real hashers: keep them for e2e tests."""
 
 
-@pytest.fixture
-def on_pbx(cast, kamailio):
-    """Point tenant A at the test PBX; alice is 1001 there."""
-    cast.tenant_a.pbx_domain = kamailio.domain
-    cast.tenant_a.outbound_proxy = kamailio.hostport
-    cast.tenant_a.save()
-    from portal.models import SipAccount
-
-    SipAccount.objects.filter(user=cast.alice).update(extension="1001")
-    account = SipAccount.objects.get(user=cast.alice)
-    account.password = "pw1001"
-    account.save()
-    return kamailio
-
-
 def login(page, server, user, password):
     """Log in through the real form and land on the phone page."""
     page.goto(f"{server}/login/")

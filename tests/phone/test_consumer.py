@@ -133,24 +133,12 @@ def test_every_server_message_is_documented_and_round_trips():
         assert error_message(code)["message"]
 
 
-@pytest.fixture
-def alice_on_pbx(cast, kamailio):
-    from portal.models import SipAccount
-
-    cast.tenant_a.pbx_domain = kamailio.domain
-    cast.tenant_a.outbound_proxy = kamailio.hostport
-    cast.tenant_a.caller_id_method = "ppi"
-    cast.tenant_a.save()
-    account = SipAccount.objects.get(user=cast.alice)
-    account.password = "pw1001"
-    account.save()
-    return kamailio
-
-
 @pytest.mark.integration
-async def test_it_refuses_to_present_another_tenants_line_number(cast, alice_on_pbx):
+async def test_it_refuses_to_present_another_tenants_line_number(cast, on_pbx):
     from phone.models import LineButton
 
+    cast.tenant_a.caller_id_method = "ppi"
+    await database_sync_to_async(cast.tenant_a.save)()
     await database_sync_to_async(LineButton.objects.create)(
         tenant=cast.tenant_b, kind="line", number="0399990000", position=1
     )
@@ -171,7 +159,7 @@ async def test_it_refuses_to_present_another_tenants_line_number(cast, alice_on_
 
 
 @pytest.mark.integration
-async def test_it_tells_the_page_when_voicemail_is_waiting(cast, alice_on_pbx):
+async def test_it_tells_the_page_when_voicemail_is_waiting(cast, on_pbx):
     import asyncio
     import socket
 
@@ -179,7 +167,7 @@ async def test_it_tells_the_page_when_voicemail_is_waiting(cast, alice_on_pbx):
     while (await until(ws, "registration", timeout=10))["state"] != "registered":
         pass
     # Earlier tests of this module may have left contacts of lines that are gone: try each.
-    contacts = await database_sync_to_async(alice_on_pbx.registered)("1001")
+    contacts = await database_sync_to_async(on_pbx.registered)("1001")
     targets = []
     for contact in contacts:
         hostport = contact.uri.split("@", 1)[1].split(";", 1)[0].rstrip(">")
@@ -212,7 +200,7 @@ async def test_it_tells_the_page_when_voicemail_is_waiting(cast, alice_on_pbx):
 
 
 @pytest.mark.integration
-async def test_it_keeps_the_call_through_bad_messages(cast, alice_on_pbx, make_baresip):
+async def test_it_keeps_the_call_through_bad_messages(cast, on_pbx, make_baresip):
     bob = await database_sync_to_async(make_baresip)("1002", auto_answer=True, tone_hz=700)
     ws = await connected(cast.alice)
     while (await until(ws, "registration", timeout=10))["state"] != "registered":

@@ -14,7 +14,6 @@ import pytest
 from channels.db import database_sync_to_async
 
 from phone.models import CallRecord
-from portal.models import SipAccount
 from tests.phone.ws import communicator
 from tests.support.servers import database_url, free_port
 
@@ -73,16 +72,10 @@ async def test_it_keeps_an_idle_channel_alive_past_the_redis_socket_timeout(sett
 
 
 @pytest.fixture
-def production_mode(settings, redis_url, cast, kamailio, tmp_path):
+def production_mode(settings, redis_url, on_pbx, tmp_path):
     """Tenant A on the test PBX; this process's consumers on the Redis layer; a sipworker."""
     settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
     settings.SIPWORKER_EMBEDDED = False
-    cast.tenant_a.pbx_domain = kamailio.domain
-    cast.tenant_a.outbound_proxy = kamailio.hostport
-    cast.tenant_a.save()
-    account = SipAccount.objects.get(user=cast.alice)
-    account.password = "pw1001"
-    account.save()
     env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": redis_url, "DEBUG": "true"}
     log = open(tmp_path / "sipworker.log", "w+")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
