@@ -7,8 +7,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET
 
-from phone.history import page_of, parse_sort, user_history
+from phone.history import parse_sort, user_history
 from phone.models import CallRecord
+from phone.paging import page_of
 from phone.resources import CallRecordResource, export_csv
 from portal.access import get_profile
 

@@ -15,8 +15,8 @@ from phone.access import (
     visible_phonebooks,
 )
 from phone.forms import ContactForm, ImportForm
-from phone.history import page_of
 from phone.models import Contact
+from phone.paging import page_of
 from phone.phonebook import (
     ImportReport,
     count_rows,
