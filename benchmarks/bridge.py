@@ -52,10 +52,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from phone.media import analysis, g711
+from phone.media import g711
 from phone.media.bridge import MediaBridge, _drive, _SilentTrack, ice_host_addresses
 from phone.media.leg import MediaTicker, PortRange, RtpLeg
 from phone.media.tones import SineTone
+from tests.support import analysis
 
 HOST = "127.0.0.1"
 PROFILE = os.environ.get("BRIDGE_BENCH_PROFILE") == "1"  # cProfile the measured window

@@ -5,11 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-from django.db.models import Q
-
 from cti.models import CtiSettings, Customer, CustomerContact
-from phone.models import CallRecord, Contact
+from phone.models import CallRecord
 from phone.numbers import normalize_number
+from phone.phonebook import phonebook_name
 
 
 @dataclass(frozen=True)
@@ -61,19 +60,6 @@ def find_customer(tenant_id: int, number: str) -> Customer | None:
         )
         customer = person.customer if person else None
     return customer
-
-
-def phonebook_name(user, number: str) -> str:
-    """The caller's name from the user's personal phonebook, else the tenant's shared ones."""
-    digits = normalize_number(number)
-    if not digits:
-        return ""
-    contacts = Contact.objects.filter(
-        tenant_id=user.profile.tenant_id, number_normalized=digits
-    ).filter(Q(phonebook__owner=user) | Q(phonebook__owner__isnull=True))
-    # Personal entries win over shared ones.
-    contact = contacts.order_by("-phonebook__owner_id", "id").first()
-    return contact.name if contact else ""
 
 
 def last_call(tenant_id: int, number: str, before_call_id: str = "") -> LastCall | None:

@@ -1,15 +1,15 @@
 """State changes that other pages, tabs or processes must see live (design.md §7).
 
 Views and consumers call these instead of saving models themselves; each one saves in a
-transaction and announces the change with phone.events.send_on_commit.
+transaction and announces the change with phone.signalling.events.send_on_commit.
 """
 
 from django.db import transaction
 
 from cti import webhooks
 from cti.models import CtiSettings
-from phone import events
 from phone.models import CallRecord, LineButton
+from phone.signalling import events
 from portal.models import Profile, SipAccount
 
 

@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from import_export import resources
 
 from phone.models import Contact, Phonebook
-from phone.numbers import strip_separators
+from phone.numbers import normalize_number, strip_separators
 from phone.resources import CSV_FORMAT, export_csv
 from phone.text import search_terms, to_katakana
 
@@ -165,3 +165,16 @@ def export_contacts(book: Phonebook) -> str:
     (IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT)."""
     contacts = Contact.objects.filter(phonebook=book).order_by("kana", "name", "id")
     return export_csv(ContactResource(book), contacts)
+
+
+def phonebook_name(user, number: str) -> str:
+    """The caller's name from the user's personal phonebook, else the tenant's shared ones."""
+    digits = normalize_number(number)
+    if not digits:
+        return ""
+    contacts = Contact.objects.filter(
+        tenant_id=user.profile.tenant_id, number_normalized=digits
+    ).filter(Q(phonebook__owner=user) | Q(phonebook__owner__isnull=True))
+    # Personal entries win over shared ones.
+    contact = contacts.order_by("-phonebook__owner_id", "id").first()
+    return contact.name if contact else ""

@@ -3,7 +3,7 @@
 
 from dataclasses import dataclass
 
-from cti.lookup import phonebook_name
+from phone.phonebook import phonebook_name
 from portal.models import Profile, SipAccount
 
 

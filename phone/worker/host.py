@@ -9,7 +9,7 @@ Consumers talk to the host only through the channel layer:
         worker.command  {user_id, session, command, data} a validated browser message
         worker.reload   {user_id}                         the user's SIP account changed
     host → consumer  (the session's channel)
-        phone.message   {message}                         a server message of phone.schema
+        phone.message   {message}                         a server message (schema)
 
 Calls live here, not in the browser: a reload re-attaches the page to the running call, and a
 closed tab does not drop it. The embedded default runs this host inside the web process
@@ -34,7 +34,7 @@ from django.core.exceptions import ValidationError
 
 from phone import actions
 from phone.numbers import clean_number
-from phone.schema import error_message, server_message
+from phone.signalling.schema import error_message, server_message
 from phone.sip.registration import RegistrationState, RegistrationStateChanged
 from phone.sip.sdp import build_offer, negotiate_answer
 from phone.sip.transport import SipTransport

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from cti.models import ApiToken
 from cti.tokens import create_token
-from phone import events
+from phone.signalling import events
 
 
 @pytest.fixture

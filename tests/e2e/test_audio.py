@@ -111,8 +111,8 @@ def test_it_keeps_the_call_and_its_audio_across_a_reload(
 
 def _windows(pcm, rate=8000, seconds=0.5):
     """(dominant Hz, or None for silence) of each half second of what a far end heard."""
-    from phone.media.analysis import dominant_frequency as dominant
-    from phone.media.analysis import rms_dbfs
+    from tests.support.analysis import dominant_frequency as dominant
+    from tests.support.analysis import rms_dbfs
 
     step = int(rate * seconds)
     result = []

@@ -21,11 +21,12 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from phone.media import analysis, g711
+from phone.media import g711
 from phone.media.bridge import BridgeError, MediaBridge, ice_host_addresses
 from phone.media.leg import PortRange, RtpLeg
 from phone.media.rtp import RtpPacket
 from phone.media.tones import JapaneseRingback, SineTone
+from tests.support import analysis
 
 HOST = "127.0.0.1"
 BROWSER_HZ, FAR_HZ = 1000, 700

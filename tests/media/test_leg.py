@@ -6,10 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from phone.media import analysis, g711
+from phone.media import g711
 from phone.media.leg import MediaTicker, PortRange, PortRangeExhausted, RtpLeg
 from phone.media.rtp import RtpPacket
 from phone.media.tones import SineTone
+from tests.support import analysis
 
 HOST = "127.0.0.1"
 

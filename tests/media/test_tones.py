@@ -3,7 +3,8 @@ import wave
 import numpy as np
 import pytest
 
-from phone.media import analysis, tones
+from phone.media import tones
+from tests.support import analysis
 
 
 def test_a_sine_tone_has_its_frequency_and_level():

@@ -6,8 +6,8 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from phone import events
-from phone.schema import MAX_MESSAGE_BYTES
+from phone.signalling import events
+from phone.signalling.schema import MAX_MESSAGE_BYTES
 from tests.phone.ws import communicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -120,7 +120,7 @@ async def test_it_cannot_answer_another_users_call_by_id(cast):
 
 
 def test_every_server_message_is_documented_and_round_trips():
-    from phone.schema import ERROR_CODES, SERVER_MESSAGES, error_message, server_message
+    from phone.signalling.schema import ERROR_CODES, SERVER_MESSAGES, error_message, server_message
 
     samples = {str: "x", int: 1, bool: True, list: [], dict: {}, type(None): None}
     for kind, fields in SERVER_MESSAGES.items():

@@ -9,8 +9,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from phone import views_history
 from phone.models import CallRecord
+from phone.views import history as views_history
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

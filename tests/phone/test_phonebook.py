@@ -6,9 +6,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from phone import views_phonebook
 from phone.access import personal_phonebook
 from phone.models import Contact, Phonebook
+from phone.views import phonebook as views_phonebook
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

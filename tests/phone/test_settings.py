@@ -9,8 +9,8 @@ from channels.layers import get_channel_layer
 from django.urls import reverse
 
 from cti.models import CtiSettings
-from phone import events
 from phone.models import LineButton
+from phone.signalling import events
 from portal.models import SipAccount
 
 HTMX = {"HTTP_HX_REQUEST": "true"}

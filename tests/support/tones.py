@@ -1,6 +1,6 @@
 """Test tones: write sine WAVs and find the dominant frequency of a recording.
 
-The frequency analysis is the product's own (phone/media/analysis.py); baresip's
+The frequency analysis is the product's own (tests/support/analysis.py); baresip's
 ``aufile`` source wants mono S16LE at the codec's rate, i.e. 8000 Hz for G.711.
 """
 
@@ -11,7 +11,7 @@ import struct
 import wave
 from pathlib import Path
 
-from phone.media import analysis
+from tests.support import analysis
 
 
 def write_tone(
@@ -43,7 +43,7 @@ def write_silence(path: Path | str, seconds: float, *, rate: int = 8000) -> Path
     return write_tone(path, 0.0, seconds, rate=rate, amplitude=0.0)
 
 
-# The analysis itself is the product's (phone.media.analysis); these read a recording file.
+# The analysis itself is the product's (tests.support.analysis); these read a recording file.
 # -40 dBFS: what counts as sound in a far end's recording (comfort noise stays below it).
 SOUND_DBFS = -40.0
 

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from phone.media.analysis import dominant_frequency, non_silent
 from phone.media.dtmf import DtmfEvent
 from phone.media.leg import PortRange, RtpLeg
 from phone.media.tones import SineTone
@@ -47,6 +46,7 @@ from phone.sip.useragent import (
     UserAgent,
     UserAgentConfig,
 )
+from tests.support.analysis import dominant_frequency, non_silent
 from tests.support.pbx import Kamailio
 
 # RTP ports of our legs: above the kernel's ephemeral range (32768-60999), away from the SIP

@@ -1,8 +1,8 @@
 """PhoneConsumer (/ws/phone/): the browser's only line to the phone service (design.md §3).
 
 Thin on purpose: authenticate, join the user's group, validate each message against
-phone.schema, and pass it to the sipworker host through the channel layer. A bad message gets
-an `error` reply; the connection and any call survive.
+phone.signalling.schema, and pass it to the sipworker host through the channel layer. A bad
+message gets an `error` reply; the connection and any call survive.
 """
 
 import json
@@ -12,8 +12,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.serializers.json import DjangoJSONEncoder
 
-from phone import events
-from phone.schema import SchemaError, error_message, parse_client_message, server_message
+from phone.signalling import events
+from phone.signalling.schema import SchemaError, error_message, parse_client_message, server_message
 from phone.worker import embedded
 from phone.worker.host import WORKER_CHANNEL
 from portal.models import Profile

@@ -1,5 +1,5 @@
 from django.urls import path
 
-from phone.consumers import PhoneConsumer
+from phone.signalling.consumers import PhoneConsumer
 
 websocket_urlpatterns = [path("ws/phone/", PhoneConsumer.as_asgi())]

@@ -1,6 +1,6 @@
 """The 設定 panel (seed 2-2, 2-4, 5-1, 6-1): tabs アカウント, デバイス, 顧客情報表示, その他.
 
-Saving applies at once: the action announces the change (phone.events) so the sipworker
+Saving applies at once: the action announces the change (phone.signalling.events) so the sipworker
 re-registers and open pages refresh, and the response tells this page through HX-Trigger.
 """
 
