@@ -66,7 +66,9 @@ def last_call(tenant_id: int, number: str, before_call_id: str = "") -> LastCall
     digits = normalize_number(number)
     if not digits:
         return None
-    records = CallRecord.objects.filter(tenant_id=tenant_id, remote_number_normalized=digits)
+    records = CallRecord.objects.filter(
+        tenant_id=tenant_id, remote_number_normalized=digits, ended_at__isnull=False
+    )
     if before_call_id:
         records = records.exclude(sip_call_id=before_call_id)
     record = records.select_related("user__profile").order_by("-started_at").first()

@@ -5,11 +5,12 @@ transaction and announces the change with phone.signalling.events.send_on_commit
 """
 
 from django.db import transaction
+from django.utils import timezone
 
 from cti import webhooks
 from cti.models import CtiSettings
 from phone.models import CallRecord, LineButton
-from phone.signalling import events
+from phone.signalling import events, protocol
 from portal.models import Profile, SipAccount
 
 
@@ -31,7 +32,7 @@ def do_save_sip_account(user, slot: int, values: dict) -> SipAccount:
         events.user_group(user.pk), {"type": events.ACCOUNT_CHANGED, "slot": account.slot}
     )
     # The worker registers the new account at once: saved settings apply without a reload.
-    events.send_to_worker_on_commit({"type": "worker.reload", "user_id": user.pk})
+    events.send_to_worker_on_commit(protocol.Reload(user_id=user.pk))
     return account
 
 
@@ -71,12 +72,61 @@ def do_request_dial(user, number: str, *, source: str) -> None:
     )
 
 
+def do_open_call(user_id: int, worker: str, record: dict) -> int:
+    """Write a call's history row the moment it starts (seed 4), still open (no ended_at), so
+    that a crash of the worker cannot lose it; do_close_call completes it. Returns its id."""
+    profile = Profile.objects.get(user_id=user_id)
+    call = CallRecord.objects.create(
+        tenant_id=profile.tenant_id, user_id=user_id, worker=worker, **record
+    )
+    return call.pk
+
+
 @transaction.atomic
-def do_log_call(user_id: int, record: dict) -> CallRecord:
-    """Write one history row (seed 4) from the worker's view of a finished call, and tell the
-    tenant's webhook (call.ended). The browser never writes history."""
-    profile = Profile.objects.select_related("tenant").get(user_id=user_id)
-    call = CallRecord.objects.create(tenant=profile.tenant, user_id=user_id, **record)
+def do_close_call(user_id: int, record_id: int | None, record: dict) -> CallRecord:
+    """Complete a call's history row when it ends (opened by do_open_call; written whole if
+    opening failed), tell the tenant's webhook (call.ended) and the user's open pages. The
+    browser never writes history."""
+    profile = Profile.objects.select_related("tenant", "user").get(user_id=user_id)
+    call = CallRecord.objects.filter(pk=record_id, user_id=user_id).first() if record_id else None
+    if call is None:
+        call = CallRecord(tenant=profile.tenant, user_id=user_id)
+    for name, value in record.items():
+        setattr(call, name, value)
+    call.worker = ""
+    call.save()
+    _announce_ended(profile, call)
+    return call
+
+
+def do_close_orphaned_calls(worker: str) -> int:
+    """A sipworker starting: close the rows a dead worker left open (ended "worker restart"),
+    so history shows those calls and the pages that re-attach show them ended.
+
+    Every row not owned by `worker` counts as orphaned: one sipworker owns all lines today.
+    (Several workers with leases will pass the ids of the dead ones instead.)"""
+    closed = 0
+    open_rows = CallRecord.objects.filter(ended_at__isnull=True).exclude(worker=worker)
+    for record_id in list(open_rows.values_list("pk", flat=True)[:10_000]):
+        with transaction.atomic():
+            call = (
+                CallRecord.objects.select_for_update(of=("self",))
+                .select_related("user__profile")
+                .filter(pk=record_id, ended_at__isnull=True)
+                .first()
+            )
+            if call is None:
+                continue
+            call.ended_at = timezone.now()
+            call.end_reason = "worker restart"
+            call.worker = ""
+            call.save()
+            _announce_ended(call.user.profile, call)
+            closed += 1
+    return closed
+
+
+def _announce_ended(profile, call: CallRecord) -> None:
     webhooks.queue_call_event(
         profile.tenant_id,
         "call.ended",
@@ -90,12 +140,13 @@ def do_log_call(user_id: int, record: dict) -> CallRecord:
             "answered_at": call.answered_at,
             "ended_at": call.ended_at,
             "talk_seconds": call.talk_seconds,
+            "end_reason": call.end_reason,
         },
     )
     events.send_on_commit(
-        events.user_group(user_id), {"type": events.HISTORY_CHANGED, "call_id": call.sip_call_id}
+        events.user_group(call.user_id),
+        {"type": events.HISTORY_CHANGED, "call_id": call.sip_call_id},
     )
-    return call
 
 
 def do_call_event(user_id: int, event: str, payload: dict) -> None:

@@ -28,7 +28,8 @@ def parse_sort(value: str | None) -> tuple[str, bool]:
 
 
 def user_history(user, *, direction: str = "", query: str = "", sort: str = "") -> QuerySet:
-    records = CallRecord.objects.filter(user=user)
+    # A row is open while its call goes on (written at the start so no crash loses it).
+    records = CallRecord.objects.filter(user=user, ended_at__isnull=False)
     if direction in FILTERS:
         records = records.filter(direction=direction)
     text, katakana, digits = search_terms(query)

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from phone.numbers import normalize_number, strip_separators, validate_number
@@ -102,6 +103,11 @@ class CallRecord(models.Model):
     # Talk time, stored so that history sorts by it with an index; None: never answered.
     talk_seconds = models.PositiveIntegerField(null=True, blank=True, editable=False)
     sip_call_id = models.CharField(max_length=255, blank=True)
+    # Why the call ended ("remote-bye", "no-answer", "worker restart", ...).
+    end_reason = models.CharField(_("End reason"), max_length=32, blank=True)
+    # The sipworker (one boot of one process) that owns a row still open (ended_at empty): a
+    # row is written when the call starts and completed when it ends, so no crash loses a call.
+    worker = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("Call history")
@@ -124,6 +130,10 @@ class CallRecord(models.Model):
                 name="callrecord_tenant_number",
             ),
             models.Index(fields=["sip_call_id"], name="callrecord_call_id"),
+            # Calls still open: a starting sipworker closes those a dead one left behind.
+            models.Index(
+                fields=["worker"], condition=Q(ended_at__isnull=True), name="callrecord_open"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,7 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -75,6 +75,12 @@ class Tenant(models.Model):
         max_length=32,
         default="92{ext}",
         help_text=_("{ext} = extension"),
+    )
+    ring_timeout = models.PositiveSmallIntegerField(
+        _("Ring timeout (seconds)"),
+        default=60,
+        validators=[MinValueValidator(5), MaxValueValidator(600)],
+        help_text=_("An incoming call nobody answers ends after this long (480, logged missed)."),
     )
     user_buttons_allowed = models.BooleanField(
         _("Users may assign their own pad buttons"),

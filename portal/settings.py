@@ -232,6 +232,12 @@ SIP_BIND_ADDRESS = env_str("SIP_BIND_ADDRESS", "127.0.0.1")
 # REGISTER expiry asked of the PBX: short enough that a line left behind by a killed process
 # (the embedded default cannot unregister on SIGKILL) lapses within minutes.
 SIP_REGISTER_EXPIRES = env_int("SIP_REGISTER_EXPIRES", 300)
+# OPTIONS keepalive to the PBX every this many seconds: a PBX that stops answering turns the
+# lamp red within about twice this plus the timeout, instead of at the next refresh (0: off).
+SIP_KEEPALIVE_SECONDS = env_int("SIP_KEEPALIVE_SECONDS", 2)
+SIP_KEEPALIVE_TIMEOUT = env_int("SIP_KEEPALIVE_TIMEOUT", 4)
+# Re-registration after a failure backs off (with jitter) up to this many seconds.
+SIP_REREGISTER_MAX_SECONDS = env_int("SIP_REREGISTER_MAX_SECONDS", 8)
 # The address our SDP announces for RTP (where the PBX sends audio); the bind address if empty.
 MEDIA_ADDRESS = env_str("MEDIA_ADDRESS")
 RTP_PORT_MIN = env_int("RTP_PORT_MIN", 20000)

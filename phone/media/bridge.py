@@ -15,10 +15,12 @@ bridge moves 20 ms frames between the two, both ways:
     await bridge.close()      # closes the peer connection, never the leg
 
 One MediaBridge per browser peer connection: a reloaded page makes a new offer, so the call
-gets a new bridge (and `connect(leg)` on it; a leg feeds one bridge at a time, connecting it
-to a second bridge disconnects the first). Losing the browser (ICE/DTLS failure, or the page
-closing its peer) never ends the call: the bridge disconnects itself, goes to "failed" and/or
-"closed", calls `on_state`, and the leg keeps running for whatever the call does next.
+gets a new bridge (and `connect(leg)` on it). A leg must feed one bridge at a time (two
+bridges pulling frames would each get half): the sipworker's line decides which session's
+bridge carries which call, in one place (phone.worker.line). Losing the browser (ICE/DTLS
+failure, or the page closing its peer) never ends the call: the bridge disconnects itself,
+goes to "failed" and/or "closed", calls `on_state`, and the leg keeps running for whatever the
+call does next.
 
 Codec choice (answer to the browser's offer)
 --------------------------------------------
@@ -96,7 +98,6 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import av
 import numpy as np
@@ -372,10 +373,6 @@ class _TickHook:
         self.bridge._source = None
 
 
-# A leg feeds one bridge at a time (two bridges pulling frames would each get half).
-_LEG_OWNER: WeakKeyDictionary[RtpLeg, MediaBridge] = WeakKeyDictionary()
-
-
 class MediaBridge:
     """Audio between one browser peer connection and one call's RtpLeg (see module doc)."""
 
@@ -486,10 +483,6 @@ class MediaBridge:
         if self._leg is leg:
             return
         self.disconnect()
-        other = _LEG_OWNER.get(leg)
-        if other is not None:
-            other.disconnect()
-        _LEG_OWNER[leg] = self
         self._leg = leg
         self._marker = True
         if self._pc is not None:
@@ -500,12 +493,12 @@ class MediaBridge:
 
     def disconnect(self) -> None:
         """Stop bridging. The leg keeps running (it sends silence or its own source)."""
-        leg = self._leg
-        if leg is None:
-            return
         self._leg = None
-        if _LEG_OWNER.get(leg) is self:
-            del _LEG_OWNER[leg]
+
+    @property
+    def source(self) -> ToneSource | None:
+        """What play() set: the tone the browser hears instead of the leg, if any."""
+        return self._source
 
     def play(self, source: ToneSource | None) -> None:
         """Send `source` (8 kHz frames, e.g. JapaneseRingback()) to the browser instead of the

@@ -1,22 +1,32 @@
 """PhoneConsumer (/ws/phone/): the browser's only line to the phone service (design.md §3).
 
 Thin on purpose: authenticate, join the user's group, validate each message against
-phone.signalling.schema, and pass it to the sipworker host through the channel layer. A bad
-message gets an `error` reply; the connection and any call survive.
+phone.signalling.schema, and pass it to the sipworker host through the channel layer
+(phone.signalling.protocol). A bad message gets an `error` reply; the connection and any call
+survive, whatever the message did to us.
+
+The consumer also watches the sipworker's heartbeat: when it stops, the page is told (lamp red)
+within WORKER_LOST_SECONDS; when a worker beats again (or a new one starts) the consumer
+attaches the page to it again, so the line registers and the page recovers without a reload.
 """
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.serializers.json import DjangoJSONEncoder
 
-from phone.signalling import events
+from phone.signalling import events, protocol
+from phone.signalling.protocol import WORKER_LOST_SECONDS, WORKERS_GROUP
 from phone.signalling.schema import SchemaError, error_message, parse_client_message, server_message
-from phone.worker import embedded
-from phone.worker.host import WORKER_CHANNEL
 from portal.models import Profile
+
+log = logging.getLogger(__name__)
 
 
 @database_sync_to_async
@@ -25,6 +35,35 @@ def _tenant_id(user_id: int) -> int | None:
 
 
 class PhoneConsumer(AsyncWebsocketConsumer):
+    attached = False
+    _watchdog: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send):
+        # However this consumer ends (a clean close, an exception, the server cancelling it),
+        # the worker hears that the page went away: a line without pages must not stay
+        # registered, ringing for nobody.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            if self.attached:
+                self.attached = False
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._to_worker_detach())
+
+    async def dispatch(self, message):
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            # A bug of ours must not close the socket (code 1011) and drop the page.
+            log.exception("phone consumer: %s failed", message.get("type"))
+            if message.get("type") == "websocket.receive":
+                with contextlib.suppress(Exception):
+                    await self.send_message(error_message("internal"))
+
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -35,19 +74,25 @@ class PhoneConsumer(AsyncWebsocketConsumer):
         if self.tenant_id is None:
             await self.close(code=4403)
             return
-        self.groups_joined = [events.user_group(self.user_id)]
+        self.groups_joined = [events.user_group(self.user_id), WORKERS_GROUP]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        embedded.ensure_started()
-        await self._to_worker("worker.attach", opened_at=time.time())
+        self.opened_at = time.time()
+        self.worker: str | None = None  # the worker whose heartbeat we hear
+        self.worker_lost = False
+        self.last_beat = time.monotonic()
+        await self._attach()
+        self._watchdog = asyncio.create_task(self._watch_worker())
 
     async def disconnect(self, code):
         if not getattr(self, "groups_joined", None):
             return
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
-        await self._to_worker("worker.detach")
+        if self.attached:
+            self.attached = False
+            await self._to_worker_detach()
 
     async def receive(self, text_data=None, bytes_data=None):
         try:
@@ -58,16 +103,52 @@ class PhoneConsumer(AsyncWebsocketConsumer):
         if message.type == "ping":
             await self.send_message(server_message("pong", id=message.data.get("id")))
             return
-        await self._to_worker("worker.command", command=message.type, data=message.data)
+        command = protocol.make_command(message.type, message.data)
+        await self._to_worker(protocol.Command(self.user_id, self.channel_name, command))
 
-    async def _to_worker(self, kind: str, **fields):
-        await self.channel_layer.send(
-            WORKER_CHANNEL,
-            {"type": kind, "user_id": self.user_id, "session": self.channel_name, **fields},
-        )
+    # -- the worker ----------------------------------------------------------------------------
+
+    async def _attach(self):
+        self.attached = True
+        await self._to_worker(protocol.Attach(self.user_id, self.channel_name, self.opened_at))
+
+    async def _to_worker_detach(self):
+        await self._to_worker(protocol.Detach(self.user_id, self.channel_name))
+
+    async def _to_worker(self, message: protocol.ToWorker):
+        await self.channel_layer.send(protocol.WORKER_CHANNEL, protocol.to_wire(message))
+
+    async def _watch_worker(self):
+        while True:
+            await asyncio.sleep(WORKER_LOST_SECONDS / 3)
+            if not self.worker_lost and time.monotonic() - self.last_beat > WORKER_LOST_SECONDS:
+                self.worker_lost = True
+                await self.send_message(
+                    server_message("worker", state="lost", reason="phone service not responding")
+                )
+
+    async def worker_heartbeat(self, event):
+        worker = event["worker"]
+        self.last_beat = time.monotonic()
+        restarted = self.worker is not None and worker != self.worker
+        self.worker = worker
+        if self.worker_lost or restarted:
+            # Back (or a new worker in its place, knowing nothing of this page): attach again;
+            # the line registers and sends the page its state.
+            self.worker_lost = False
+            await self.send_message(server_message("worker", state="ok", reason=""))
+            await self._attach()
+
+    # -- to the page ---------------------------------------------------------------------------
 
     async def send_message(self, message: dict):
-        await self.send(text_data=json.dumps(message, cls=DjangoJSONEncoder, ensure_ascii=False))
+        try:
+            text = json.dumps(message, cls=DjangoJSONEncoder, ensure_ascii=False)
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate from somewhere (a SIP display name...): escape rather than fail.
+            text = json.dumps(message, cls=DjangoJSONEncoder)
+        await self.send(text_data=text)
 
     # -- channel-layer events (type phone.x → method phone_x) ------------------------------------
 

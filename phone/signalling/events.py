@@ -8,6 +8,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from phone.signalling import protocol
+
 # Channel-layer event types this module's callers send (consumer method = type with . → _).
 ACCOUNT_CHANGED = "phone.account_changed"  # the user's SIP account settings changed
 SETTINGS_CHANGED = "phone.settings_changed"  # CTI settings or pad buttons changed
@@ -35,11 +37,10 @@ def send_on_commit(group: str, event: dict) -> None:
     transaction.on_commit(lambda: async_to_sync(layer.group_send)(group, event))
 
 
-def send_to_worker_on_commit(message: dict) -> None:
-    """A message for the sipworker host (phone.worker.host), after commit."""
-    from phone.worker.host import WORKER_CHANNEL
-
+def send_to_worker_on_commit(message: protocol.ToWorker) -> None:
+    """A message for the sipworker host (phone.signalling.protocol), after commit."""
     layer = get_channel_layer()
     if layer is None:
         return
-    transaction.on_commit(lambda: async_to_sync(layer.send)(WORKER_CHANNEL, message))
+    wire = protocol.to_wire(message)
+    transaction.on_commit(lambda: async_to_sync(layer.send)(protocol.WORKER_CHANNEL, wire))

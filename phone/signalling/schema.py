@@ -9,6 +9,10 @@ import json
 from dataclasses import dataclass
 
 MAX_MESSAGE_BYTES = 64 * 1024  # SDP offers with many candidates stay well below this
+# Bounds of every text field a page sends (issue: every input has a bound and a clear error).
+MAX_NUMBER = 32  # E.164 is at most 15 digits; feature codes and prefixes add a few
+MAX_CALL_ID = 255  # the history column's size; our own Call-IDs are ~35 characters
+MAX_TOKEN = 64
 _STR = (str,)
 _INT = (int,)
 _BOOL = (bool,)
@@ -17,31 +21,39 @@ _LIST = (list,)
 _ANY_SCALAR = (str, int, type(None))
 
 
-def _f(types, required=True):
-    return (types, required)
+def _f(types, required=True, max_length=None):
+    return (types, required, max_length)
+
+
+def _call(**fields):
+    """A command that acts on one call: it always names it (never "the current call")."""
+    return {"call_id": _f(_STR, max_length=MAX_CALL_ID), **fields}
 
 
 # client → server
 CLIENT_MESSAGES: dict[str, dict[str, tuple]] = {
-    "dial": {"number": _f(_STR), "line": _f(_STR, False)},
-    "answer": {"call_id": _f(_STR, False)},
-    "reject": {"call_id": _f(_STR, False)},
-    "hangup": {"call_id": _f(_STR, False)},
-    "hold": {},
-    "unhold": {},
-    "dtmf": {"digits": _f(_STR)},
-    "transfer.start": {"number": _f(_STR)},
-    "transfer.complete": {},
-    "transfer.cancel": {},
-    "transfer.blind": {"number": _f(_STR)},
+    "dial": {"number": _f(_STR, max_length=MAX_NUMBER), "line": _f(_STR, False, MAX_NUMBER)},
+    "answer": _call(),
+    "reject": _call(),
+    "hangup": _call(),
+    "hold": _call(),
+    "unhold": _call(),
+    "dtmf": _call(digits=_f(_STR, max_length=MAX_NUMBER)),
+    "transfer.start": _call(number=_f(_STR, max_length=MAX_NUMBER)),  # call_id: the held call
+    "transfer.complete": _call(),  # call_id: the consultation call (its transfer.of is held)
+    "transfer.cancel": _call(),  # call_id: the consultation call
+    "transfer.blind": _call(number=_f(_STR, max_length=MAX_NUMBER)),
     "webrtc.offer": {"sdp": _f(_STR)},
-    "ping": {"id": _f(_ANY_SCALAR, False)},
+    "ping": {"id": _f(_ANY_SCALAR, False, MAX_TOKEN)},
 }
 
 # server → client
 SERVER_MESSAGES: dict[str, dict[str, tuple]] = {
     # state: registering | registered | failed | unregistered; reason: e.g. "403 Forbidden"
     "registration": {"state": _f(_STR), "reason": _f(_STR), "extension": _f(_STR)},
+    # The phone service itself (the sipworker): "lost" when its heartbeat stops, "ok" when it
+    # is back; the page shows the lamp red with the reason meanwhile.
+    "worker": {"state": _f(_STR), "reason": _f(_STR)},
     # state: dialing | ringing | incoming | incall | held | ended
     "call": {
         "id": _f(_STR),
@@ -51,6 +63,8 @@ SERVER_MESSAGES: dict[str, dict[str, tuple]] = {
         "remote_name": _f(_STR),
         "called": _f(_STR),
         "held": _f(_BOOL),
+        # "hold" | "unhold" while that re-INVITE awaits its answer; state changes only on 2xx
+        "pending": _f((str, type(None))),
         "reason": _f(_STR),
         "answered_at": _f((str, type(None))),
         "transfer": _f((dict, type(None))),
@@ -86,6 +100,9 @@ ERROR_CODES = {
     "no_slot": "no such park slot",
     "slot_busy": "the park slot is taken",
     "worker_unavailable": "the phone service is not reachable; try again",
+    "hold_refused": "the other party refused the hold",
+    "too_long": "a field is too long",
+    "internal": "the server could not handle this message; the call goes on",
 }
 
 
@@ -105,7 +122,7 @@ class ClientMessage:
 
 def _check(catalogue: dict, kind: str, data: dict) -> None:
     fields = catalogue[kind]
-    for name, (types, required) in fields.items():
+    for name, (types, required, max_length) in fields.items():
         if name not in data:
             if required:
                 raise SchemaError("bad_field", f"{kind}: '{name}' is required", kind)
@@ -116,9 +133,14 @@ def _check(catalogue: dict, kind: str, data: dict) -> None:
             raise SchemaError("bad_field", f"{kind}: '{name}' has the wrong type", kind)
         if not isinstance(value, types):
             raise SchemaError("bad_field", f"{kind}: '{name}' has the wrong type", kind)
+        if max_length is not None and isinstance(value, str) and len(value) > max_length:
+            raise SchemaError(
+                "too_long", f"{kind}: '{name}' is longer than {max_length} characters", kind
+            )
     unknown = set(data) - set(fields) - {"type"}
     if unknown:
-        raise SchemaError("bad_field", f"{kind}: unknown field(s) {sorted(unknown)}", kind)
+        names = ", ".join(repr(name[:40]) for name in sorted(unknown)[:5])
+        raise SchemaError("bad_field", f"{kind}: unknown field(s) {names}", kind)
 
 
 def parse_client_message(text: str | bytes | None) -> ClientMessage:
@@ -127,8 +149,13 @@ def parse_client_message(text: str | bytes | None) -> ClientMessage:
     if len(text) > MAX_MESSAGE_BYTES:
         raise SchemaError("too_large", ERROR_CODES["too_large"])
     try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+        # Binary frames must be UTF-8 (RFC 8259 §8.1); text frames already are.
+        data = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+        # "\ud800" escapes decode to lone surrogates that no reply could ever echo (UTF-8
+        # cannot encode them): refuse them here, once, for every field and name.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        # RecursionError: 20 000 nested brackets fit in 64 KB and exhaust the parser's stack.
         raise SchemaError("bad_json", ERROR_CODES["bad_json"]) from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise SchemaError("bad_json", ERROR_CODES["bad_json"])

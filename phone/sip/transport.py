@@ -52,6 +52,15 @@ class Core(Protocol):
 CoreT = TypeVar("CoreT", bound=Core)
 
 
+class DatagramSender(Protocol):
+    """The part of an asyncio DatagramTransport the adapter uses (the tests' in-memory network
+    provides the same)."""
+
+    def sendto(self, data: bytes, addr: Addr) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport[Any]) -> None:
         self.owner = owner
@@ -75,7 +84,7 @@ class SipTransport(Generic[CoreT]):
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: DatagramSender | None = None
         self._server: asyncio.Server | None = None
         self._conns: dict[Addr, asyncio.StreamWriter] = {}
         self._connecting: dict[Addr, list[bytes]] = {}
@@ -107,6 +116,26 @@ class SipTransport(Generic[CoreT]):
         self._core = core_factory(self.local_addr)
         self._arm()
         return self
+
+    @classmethod
+    def over(
+        cls,
+        sender: DatagramSender,
+        local_addr: Addr,
+        core_factory: Callable[[Addr], CoreT],
+        on_event: Callable[[Any], None],
+    ) -> SipTransport[CoreT]:
+        """Datagrams through any sender, fed back with :meth:`datagram_received` (tests wire
+        cores together in memory this way, with the real timers and event flushing)."""
+        self: SipTransport[CoreT] = cls("UDP", on_event)
+        self._udp = sender
+        self.local_addr = local_addr
+        self._core = core_factory(local_addr)
+        self._arm()
+        return self
+
+    def datagram_received(self, data: bytes, source: Addr) -> None:
+        self._feed(data, source)
 
     @classmethod
     async def tcp(

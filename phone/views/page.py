@@ -42,6 +42,7 @@ def index(request):
                 "registering": _("Registering"),
                 "failed": _("Registration failed"),
                 "reconnecting": _("Reconnecting"),
+                "worker_lost": _("Phone service not responding"),
                 "incoming_to": _("Call to"),
             },
         },

@@ -23,6 +23,7 @@ class LineConfig:
     transport: str
     display_name: str
     caller_id_method: str = "from"
+    ring_timeout: int = 60
 
     @property
     def proxy_hostport(self) -> tuple[str, int]:
@@ -55,6 +56,7 @@ def load_line(user_id: int) -> LineConfig | None:
         transport=account.tenant.transport,
         display_name=account.user.profile.name,
         caller_id_method=account.tenant.caller_id_method,
+        ring_timeout=account.tenant.ring_timeout,
     )
 
 

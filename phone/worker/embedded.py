@@ -1,8 +1,11 @@
 """The embedded default: the sipworker host runs inside the web process (no Redis, one process).
 
-Started by the first phone page that connects, on the server's own event loop, so the same
-in-memory channel layer carries consumer ↔ host messages. With REDIS_URL set, the host runs in
-`manage.py sipworker` processes instead and this does nothing.
+Started with the ASGI application (`StartsEmbeddedWorker` wraps it in portal.asgi): the first
+request or WebSocket of the process starts the host on the server's own event loop, so the same
+in-memory channel layer carries consumer ↔ host messages, and a restarted server closes the
+calls its previous run left open before any page re-attaches. With REDIS_URL set the host runs
+in `manage.py sipworker` processes instead and this module never imports the SIP or media
+stack.
 """
 
 import asyncio
@@ -20,11 +23,23 @@ _hosts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
 def ensure_started() -> None:
     if not settings.SIPWORKER_EMBEDDED:
         return
-    from phone.worker.host import SipWorkerHost
-
     loop = asyncio.get_running_loop()
     task = _hosts.get(loop)
     if task is not None and not task.done():
         return
+    from phone.worker.host import SipWorkerHost
+
     log.info("starting the embedded sipworker host")
     _hosts[loop] = loop.create_task(SipWorkerHost().run(), name="sipworker")
+
+
+class StartsEmbeddedWorker:
+    """ASGI middleware: the embedded sipworker starts with the application, not with a page."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            ensure_started()
+        return await self.app(scope, receive, send)

@@ -1,9 +1,10 @@
 """Media of calls in the worker: each call's RTP leg towards the PBX, and each browser session's
-WebRTC bridge (phone.media.bridge), joined while the call is that browser's active call.
+WebRTC bridge (phone.media.bridge).
 
 One bridge per browser session, not per call: the page negotiates WebRTC once when it opens,
-and calls (dialled, answered, picked up from park, re-attached after a reload) are connected to
-it without a new offer/answer round trip.
+and calls (dialled, answered, re-attached after a reload) are connected to it without a new
+offer/answer round trip. Which call a bridge carries is decided in one place, the line's
+`route_media`, from `LineCall.session`; this module only carries the decision out.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import logging
 
 from django.conf import settings
 
+from phone.media.bridge import MediaBridge
 from phone.media.leg import RtpLeg
-from phone.media.tones import JapaneseRingback, MusicOnHold
+from phone.media.tones import JapaneseRingback, MusicOnHold, ToneSource
 from phone.sip.sdp import NegotiatedMedia
 
 log = logging.getLogger(__name__)
@@ -21,21 +23,19 @@ log = logging.getLogger(__name__)
 
 def media_address() -> str:
     """The address written into our SDP: where the PBX sends RTP."""
-    return settings.MEDIA_ADDRESS or settings.SIP_BIND_ADDRESS
+    return str(settings.MEDIA_ADDRESS or settings.SIP_BIND_ADDRESS)
 
 
 class MediaHub:
     """The browser-side bridges of every session this worker serves."""
 
     def __init__(self) -> None:
-        self.bridges: dict[str, object] = {}
+        self.bridges: dict[str, MediaBridge] = {}
 
-    def bridge_for(self, session: str):
-        return self.bridges.get(session)
+    def bridge_for(self, session: str | None) -> MediaBridge | None:
+        return self.bridges.get(session) if session is not None else None
 
     async def browser_offer(self, session: str, sdp: str) -> str:
-        from phone.media.bridge import MediaBridge
-
         old = self.bridges.pop(session, None)
         if old is not None:
             await old.close()
@@ -54,15 +54,14 @@ class MediaHub:
 
 
 class CallMedia:
-    """One call's RTP leg and whichever browser bridge currently carries its audio."""
+    """One call's RTP leg, and what the far end and the browser hear besides the other party."""
 
     def __init__(self, leg: RtpLeg):
         self.leg = leg
         self.address = media_address()
         self.port = leg.local_port
-        self.bridge = None
-        self.live = False  # answered and not on hold: audio flows between leg and browser
-        self.ringing = False
+        # One ringback per call, so that re-routing keeps its cadence (1 s on, 2 s off).
+        self.ringback: ToneSource = JapaneseRingback()
 
     @classmethod
     async def open(cls) -> CallMedia:
@@ -71,51 +70,12 @@ class CallMedia:
         )
         return cls(leg)
 
-    def attach_browser(self, bridge) -> None:
-        if bridge is self.bridge:
-            return
-        self.detach_browser()
-        self.bridge = bridge
-        self._apply()
-
-    def detach_browser(self) -> None:
-        if self.bridge is not None:
-            self.bridge.disconnect()
-            self.bridge.play(None)
-        self.bridge = None
-
-    def ringback(self) -> None:
-        """Outgoing call not answered yet: the caller hears Japanese ringback (400 Hz, 16 Hz
-        modulated, 1 s on / 2 s off) generated here."""
-        self.ringing = True
-        self._apply()
-
-    def connected(self) -> None:
-        self.ringing = False
-        self.live = True
-        self.leg.source = None
-        self._apply()
-
-    def hold(self) -> None:
-        """Music on hold to the far end; the browser hears nothing of the call meanwhile."""
-        self.live = False
-        self.leg.source = MusicOnHold()
-        self._apply()
-
-    def resume(self) -> None:
-        self.leg.source = None
-        self.live = True
-        self._apply()
-
-    def _apply(self) -> None:
-        if self.bridge is None:
-            return
-        if self.live:
-            self.bridge.play(None)
-            self.bridge.connect(self.leg)
-        else:
-            self.bridge.disconnect()
-            self.bridge.play(JapaneseRingback() if self.ringing else None)
+    def far_end_hears_music(self, on: bool) -> None:
+        """Music on hold to the far end while we hold the call."""
+        if on and not isinstance(self.leg.source, MusicOnHold):
+            self.leg.source = MusicOnHold()
+        elif not on:
+            self.leg.source = None
 
     def update_remote(self, media: NegotiatedMedia) -> None:
         """After each offer/answer (RFC 3264): where to send, which G.711 law, DTMF type."""
@@ -128,5 +88,18 @@ class CallMedia:
         self.leg.send_dtmf(digits)
 
     async def close(self) -> None:
-        self.detach_browser()
         await self.leg.aclose()
+
+
+def carry(bridge: MediaBridge, media: CallMedia | None, *, live: bool, ringback: bool) -> None:
+    """Make `bridge` carry what the line decided: the call's audio (live), its ringback, or
+    nothing. Only changes what differs, so the browser's stream is not re-marked needlessly."""
+    if media is not None and live:
+        if bridge.source is not None:
+            bridge.play(None)
+        bridge.connect(media.leg)
+        return
+    bridge.disconnect()
+    tone = media.ringback if media is not None and ringback else None
+    if bridge.source is not tone:
+        bridge.play(tone)

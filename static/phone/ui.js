@@ -40,6 +40,12 @@ export class PhoneUI {
       if (m.what === "history") window.htmx?.trigger(document.body, "history-changed");
     });
     socket.on("socket.closed", () => this.lamp("pending", LABELS.reconnecting));
+    // The phone service (sipworker) stopped answering: red lamp until it is back and the line
+    // has registered again (the server re-attaches this page by itself).
+    socket.on("worker", (m) => {
+      if (m.state === "lost") this.lamp("fail", LABELS.worker_lost);
+      else this.lamp("pending", "");
+    });
     socket.on("vm.status", (m) => {
       // 留守電状態 lights while voicemail is waiting (RFC 3842 message-summary).
       const button = $("vm-status-btn");
@@ -64,20 +70,28 @@ export class PhoneUI {
       if (call?.state === "incoming") this.socket.send("reject", { call_id: call.id });
       else if (call) this.socket.send("hangup", { call_id: call.id });
     });
+    // Every command names its call: the one this page shows (the server never guesses).
     $("hold-btn").addEventListener("click", () => {
       const call = this.call;
       // During a consultation 保留 stops calling the transfer target (seed 3-3 ②).
-      if (call?.transfer) this.socket.send("transfer.cancel");
-      else if (call?.state === "incall") this.socket.send("hold");
-      else if (call?.state === "held") this.socket.send("unhold");
+      if (call?.transfer) this.socket.send("transfer.cancel", { call_id: call.id });
+      else if (call?.state === "incall") this.socket.send("hold", { call_id: call.id });
+      else if (call?.state === "held") this.socket.send("unhold", { call_id: call.id });
     });
     $("transfer-btn").addEventListener("click", () => {
       const number = $("dial-input").value.replace(/[^0-9*#+]/g, "");
-      if (this.call?.state === "held" && number) this.socket.send("transfer.start", { number });
+      const call = this.call;
+      if (call?.state === "held" && number) {
+        this.socket.send("transfer.start", { call_id: call.id, number });
+      }
     });
-    $("transfer-complete-btn").addEventListener("click", () => this.socket.send("transfer.complete"));
+    $("transfer-complete-btn").addEventListener("click", () => {
+      const call = this.call;
+      if (call?.transfer) this.socket.send("transfer.complete", { call_id: call.id });
+    });
     document.addEventListener("phone:digit", (event) => {
-      if (this.call?.state === "incall") this.socket.send("dtmf", { digits: event.detail.key });
+      const call = this.call;
+      if (call?.state === "incall") this.socket.send("dtmf", { call_id: call.id, digits: event.detail.key });
     });
     document.addEventListener("phone:dial", (event) => this.dial(event.detail.number));
     document.addEventListener("click", (event) => {

@@ -1,0 +1,772 @@
+"""One user's SIP line as an actor (design.md §7): registration, calls and the open pages.
+
+Everything that changes a line reaches it as a message in its one queue, handled in order by
+its one task: commands from the pages (phone.signalling.protocol), events of its UserAgent
+(the transport posts them; the sans-I/O core never runs our code), and its own timers. No other
+task touches `calls`, so a CANCEL that lands while an answer waits for its RTP port is simply
+the next message; after every await the handler checks again what the UA says before acting.
+
+Every command names the call it acts on. A call's state lives in phone.worker.call.LineCall,
+derived from the UA's reports; which browser session hears which call is decided in one place,
+`route_media`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from phone import actions
+from phone.numbers import clean_number
+from phone.signalling import protocol
+from phone.signalling.protocol import (
+    Answer,
+    Attach,
+    Command,
+    Detach,
+    Dial,
+    Dtmf,
+    Hangup,
+    Hold,
+    Reject,
+    Reload,
+    TransferBlind,
+    TransferCancel,
+    TransferComplete,
+    TransferStart,
+    Unhold,
+    WebrtcOffer,
+)
+from phone.signalling.schema import error_message, server_message
+from phone.sip.errors import SipError
+from phone.sip.registration import RegistrationState, RegistrationStateChanged
+from phone.sip.sdp import SdpNegotiationError, SessionDescription, build_offer, negotiate_answer
+from phone.sip.transaction import Addr, MalformedMessage
+from phone.sip.useragent import (
+    CallState,
+    CallStateChanged,
+    HoldChanged,
+    IncomingCall,
+    MediaUpdated,
+    MessageSummary,
+    TransferProgress,
+    TransferRequested,
+    UntrustedRequests,
+    UserAgent,
+    UserAgentConfig,
+)
+from phone.worker import db
+from phone.worker.call import LineCall, Phase
+from phone.worker.media import CallMedia, MediaHub, carry
+
+log = logging.getLogger(__name__)
+
+_REGISTRATION = {
+    RegistrationState.REGISTERED: "registered",
+    RegistrationState.REGISTERING: "registering",
+    RegistrationState.FAILED: "failed",
+}
+_DTMF = set("0123456789*#ABCD")
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The grace after the last page closed ran out: unregister if still idle (seed 1-4)."""
+
+
+LineInput = protocol.ToWorker | Release | Any  # Any: the UserAgent's events (UaEvent)
+
+
+class SipPort(Protocol):
+    """What a line needs of its SIP transport (phone.sip.transport.SipTransport, or the
+    in-memory one of the tests)."""
+
+    local_addr: Addr
+
+    @property
+    def core(self) -> UserAgent: ...
+
+    def execute(self, command: Callable[[float], Any]) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+OpenSip = Callable[
+    [db.LineConfig, Callable[[Addr], UserAgent], Callable[[Any], None]], Awaitable[SipPort]
+]
+
+
+class LineHost(Protocol):
+    """What a line needs of the process hosting it (phone.worker.host.SipWorkerHost)."""
+
+    worker_id: str
+    media: MediaHub
+    open_sip: OpenSip
+    open_media: Callable[[], Awaitable[CallMedia]]
+
+    async def send(self, session: str, message: dict[str, Any]) -> None: ...
+
+    def forget(self, line: Line) -> None: ...
+
+
+class Line:
+    def __init__(self, host: LineHost, user_id: int) -> None:
+        self.host = host
+        self.user_id = user_id
+        self.sessions: dict[str, float] = {}  # channel → opened_at
+        self.calls: dict[str, LineCall] = {}
+        self.config: db.LineConfig | None = None
+        self.transport: SipPort | None = None
+        self.registration = ("unregistered", "")
+        self.inbox: asyncio.Queue[LineInput] = asyncio.Queue()
+        self.closed = False
+        self._release: asyncio.TimerHandle | None = None
+        self._mwi_subscribed = False
+        self._user_name = ""
+        self.task = asyncio.create_task(self._run(), name=f"line-{user_id}")
+
+    def post(self, item: LineInput) -> None:
+        self.inbox.put_nowait(item)
+
+    @property
+    def ua(self) -> UserAgent:
+        if self.transport is None:
+            raise SipError("the line is not started")
+        return self.transport.core
+
+    def _sip(self, command: Callable[[float], Any]) -> Any:
+        """Run a UserAgent command (`lambda now: self.ua.hold(now, call_id)`) and send what
+        it produced."""
+        if self.transport is None:
+            raise SipError("the line is not started")
+        return self.transport.execute(command)
+
+    # -- the actor loop ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self.closed:
+            item = await self.inbox.get()
+            try:
+                await self._handle(item)
+            except Exception:
+                log.exception("line %s: handling %s failed", self.user_id, type(item).__name__)
+
+    async def _handle(self, item: LineInput) -> None:
+        match item:
+            case Attach(session=session, opened_at=opened_at):
+                await self._attach(session, opened_at)
+            case Detach(session=session):
+                await self._detach(session)
+            case Command(session=session, command=command):
+                if session not in self.sessions:
+                    await self._attach(session, time.time())
+                await self._command(session, command)
+            case Reload():
+                await self._reload()
+            case Release():
+                await self._release_if_idle()
+            case RegistrationStateChanged():
+                await self._on_registration(item)
+            case IncomingCall():
+                await self._on_incoming(item)
+            case CallStateChanged():
+                await self._on_call_state(item)
+            case MediaUpdated(call_id=call_id, media=media):
+                call = self.calls.get(call_id)
+                if call is not None and call.media is not None and media is not None:
+                    call.media.update_remote(media)
+            case HoldChanged():
+                await self._on_hold_changed(item)
+            case TransferProgress():
+                await self._on_transfer_progress(item)
+            case TransferRequested(call_id=call_id):
+                # We are the held party of someone else's transfer: not handled yet (the
+                # call-control issue); the transferor sees the transfer fail and keeps us.
+                log.info("line %s: REFER on %s not acted on", self.user_id, call_id)
+            case MessageSummary(waiting=waiting, new=new, old=old):
+                await self.broadcast(server_message("vm.status", waiting=waiting, new=new, old=old))
+            case UntrustedRequests(count=count, last_source=source, last_method=method):
+                # Bounded by the UA: at most one such report a minute, whatever the flood.
+                log.warning(
+                    "line %s: refused %d out-of-dialog request(s) from outside the PBX "
+                    "(last: %s from %s:%s)",
+                    self.user_id,
+                    count,
+                    method,
+                    *source,
+                )
+            case MalformedMessage():
+                pass  # logged by the transport; the transaction layer answered 400
+            case _:
+                log.warning("line %s: unexpected %r", self.user_id, item)
+
+    # -- pages ------------------------------------------------------------------------------
+
+    @property
+    def newest_session(self) -> str | None:
+        """The most recently opened page rings (seed 1-4)."""
+        if not self.sessions:
+            return None
+        return max(self.sessions.items(), key=lambda item: item[1])[0]
+
+    async def _attach(self, session: str, opened_at: float) -> None:
+        self.sessions[session] = opened_at
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        if self.transport is None:
+            await self._start()
+        await self.send(session, self._registration_message())
+        await self.send(
+            session, server_message("calls", calls=[c.message() for c in self.calls.values()])
+        )
+
+    async def _detach(self, session: str) -> None:
+        self.sessions.pop(session, None)
+        for call in self.calls.values():
+            if call.session == session:
+                call.session = None
+        await self.host.media.drop_session(session)
+        self.route_media()
+        if not self.sessions:
+            # Registered a little longer, so a reload does not unregister and re-register (and
+            # a call arriving in between still reaches the user); then released (seed 1-4).
+            self._schedule_release(settings.SIPWORKER_RELEASE_SECONDS)
+
+    def _schedule_release(self, delay: float) -> None:
+        if self._release is not None:
+            self._release.cancel()
+        self._release = asyncio.get_running_loop().call_later(delay, self.post, Release())
+
+    async def _release_if_idle(self) -> None:
+        self._release = None
+        if self.sessions or self.calls or not self.inbox.empty():
+            return
+        # Forgotten first: a page opening meanwhile gets a new line, not this closing one.
+        self.host.forget(self)
+        self.closed = True
+        await self.stop()
+
+    # -- registration -----------------------------------------------------------------------
+
+    def _registration_message(self) -> dict[str, Any]:
+        state, reason = self.registration
+        extension = self.config.extension if self.config else ""
+        return server_message("registration", state=state, reason=reason, extension=extension)
+
+    async def _set_registration(self, state: str, reason: str = "") -> None:
+        self.registration = (state, reason)
+        await self.broadcast(self._registration_message())
+
+    async def _start(self) -> None:
+        self.config = config = await database_sync_to_async(db.load_line)(self.user_id)
+        if config is None:
+            await self._set_registration("failed", "no SIP account")
+            return
+        self._user_name = config.display_name
+        try:
+            host, port = config.proxy_hostport
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            proxy_addr = (str(infos[0][4][0]), int(infos[0][4][1]))
+        except OSError as exc:
+            await self._set_registration("failed", f"DNS: {exc.strerror or exc}")
+            return
+
+        def make_ua(local_addr: Addr) -> UserAgent:
+            return UserAgent(
+                UserAgentConfig(
+                    username=config.extension,
+                    domain=config.domain,
+                    local_addr=local_addr,
+                    password=config.password,
+                    auth_username=config.auth_user,
+                    display_name=config.display_name or None,
+                    transport=config.transport.upper() if config.transport != "tls" else "TCP",
+                    proxy_addr=proxy_addr,
+                    expires=settings.SIP_REGISTER_EXPIRES,
+                    refresh_jitter=0.2,
+                    # Out-of-dialog requests only from the PBX we register with: no ghost
+                    # calls or spoofed caller ids from anyone who finds our port.
+                    trusted_sources=frozenset({proxy_addr}),
+                    ring_timeout=float(config.ring_timeout),
+                    keepalive_interval=float(settings.SIP_KEEPALIVE_SECONDS) or None,
+                    keepalive_timeout=float(settings.SIP_KEEPALIVE_TIMEOUT),
+                    reregister_max=float(settings.SIP_REREGISTER_MAX_SECONDS),
+                    register_retry_max=float(settings.SIP_REREGISTER_MAX_SECONDS),
+                )
+            )
+
+        self.transport = await self.host.open_sip(config, make_ua, self.post)
+        await self._set_registration("registering")
+        self._sip(self.ua.register)
+
+    async def _on_registration(self, event: RegistrationStateChanged) -> None:
+        await self._set_registration(_REGISTRATION.get(event.state, "unregistered"), event.reason)
+        if event.state is RegistrationState.REGISTERED and not self._mwi_subscribed:
+            # Voicemail waiting (RFC 3842) lights 留守電状態; unsolicited NOTIFYs work too.
+            self._mwi_subscribed = True
+            self._sip(self.ua.subscribe_mwi)
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            self._hangup(call)
+            await self._finish(call, "local-bye")
+        if self.transport is not None:
+            transport = self.transport
+            with contextlib.suppress(Exception):
+                self._sip(self.ua.unregister)
+            # Give the REGISTER with Expires: 0 a moment to leave before the socket closes.
+            await asyncio.sleep(0.2)
+            await transport.close()
+            self.transport = None
+            self._mwi_subscribed = False
+        self.registration = ("unregistered", "")
+
+    async def _reload(self) -> None:
+        """The SIP account changed in settings: register the new one now (no reload needed)."""
+        if self.calls:
+            return  # never cut a call; the next attach after the calls end picks it up
+        await self.stop()
+        if self.sessions:
+            await self._start()
+
+    # -- calls: SIP events ------------------------------------------------------------------
+
+    async def _on_incoming(self, event: IncomingCall) -> None:
+        remote = event.caller.uri.user or str(event.caller.uri)
+        called = event.request_uri.user or (self.config.extension if self.config else "")
+        call = LineCall(
+            id=event.call_id, direction="in", remote=remote, called=called, phase=Phase.INCOMING
+        )
+        call.offer = event.offer
+        self.calls[call.id] = call
+        self._sip(lambda now: self.ua.ring(now, call.id))
+        # The history row and the phonebook name after the 180 has left: the caller hears
+        # ringing without waiting on the database.
+        await self._open_record(call)
+        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, remote)
+        if call.ended:
+            return  # cancelled while we looked the name up: _finish has told the pages
+        await self.broadcast(call.message())
+        target = self.newest_session
+        if target is not None:
+            await self.send(
+                target,
+                server_message(
+                    "incoming",
+                    id=call.id,
+                    remote=call.remote,
+                    remote_name=call.remote_name,
+                    called=call.called,
+                ),
+            )
+            await self.send(target, self._cti(call, "ring"))
+        await database_sync_to_async(actions.do_call_event)(
+            self.user_id, "call.ringing", {"call_id": call.id, "from": call.remote, "to": called}
+        )
+
+    async def _on_call_state(self, event: CallStateChanged) -> None:
+        call = self.calls.get(event.call_id)
+        if call is None:
+            if event.state is CallState.TERMINATED and self.transport is not None:
+                # A call we already ended locally (hang-up before any answer): now the UA
+                # is done with it too.
+                self.ua.forget(event.call_id)
+            return
+        first_answer = event.state is CallState.CONNECTED and call.answered_at is None
+        if not call.on_ua_state(event.state, event.status, event.reason):
+            return
+        if call.ended:
+            await self._finish(call, call.reason, event.status)
+            return
+        self.route_media()
+        await self.broadcast(call.message())
+        if first_answer:
+            if call.direction == "in" and call.session is not None:
+                await self.send(call.session, self._cti(call, "answer"))
+            await database_sync_to_async(actions.do_call_event)(
+                self.user_id,
+                "call.answered",
+                {"call_id": call.id, ("from" if call.direction == "in" else "to"): call.remote},
+            )
+
+    async def _on_hold_changed(self, event: HoldChanged) -> None:
+        call = self.calls.get(event.call_id)
+        if call is None:
+            return
+        asked = call.pending or "hold"
+        call.on_hold_result(event.held, event.ok)
+        self.route_media()
+        await self.broadcast(call.message())
+        if not event.ok:
+            reason = f"{event.status} {event.reason}".strip()
+            await self.broadcast(
+                error_message("hold_refused", f"the other party refused ({reason})", asked)
+            )
+
+    async def _on_transfer_progress(self, event: TransferProgress) -> None:
+        call = self.calls.get(event.call_id)
+        if call is None or not event.final:
+            return
+        if 200 <= event.status < 300:
+            # The transfer completed (blind or attended): our part of the call is over.
+            self._hangup(call)
+            await self._finish(call, "transferred")
+            for consult in [c for c in self.calls.values() if c.consult_of == call.id]:
+                self._hangup(consult)
+                await self._finish(consult, "transferred")
+        else:
+            await self.broadcast(
+                error_message(
+                    "bad_state",
+                    f"transfer failed ({event.status} {event.reason})".strip(),
+                    "transfer",
+                )
+            )
+
+    # -- calls: commands --------------------------------------------------------------------
+
+    async def _command(self, session: str, command: protocol.BrowserCommand) -> None:
+        if self.transport is None and not isinstance(command, WebrtcOffer):
+            await self._refuse(session, "no_account", command)
+            return
+        match command:
+            case Dial(number=number, line=line):
+                await self._dial(session, number, line)
+            case Answer(call_id=call_id):
+                await self._answer(session, call_id)
+            case Reject(call_id=call_id):
+                await self._reject(session, call_id)
+            case Hangup(call_id=call_id):
+                await self._hangup_command(session, call_id)
+            case Hold(call_id=call_id):
+                await self._hold(session, call_id, True)
+            case Unhold(call_id=call_id):
+                await self._hold(session, call_id, False)
+            case Dtmf(call_id=call_id, digits=digits):
+                await self._dtmf(session, call_id, digits)
+            case TransferStart(call_id=call_id, number=number):
+                await self._transfer_start(session, call_id, number)
+            case TransferComplete(call_id=call_id):
+                await self._transfer_complete(session, call_id)
+            case TransferCancel(call_id=call_id):
+                await self._transfer_cancel(session, call_id)
+            case TransferBlind(call_id=call_id, number=number):
+                await self._transfer_blind(session, call_id, number)
+            case WebrtcOffer(sdp=sdp):
+                await self._webrtc_offer(session, sdp)
+
+    async def _refuse(
+        self, session: str, code: str, command: protocol.BrowserCommand, text: str | None = None
+    ) -> None:
+        await self.send(session, error_message(code, text, protocol.command_name(command)))
+
+    async def _webrtc_offer(self, session: str, sdp: str) -> None:
+        answer = await self.host.media.browser_offer(session, sdp)
+        await self.send(session, server_message("webrtc.answer", sdp=answer))
+        # A reloaded page gets its running call's audio back at once.
+        for call in self.calls.values():
+            if call.session is None or call.session not in self.sessions:
+                call.session = session
+        self.route_media()
+
+    async def _dial(self, session: str, number: str, line: str) -> None:
+        command = Dial(number, line)
+        try:
+            number = clean_number(number)
+        except ValidationError as exc:
+            await self._refuse(session, "bad_number", command, " ".join(exc.messages))
+            return
+        if any(
+            c.phase in (Phase.DIALING, Phase.RINGING, Phase.INCALL) for c in self.calls.values()
+        ):
+            await self._refuse(session, "bad_state", command, "already in a call")
+            return
+        if line and line not in await database_sync_to_async(db.line_numbers)(self.user_id):
+            await self._refuse(session, "not_allowed", command, "no such line")
+            return
+        # Dialling while a call is held starts a consultation, as 転送 does (seed 3-3).
+        held = next((c for c in self.calls.values() if c.phase is Phase.HELD), None)
+        await self._place_call(session, number, consult_of=held.id if held else None, line=line)
+
+    def _caller_id(self, number: str, line: str) -> tuple[str, dict[str, Any]]:
+        """How a line button's number reaches the PBX (発番号選択, seed 1-2 and 6-1): the dialled
+        number and the keyword arguments of UserAgent.call for the tenant's method."""
+        if not line or self.config is None:
+            return number, {}
+        method, domain = self.config.caller_id_method, self.config.domain
+        if method == "ppi":  # RFC 3325 §9.3
+            return number, {"headers": [("P-Preferred-Identity", f"<sip:{line}@{domain}>")]}
+        if method == "pai":  # RFC 3325 §9.1, for PBXs that trust us
+            return number, {"headers": [("P-Asserted-Identity", f"<sip:{line}@{domain}>")]}
+        if method == "prefix":  # e.g. a PBX that reads "<line>#<number>"
+            return f"{line}#{number}", {}
+        return number, {"from_user": line}
+
+    async def _place_call(
+        self, session: str, number: str, *, consult_of: str | None, line: str = ""
+    ) -> None:
+        media = await self.host.open_media()
+        if self.transport is None or self.config is None:
+            await media.close()  # the line stopped while the port opened
+            return
+        offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
+        target, options = self._caller_id(number, line)
+        call_id = f"{secrets.token_hex(12)}@{self.transport.local_addr[0]}"
+        call = LineCall(
+            id=call_id,
+            direction="out",
+            remote=number,
+            called=self.config.extension,
+            media=media,
+            session=session,
+            consult_of=consult_of,
+        )
+        self.calls[call_id] = call
+        try:
+            self._sip(lambda now: self.ua.call(now, target, offer, call_id=call_id, **options))
+        except SipError as exc:
+            log.warning("line %s: dial %s failed: %s", self.user_id, number, exc)
+            await self._finish(call, "failed")
+            return
+        self.route_media()
+        await self._open_record(call)
+        # The phonebook name once the INVITE is on its way (no database before it leaves).
+        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
+        if not call.ended:
+            await self.broadcast(call.message())
+
+    async def _answer(self, session: str, call_id: str) -> None:
+        command = Answer(call_id)
+        call = self.calls.get(call_id)
+        if call is None or call.phase is not Phase.INCOMING:
+            await self._refuse(session, "no_call", command)
+            return
+        media = await self.host.open_media()
+        # The caller may have given up while the port opened: the UA has ended the call and
+        # its end is the next message in our queue. Check the UA, not our copy.
+        ua_call = self.ua.calls.get(call_id) if self.transport is not None else None
+        if call.ended or ua_call is None or ua_call.state is not CallState.INCOMING:
+            await media.close()
+            await self._refuse(session, "no_call", command, "the caller hung up")
+            return
+        try:
+            sdp = self._answer_sdp(call.offer, media)
+        except SdpNegotiationError as exc:
+            await media.close()
+            log.info("line %s: cannot answer %s: %s", self.user_id, call_id, exc)
+            self._sip(lambda now: self.ua.reject(now, call_id, 488))
+            return
+        call.media = media
+        call.session = session
+        # The UA reports CONNECTED next (and MediaUpdated); the call's phase follows that.
+        self._sip(lambda now: self.ua.answer(now, call_id, sdp))
+
+    @staticmethod
+    def _answer_sdp(offer: SessionDescription | None, media: CallMedia) -> SessionDescription:
+        session_id = str(secrets.randbelow(10**9))
+        if offer is None:
+            # RFC 3261 §13.2.1: an INVITE without SDP gets our offer in the 200 (answer in ACK).
+            return build_offer(media.address, media.port, session_id=session_id)
+        return negotiate_answer(offer, media.address, media.port, session_id=session_id)
+
+    async def _reject(self, session: str, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.phase is not Phase.INCOMING:
+            await self._refuse(session, "no_call", Reject(call_id))
+            return
+        call.rejected = True
+        self._sip(lambda now: self.ua.reject(now, call_id, 486))
+
+    async def _hangup_command(self, session: str, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            await self._refuse(session, "no_call", Hangup(call_id))
+            return
+        if call.phase is Phase.INCOMING:
+            call.rejected = True
+        self._hangup(call)
+        # Ended for the user now, whatever the far end takes to confirm (a CANCEL waits for
+        # a provisional, RFC 3261 §9.1); the UA's late TERMINATED finds no call and is dropped.
+        await self._finish(call, "local-bye")
+
+    def _hangup(self, call: LineCall) -> None:
+        if self.transport is not None:
+            try:
+                self._sip(lambda now: self.ua.hangup(now, call.id))
+            except SipError as exc:
+                log.info("line %s: hang-up of %s: %s", self.user_id, call.id, exc)
+
+    async def _hold(self, session: str, call_id: str, hold: bool) -> None:
+        command: protocol.BrowserCommand = Hold(call_id) if hold else Unhold(call_id)
+        call = self.calls.get(call_id)
+        wanted_from = Phase.INCALL if hold else Phase.HELD
+        if call is None or call.phase is not wanted_from or call.pending is not None:
+            await self._refuse(session, "bad_state", command)
+            return
+        try:
+            self._sip(
+                (lambda now: self.ua.hold(now, call_id))
+                if hold
+                else (lambda now: self.ua.unhold(now, call_id))
+            )
+        except SipError:
+            await self._refuse(session, "bad_state", command)
+            return
+        call.request_hold(hold)
+        if not hold:
+            call.session = session  # the page that takes the call back hears it
+        await self.broadcast(call.message())
+
+    async def _dtmf(self, session: str, call_id: str, digits: str) -> None:
+        call = self.calls.get(call_id)
+        tones = "".join(ch for ch in digits.upper() if ch in _DTMF)
+        if call is None or call.phase is not Phase.INCALL or call.media is None or not tones:
+            await self._refuse(session, "bad_state", Dtmf(call_id, digits))
+            return
+        call.media.dtmf(tones)
+
+    # Attended transfer (seed 3-3): hold → number → 転送 calls the target → 転送実行 hands the held
+    # caller over (REFER with Replaces, RFC 3515 + RFC 3891); 保留 instead gives up the attempt.
+
+    def _consultation_for(self, held_id: str) -> LineCall | None:
+        return next((c for c in self.calls.values() if c.consult_of == held_id), None)
+
+    async def _transfer_start(self, session: str, call_id: str, number: str) -> None:
+        command = TransferStart(call_id, number)
+        try:
+            number = clean_number(number)
+        except ValidationError as exc:
+            await self._refuse(session, "bad_number", command, " ".join(exc.messages))
+            return
+        held = self.calls.get(call_id)
+        if held is None or held.phase is not Phase.HELD or self._consultation_for(call_id):
+            await self._refuse(session, "bad_state", command)
+            return
+        await self._place_call(session, number, consult_of=held.id)
+
+    async def _transfer_complete(self, session: str, call_id: str) -> None:
+        consult = self.calls.get(call_id)
+        held = self.calls.get(consult.consult_of) if consult and consult.consult_of else None
+        if consult is None or held is None or consult.phase is not Phase.INCALL:
+            await self._refuse(session, "bad_state", TransferComplete(call_id))
+            return
+        try:
+            self._sip(
+                lambda now: self.ua.refer(now, held.id, consult.remote, replaces_call=consult.id)
+            )
+        except SipError:
+            await self._refuse(session, "bad_state", TransferComplete(call_id))
+
+    async def _transfer_cancel(self, session: str, call_id: str) -> None:
+        consult = self.calls.get(call_id)
+        if consult is None or consult.consult_of is None:
+            await self._refuse(session, "bad_state", TransferCancel(call_id))
+            return
+        self._hangup(consult)
+        await self._finish(consult, "transfer-cancelled")
+
+    async def _transfer_blind(self, session: str, call_id: str, number: str) -> None:
+        command = TransferBlind(call_id, number)
+        try:
+            number = clean_number(number)
+        except ValidationError as exc:
+            await self._refuse(session, "bad_number", command, " ".join(exc.messages))
+            return
+        call = self.calls.get(call_id)
+        if call is None or not call.live:
+            await self._refuse(session, "bad_state", command)
+            return
+        try:
+            self._sip(lambda now: self.ua.refer(now, call_id, number))
+        except SipError:
+            await self._refuse(session, "bad_state", command)
+
+    # -- the end of a call ------------------------------------------------------------------
+
+    async def _finish(self, call: LineCall, reason: str, status: int | None = None) -> None:
+        """Close a call's media, complete its history row, then tell the pages (in that
+        order: a page that refreshes 履歴 on "ended" finds the row)."""
+        if self.calls.get(call.id) is not call:
+            return
+        call.end(reason, status)
+        log.info("line %s: call %s (%s) ended: %s", self.user_id, call.id, call.direction, reason)
+        del self.calls[call.id]
+        if call.media is not None:
+            await call.media.close()
+        if self.transport is not None:
+            self.ua.forget(call.id)
+        self.route_media()
+        try:
+            await database_sync_to_async(actions.do_close_call)(
+                self.user_id, call.record_id, call.history_fields(self.user_id, self._user_name)
+            )
+        except Exception:
+            log.exception("line %s: could not log call %s", self.user_id, call.id)
+        await self.broadcast(call.message())
+        if not self.sessions and not self.calls:
+            self.post(Release())
+
+    async def _open_record(self, call: LineCall) -> None:
+        try:
+            call.record_id = await database_sync_to_async(actions.do_open_call)(
+                self.user_id,
+                self.host.worker_id,
+                call.history_fields(self.user_id, self._user_name),
+            )
+        except Exception:
+            # Not fatal: the row is written whole when the call ends.
+            log.exception("line %s: could not open the history row of %s", self.user_id, call.id)
+
+    # -- media routing: the one place that says who hears what -----------------------------
+
+    def route_media(self) -> None:
+        """Apply the calls' state to the media: music on hold to held far ends, and to each
+        page's bridge the one call it should carry (live audio, or ringback while dialling)."""
+        for call in self.calls.values():
+            if call.media is not None:
+                call.media.far_end_hears_music(call.phase is Phase.HELD)
+        for session in self.sessions:
+            bridge = self.host.media.bridge_for(session)
+            if bridge is None:
+                continue
+            call = self._audible_call(session)
+            carry(
+                bridge,
+                call.media if call is not None else None,
+                live=call is not None and call.phase is Phase.INCALL,
+                ringback=call is not None and call.phase in (Phase.DIALING, Phase.RINGING),
+            )
+
+    def _audible_call(self, session: str) -> LineCall | None:
+        mine = [c for c in self.calls.values() if c.session == session and c.media is not None]
+        for phase in (Phase.INCALL, Phase.RINGING, Phase.DIALING):
+            for call in mine:
+                if call.phase is phase:
+                    return call
+        return None
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _cti(self, call: LineCall, phase: str) -> dict[str, Any]:
+        return server_message(
+            "cti.popup", number=call.remote, called=call.called, call_id=call.id, phase=phase
+        )
+
+    async def send(self, session: str, message: dict[str, Any]) -> None:
+        await self.host.send(session, message)
+
+    async def broadcast(self, message: dict[str, Any]) -> None:
+        for session in list(self.sessions):
+            await self.send(session, message)

@@ -1,0 +1,350 @@
+"""The line actor (phone.worker.line) against SIP peers wired in memory: no PBX, no sockets for
+SIP, the real host, channel layer, database and RTP legs.
+
+Each test plays the PBX and the other party with a FarEnd at PBX (the line's outbound proxy),
+and the page with a channel of the in-memory layer.
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from channels.db import database_sync_to_async
+
+from phone.models import CallRecord
+from phone.signalling import protocol
+from phone.sip.useragent import CallState, CallStateChanged, HoldChanged
+from phone.worker.host import SipWorkerHost
+from tests.support.memsip import FarEnd, MemoryNetwork
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PBX = ("127.0.0.1", 5999)
+
+
+class Page:
+    """One phone page: a channel of the layer, what the worker sent it, and its commands."""
+
+    def __init__(self, host, user_id, session):
+        self.host, self.user_id, self.session = host, user_id, session
+        self.messages: list[dict] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, host, user):
+        page = cls(host, user.pk, await host.layer.new_channel())
+        host.dispatch(protocol.Attach(user.pk, page.session, 1.0))
+        return page
+
+    async def _read(self):
+        while True:
+            wire = await self.host.layer.receive(self.session)
+            message = protocol.from_wire(wire)
+            assert isinstance(message, protocol.ToPage)
+            self.messages.append(message.message)
+            self._changed.set()
+
+    def send(self, command):
+        self.host.dispatch(protocol.Command(self.user_id, self.session, command))
+
+    async def wait(self, kind, timeout=3.0, **fields):
+        async def find():
+            seen = 0
+            while True:
+                for message in self.messages[seen:]:
+                    if message["type"] == kind and all(
+                        message.get(k) == v for k, v in fields.items()
+                    ):
+                        return message
+                seen = len(self.messages)
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    def close(self):
+        self._reader.cancel()
+
+
+@dataclass
+class World:
+    host: SipWorkerHost
+    net: MemoryNetwork
+    far: FarEnd
+    page: Page
+    line: object
+
+
+@pytest.fixture
+def pbx_tenant(cast, settings):
+    settings.SIP_KEEPALIVE_SECONDS = 0  # no OPTIONS probes in memory: nothing answers them
+    settings.SIPWORKER_RELEASE_SECONDS = 30
+    cast.tenant_a.outbound_proxy = f"{PBX[0]}:{PBX[1]}"
+    cast.tenant_a.save()
+    return cast.tenant_a
+
+
+@pytest.fixture
+async def world(pbx_tenant, cast):
+    """(host, network, far end at PBX, alice's page) with alice's line started."""
+    net = MemoryNetwork()
+    far = FarEnd.open(net, PBX)
+    host = SipWorkerHost("sipworker-test")
+    host.open_sip = net.open_sip
+    page = await Page.open(host, cast.alice)
+    await page.wait("calls")
+    line = host.lines[cast.alice.pk]
+    yield World(host, net, far, page, line)
+    page.close()
+    await host.shutdown()
+
+
+def line_addr(line):
+    return line.transport.local_addr
+
+
+async def incoming(far, page, line):
+    call_id = far.call(line_addr(line))
+    await page.wait("call", id=call_id, state="incoming")
+    return call_id
+
+
+async def rows(**filters):
+    return await database_sync_to_async(lambda: list(CallRecord.objects.filter(**filters)))()
+
+
+async def test_it_opens_the_history_row_when_a_call_rings_and_completes_it_at_the_end(world, cast):
+    host, far, page, line = world.host, world.far, world.page, world.line
+    call_id = await incoming(far, page, line)
+    [row] = await rows(sip_call_id=call_id)
+    assert row.ended_at is None and row.worker == host.worker_id
+    far.execute(lambda now: far.ua.hangup(now, call_id))  # CANCEL
+    await page.wait("call", id=call_id, state="ended")
+    [row] = await rows(sip_call_id=call_id)
+    assert row.ended_at is not None and row.direction == "missed" and row.worker == ""
+
+
+async def test_it_refuses_the_answer_when_the_caller_cancels_while_the_port_opens(world, cast):
+    host, net, far, page, line = world.host, world.net, world.far, world.page, world.line
+    gate = asyncio.Event()
+    opened = []
+
+    async def slow_media():
+        from phone.worker.media import CallMedia
+
+        media = await CallMedia.open()
+        opened.append(media)
+        await gate.wait()
+        return media
+
+    host.open_media = slow_media
+    call_id = await incoming(far, page, line)
+    page.send(protocol.Answer(call_id))
+    while not opened:
+        await asyncio.sleep(0.01)
+    far.execute(lambda now: far.ua.hangup(now, call_id))  # CANCEL lands mid-answer
+    await asyncio.sleep(0.05)
+    gate.set()
+    error = await page.wait("error", request="answer")
+    assert error["code"] == "no_call"
+    await page.wait("call", id=call_id, state="ended")
+    assert opened[0].leg.closed, "the RTP leg opened for the answer must be closed"
+    assert not line.calls
+    [row] = await rows(sip_call_id=call_id)
+    assert row.direction == "missed"
+    # Nothing answered the INVITE with 200 after its 487.
+    assert not [d for d in net.sent("SIP/2.0 200", src=line_addr(line)) if b"INVITE" in d.data]
+
+
+async def test_it_answers_the_call_the_user_clicked_with_a_stale_call_ringing(world, cast):
+    far, page, line = world.far, world.page, world.line
+    stale = await incoming(far, page, line)
+    fresh = await incoming(far, page, line)
+    page.send(protocol.Answer(fresh))
+    await page.wait("call", id=fresh, state="incall")
+    assert line.calls[stale].phase == "incoming"
+    page.send(protocol.Reject(stale))
+    await page.wait("call", id=stale, state="ended")
+    [row] = await rows(sip_call_id=stale)
+    assert row.direction == "rejected"
+
+
+async def test_it_shows_the_answer_after_the_caller_gave_up_as_an_error(world, cast):
+    far, page, line = world.far, world.page, world.line
+    call_id = await incoming(far, page, line)
+    far.execute(lambda now: far.ua.hangup(now, call_id))
+    await page.wait("call", id=call_id, state="ended")
+    page.send(protocol.Answer(call_id))
+    assert (await page.wait("error", request="answer"))["code"] == "no_call"
+
+
+async def connected_call(far, page, line):
+    call_id = await incoming(far, page, line)
+    page.send(protocol.Answer(call_id))
+    await page.wait("call", id=call_id, state="incall")
+    await far.wait(lambda e: isinstance(e, CallStateChanged) and e.state is CallState.CONNECTED)
+    return call_id
+
+
+async def test_it_holds_only_when_the_far_end_accepts(world, cast):
+    far, page, line = world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    page.send(protocol.Hold(call_id))
+    pending = await page.wait("call", id=call_id, pending="hold")
+    assert pending["state"] == "incall"  # not held until the 2xx
+    held = await page.wait("call", id=call_id, state="held")
+    assert held["held"] and held["pending"] is None
+    page.send(protocol.Unhold(call_id))
+    await page.wait("call", id=call_id, state="incall", pending=None, held=False)
+
+
+@pytest.mark.parametrize("status", [488, 403])
+async def test_it_reports_a_refused_hold_and_stays_in_the_call(world, cast, status):
+    net, far, page, line = world.net, world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+
+    def refuse(datagram):
+        if datagram.first_line.startswith("INVITE") and datagram.dst == PBX:
+            net.answer(datagram, status)
+            return True
+        return False
+
+    net.intercept = refuse
+    page.send(protocol.Hold(call_id))
+    error = await page.wait("error", code="hold_refused")
+    assert str(status) in error["message"]
+    message = [m for m in page.messages if m["type"] == "call"][-1]
+    assert message["state"] == "incall" and not message["held"] and message["pending"] is None
+    assert line.calls[call_id].phase == "incall"
+
+
+async def test_it_retries_a_hold_after_491_and_reports_it_once(world, cast):
+    net, far, page, line = world.net, world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    refused = []
+
+    def glare_once(datagram):
+        if datagram.first_line.startswith("INVITE") and datagram.dst == PBX and not refused:
+            refused.append(datagram)
+            net.answer(datagram, 491)
+            return True
+        return False
+
+    net.intercept = glare_once
+    page.send(protocol.Hold(call_id))
+    await page.wait("call", id=call_id, state="held", timeout=8)  # RFC 3261 §14.1: 2.1-4 s
+    assert refused
+    assert not [m for m in page.messages if m["type"] == "error"]
+
+
+async def test_it_survives_glare_when_both_sides_reinvite_at_once(world, cast):
+    far, page, line = world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    page.send(protocol.Hold(call_id))
+    far.execute(lambda now: far.ua.hold(now, call_id))  # their re-INVITE crosses ours
+    await page.wait("call", id=call_id, state="held", timeout=10)
+    await far.wait(lambda e: isinstance(e, HoldChanged) and e.ok, timeout=10)
+    assert line.calls[call_id].phase == "held"
+
+
+async def test_it_ends_the_call_when_bye_arrives_during_a_hold(world, cast):
+    net, far, page, line = world.net, world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    # The far end never answers the hold; it hangs up instead.
+    net.intercept = lambda d: d.first_line.startswith("INVITE") and d.dst == PBX
+    page.send(protocol.Hold(call_id))
+    await page.wait("call", id=call_id, pending="hold")
+    net.intercept = None
+    far.execute(lambda now: far.ua.hangup(now, call_id))
+    ended = await page.wait("call", id=call_id, state="ended")
+    assert ended["reason"] == "remote-bye"
+    assert not line.calls
+    [row] = await rows(sip_call_id=call_id)
+    assert row.direction == "in" and row.ended_at is not None
+
+
+async def test_it_answers_a_reinvite_without_sdp_with_an_offer(world, cast):
+    net, far, page, line = world.net, world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    dialog = far.ua.calls[call_id].dialog
+    reinvite = dialog.create_request("INVITE")
+    reinvite.headers.set("via", str(far.ua.layer.make_via()))
+    net.inject(PBX, line_addr(line), reinvite.to_bytes())
+    for _ in range(100):
+        answers = [
+            d
+            for d in net.sent("SIP/2.0 200", src=line_addr(line))
+            if f"{reinvite.cseq.seq} INVITE".encode() in d.data
+        ]
+        if answers:
+            break
+        await asyncio.sleep(0.01)
+    assert answers and b"application/sdp" in answers[0].data and b"m=audio" in answers[0].data
+    assert line.calls[call_id].phase == "incall"
+
+
+@pytest.fixture
+def short_ring(pbx_tenant):
+    pbx_tenant.ring_timeout = 1  # below the admin form's minimum: a test needs no minute
+    pbx_tenant.save()
+
+
+async def test_it_ends_an_unanswered_call_after_the_ring_timeout(short_ring, world, cast):
+    far, page, line = world.far, world.page, world.line
+    call_id = await incoming(far, page, line)
+    ended = await page.wait("call", id=call_id, state="ended", timeout=4)
+    assert ended["reason"] == "no-answer"
+    final = await far.wait(
+        lambda e: isinstance(e, CallStateChanged) and e.state is CallState.TERMINATED
+    )
+    assert final.status == 480
+    [row] = await rows(sip_call_id=call_id)
+    assert row.direction == "missed" and row.end_reason == "no-answer"
+
+
+async def test_it_refuses_an_invite_from_anyone_but_the_pbx(world, cast):
+    net, page, line = world.net, world.page, world.line
+    intruder = FarEnd.open(net, ("127.0.0.1", 5998), "intruder")
+    call_id = intruder.call(line_addr(line))
+    final = await intruder.wait(
+        lambda e: isinstance(e, CallStateChanged) and e.state is CallState.TERMINATED
+    )
+    assert final.status == 403
+    await asyncio.sleep(0.05)
+    assert call_id not in line.calls
+    assert not [m for m in page.messages if m["type"] in ("incoming", "call")]
+    assert not await rows(sip_call_id=call_id)
+
+
+async def test_it_closes_rows_a_dead_worker_left_open(cast):
+    from django.utils import timezone
+
+    def open_row():
+        return CallRecord.objects.create(
+            tenant=cast.tenant_a,
+            user=cast.alice,
+            direction="in",
+            remote_number="0312345678",
+            started_at=timezone.now(),
+            answered_at=timezone.now(),
+            worker="dead-worker",
+            sip_call_id="orphan@x",
+        )
+
+    await database_sync_to_async(open_row)()
+    host = SipWorkerHost("sipworker-test")
+    await host.recover()
+    [row] = await rows(sip_call_id="orphan@x")
+    assert row.ended_at is not None and row.end_reason == "worker restart"
+    assert row.talk_seconds is not None
+
+
+async def test_it_names_the_call_in_every_command(world, cast):
+    far, page, line = world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    page.send(protocol.Hold("no-such-call"))
+    assert (await page.wait("error", request="hold"))["code"] == "bad_state"
+    assert line.calls[call_id].phase == "incall"
+    page.send(protocol.Hangup(call_id))
+    await page.wait("call", id=call_id, state="ended")
