@@ -67,7 +67,7 @@ def last_call(tenant_id: int, number: str, before_call_id: str = "") -> LastCall
     if not digits:
         return None
     records = CallRecord.objects.filter(
-        tenant_id=tenant_id, remote_number_normalized=digits, ended_at__isnull=False
+        tenant_id=tenant_id, remote_number_normalized=digits, worker=""
     )
     if before_call_id:
         records = records.exclude(sip_call_id=before_call_id)

@@ -73,7 +73,7 @@ def do_request_dial(user, number: str, *, source: str) -> None:
 
 
 def do_open_call(user_id: int, worker: str, record: dict) -> int:
-    """Write a call's history row the moment it starts (seed 4), still open (no ended_at), so
+    """Write a call's history row the moment it starts (seed 4), open (owned by `worker`), so
     that a crash of the worker cannot lose it; do_close_call completes it. Returns its id."""
     profile = Profile.objects.get(user_id=user_id)
     call = CallRecord.objects.create(
@@ -106,13 +106,14 @@ def do_close_orphaned_calls(worker: str) -> int:
     Every row not owned by `worker` counts as orphaned: one sipworker owns all lines today.
     (Several workers with leases will pass the ids of the dead ones instead.)"""
     closed = 0
-    open_rows = CallRecord.objects.filter(ended_at__isnull=True).exclude(worker=worker)
+    open_rows = CallRecord.objects.exclude(worker="").exclude(worker=worker)
     for record_id in list(open_rows.values_list("pk", flat=True)[:10_000]):
         with transaction.atomic():
             call = (
                 CallRecord.objects.select_for_update(of=("self",))
                 .select_related("user__profile")
-                .filter(pk=record_id, ended_at__isnull=True)
+                .filter(pk=record_id)
+                .exclude(worker="")
                 .first()
             )
             if call is None:

@@ -29,7 +29,7 @@ def parse_sort(value: str | None) -> tuple[str, bool]:
 
 def user_history(user, *, direction: str = "", query: str = "", sort: str = "") -> QuerySet:
     # A row is open while its call goes on (written at the start so no crash loses it).
-    records = CallRecord.objects.filter(user=user, ended_at__isnull=False)
+    records = CallRecord.objects.filter(user=user, worker="")
     if direction in FILTERS:
         records = records.filter(direction=direction)
     text, katakana, digits = search_terms(query)

@@ -105,8 +105,9 @@ class CallRecord(models.Model):
     sip_call_id = models.CharField(max_length=255, blank=True)
     # Why the call ended ("remote-bye", "no-answer", "worker restart", ...).
     end_reason = models.CharField(_("End reason"), max_length=32, blank=True)
-    # The sipworker (one boot of one process) that owns a row still open (ended_at empty): a
-    # row is written when the call starts and completed when it ends, so no crash loses a call.
+    # The sipworker (one boot of one process) whose call this row is, while the call goes on
+    # (empty once it ended): a row is written when the call starts and completed when it ends,
+    # so no crash loses a call.
     worker = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
@@ -132,7 +133,7 @@ class CallRecord(models.Model):
             models.Index(fields=["sip_call_id"], name="callrecord_call_id"),
             # Calls still open: a starting sipworker closes those a dead one left behind.
             models.Index(
-                fields=["worker"], condition=Q(ended_at__isnull=True), name="callrecord_open"
+                fields=["worker"], condition=~Q(worker=""), name="callrecord_open"
             ),
         ]
 

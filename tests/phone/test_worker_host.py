@@ -4,6 +4,7 @@ import asyncio
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from phone.signalling import protocol
 from phone.worker import host as host_module
 from phone.worker.host import SipWorkerHost
 
@@ -31,12 +32,14 @@ async def test_it_keeps_receiving_after_a_channel_layer_error(monkeypatch):
     worker = SipWorkerHost("sipworker-test")
     message = {"type": "worker.detach", "user_id": 1, "session": "s1"}
     worker.layer = FlakyLayer(message)
-    dispatched: list[dict] = []
+    dispatched: list = []
 
-    async def dispatch(msg: dict) -> None:
-        dispatched.append(msg)
+    async def recover() -> None:
+        pass
 
-    worker.dispatch = dispatch  # type: ignore[method-assign]
+    worker.recover = recover  # type: ignore[method-assign]
+    worker.dispatch = dispatched.append  # type: ignore[method-assign]
+
     runner = asyncio.create_task(worker.run())
     try:
         for _ in range(200):
@@ -44,7 +47,7 @@ async def test_it_keeps_receiving_after_a_channel_layer_error(monkeypatch):
                 break
             await asyncio.sleep(0.01)
         assert not runner.done(), "the receive loop ended on the first channel-layer error"
-        assert dispatched == [message]
+        assert dispatched == [protocol.Detach(1, "s1")]
     finally:
         runner.cancel()
 
@@ -59,6 +62,7 @@ class SlowLine:
         self.user_id = user_id
         self.fail = fail
         self.stopped = False
+        self.task = asyncio.get_running_loop().create_future()  # what Line.task is to the host
 
     async def stop(self) -> None:
         SlowLine.running += 1
