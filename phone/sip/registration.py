@@ -8,6 +8,11 @@
     reg.handle_timeout(now)                  # transaction timed out
     request = reg.handle_timer(now)          # at reg.next_timer(): refresh or retry
     reg.events                               # RegistrationStateChanged items to drain
+
+The owner may know more than the REGISTER transactions tell: a keepalive that goes unanswered
+means the registrar is gone long before a refresh would notice. It says so with
+``reg.unreachable(now)`` (FAILED at once, quick re-REGISTERs with backoff) and, when the
+registrar answers anything again, sends what ``reg.reachable(now)`` returns right away.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from dataclasses import dataclass
 from .auth import DigestAuth
 from .message import Headers, SipRequest, SipResponse, generate_tag
 from .uri import Address, SipUri
+
+# The reason of FAILED when the registrar does not answer at all (transaction timeout, lost
+# keepalives): one wording, so that both paths report a single state change.
+NO_RESPONSE = "no response from the PBX"
 
 
 class RegistrationState(enum.Enum):
@@ -40,9 +49,15 @@ class RegistrationStateChanged:
 @dataclass(slots=True)
 class RegistrationSettings:
     expires: int = 3600
-    # Backoff after failure: base doubling up to max (RFC 5626 §4.5 uses the same shape).
+    # Backoff after failure: base doubling up to max, then 50-100 % of that at random, so that
+    # the lines of a worker that all failed together (a PBX restart) do not retry in lockstep
+    # (the flow-recovery wait time of RFC 5626 §4.5).
     retry_base: float = 30.0
     retry_max: float = 1800.0
+    # Backoff of the re-REGISTERs while the registrar is unreachable (see ``unreachable``):
+    # short, because the keepalive has told us the outage is what is wrong, not our request.
+    reregister_base: float = 1.0
+    reregister_max: float = 8.0
     user_agent: str | None = "BrowserPhone"
     # Refresh up to this fraction of the interval early, at random, so that lines registered
     # together (a worker starting up with many users) do not all refresh in the same instant.
@@ -80,14 +95,17 @@ class Registration:
         self.events: list[RegistrationStateChanged] = []
         self.pending: SipRequest | None = None
         self._timer: float | None = None
-        self._timer_kind: str | None = None  # "refresh" | "retry"
+        self._timer_kind: str | None = None  # "refresh" | "retry" | "reregister"
         self._failures = 0
         self._unregistering = False
+        self.lost = False  # the owner reported the registrar unreachable (and not back yet)
+        self._reregisters = 0
 
     # -- public API -------------------------------------------------------------------------
     def register(self, now: float) -> SipRequest:
         """Start (or restart) registering; returns the REGISTER to send."""
         self._unregistering = False
+        self.lost = False
         self._set_state(RegistrationState.REGISTERING)
         self._timer = None
         return self._build(self.expires)
@@ -95,12 +113,43 @@ class Registration:
     def unregister(self, now: float) -> SipRequest | None:
         """Remove our binding (Expires: 0, RFC 3261 §10.2.2); None if nothing is registered."""
         self._timer = None
+        self.lost = False
         if self.state not in (RegistrationState.REGISTERED, RegistrationState.REGISTERING):
             self._set_state(RegistrationState.UNREGISTERED)
             return None
         self._unregistering = True
         self._set_state(RegistrationState.UNREGISTERING)
         return self._build(0)
+
+    def unreachable(self, now: float, reason: str = NO_RESPONSE) -> None:
+        """The registrar stopped answering (the owner's keepalive): FAILED now, retry soon.
+
+        Reported once per outage. Until the registrar answers again, ``handle_timer`` returns a
+        REGISTER every ``reregister_base * 2**n`` seconds (capped, jittered) even while an
+        earlier one is unanswered: the owner abandons that one. RFC 3261 §10.2 wants a new
+        REGISTER only after the previous one's final response or timeout; our own deadline is
+        that timeout, and the binding sent again is the same one.
+        """
+        if self.lost or self.state in (
+            RegistrationState.UNREGISTERED,
+            RegistrationState.UNREGISTERING,
+        ):
+            return
+        self.lost = True
+        self._reregisters = 0
+        self._set_state(RegistrationState.FAILED, reason)
+        self._schedule_reregister(now)
+
+    def reachable(self, now: float) -> SipRequest | None:
+        """The registrar answered something again: the REGISTER to send at once, if it was lost.
+
+        The state stays FAILED until that REGISTER gets its 2xx.
+        """
+        if not self.lost:
+            return None
+        self.lost = False
+        self._timer = None
+        return self._build(self.expires)
 
     def next_timer(self) -> float | None:
         return self._timer
@@ -109,6 +158,13 @@ class Registration:
         if self._timer is None or now < self._timer:
             return None
         self._timer = None
+        if self._timer_kind == "reregister":
+            # Sent whether or not the previous one is pending (see ``unreachable``); the state
+            # stays FAILED: a line flickering between registering and failed every few seconds
+            # of an outage tells the user nothing new.
+            self._reregisters += 1
+            self._schedule_reregister(now)
+            return self._build(self.expires)
         if self.pending is not None:
             return None
         if self._timer_kind == "retry":
@@ -120,9 +176,11 @@ class Registration:
         """The REGISTER transaction timed out (Timer F) or the transport failed."""
         self.pending = None
         if self._unregistering:
-            self._set_state(RegistrationState.UNREGISTERED, "timeout")
+            self._set_state(RegistrationState.UNREGISTERED, NO_RESPONSE)
             return
-        self._fail(now, "timeout", None)
+        if self.lost:
+            return  # already FAILED, and the re-REGISTER timer is running
+        self._fail(now, NO_RESPONSE, None)
 
     def handle_response(self, now: float, response: SipResponse) -> SipRequest | None:
         """Feed a final response to our pending REGISTER; returns a request to send, if any."""
@@ -130,6 +188,10 @@ class Registration:
             return None
         request = self.pending
         self.pending = None
+        if self.lost:
+            # Any answer ends the outage; what it says is handled below like any other.
+            self.lost = False
+            self._timer = None
         code = response.status
         if code in (401, 407) and self.auth is not None:
             if self.auth.handle_challenge(response):
@@ -186,6 +248,7 @@ class Registration:
     def _fail(self, now: float, reason: str, response: SipResponse | None) -> None:
         self._failures += 1
         delay = min(self.settings.retry_base * 2 ** (self._failures - 1), self.settings.retry_max)
+        delay *= self._rng.uniform(0.5, 1.0)
         if response is not None:
             retry_after = (response.headers.get("retry-after") or "").split(";")[0].strip()
             if retry_after.isdigit():
@@ -193,6 +256,13 @@ class Registration:
         self._timer = now + delay
         self._timer_kind = "retry"
         self._set_state(RegistrationState.FAILED, reason)
+
+    def _schedule_reregister(self, now: float) -> None:
+        # Same shape as _fail (RFC 5626 §4.5), on a scale of seconds.
+        settings = self.settings
+        delay = min(settings.reregister_max, settings.reregister_base * 2**self._reregisters)
+        self._timer = now + delay * self._rng.uniform(0.5, 1.0)
+        self._timer_kind = "reregister"
 
     def _granted_expires(self, response: SipResponse) -> int:
         # RFC 3261 §10.2.4: the registrar's answer; our contact's expires param wins.

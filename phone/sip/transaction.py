@@ -525,6 +525,15 @@ class TransactionLayer:
     def client_transaction(self, tid: str) -> ClientTransaction | None:
         return self.clients.get(tid)
 
+    def abandon(self, tid: str) -> None:
+        """Forget a client transaction the TU has stopped caring about, without an event.
+
+        The TU has its own, shorter deadline (a keepalive probe, a REGISTER it replaces): the
+        retransmissions stop at once instead of running to Timer F, and a late response is
+        passed up as a stray one (``transaction_id`` None).
+        """
+        self.clients.pop(tid, None)
+
     def invite_for_cancel(self, cancel: SipRequest) -> InviteServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 §9.2)."""
         try:

@@ -35,6 +35,7 @@ from .message import (
     make_response,
 )
 from .registration import (
+    NO_RESPONSE,
     Registration,
     RegistrationSettings,
     RegistrationState,
@@ -70,6 +71,7 @@ SUPPORTED = "replaces, norefersub"
 __all__ = [
     "CallState",
     "CallStateChanged",
+    "HoldChanged",
     "IncomingCall",
     "MediaUpdated",
     "MessageSummary",
@@ -78,6 +80,7 @@ __all__ = [
     "TransferProgress",
     "TransferRequested",
     "UaOutput",
+    "UntrustedRequests",
     "UserAgent",
     "UserAgentConfig",
 ]
@@ -102,6 +105,23 @@ class UserAgentConfig:
     refresh_jitter: float = 0.0  # see RegistrationSettings.refresh_jitter
     timers: TimerSettings = field(default_factory=TimerSettings)
     user_agent: str = "BrowserPhone"
+    # Where out-of-dialog requests (new calls, OPTIONS, NOTIFY...) may come from: the PBX. None
+    # takes them from anywhere. Over UDP a source matches on (ip, port); over TCP/TLS on the ip
+    # alone, since the proxy connects from ephemeral ports. Others get 403 (see _on_request).
+    trusted_sources: frozenset[tuple[str, int]] | None = None
+    # An incoming call still unanswered this many seconds after its INVITE gets 480. None: the
+    # caller (or the PBX) decides when to give up.
+    ring_timeout: float | None = None
+    # OPTIONS to the proxy every keepalive_interval seconds while registered (None: never). No
+    # answer of any kind within keepalive_timeout: the PBX is reported lost (FAILED) and
+    # re-REGISTERs follow with a backoff of reregister_base doubling up to reregister_max.
+    keepalive_interval: float | None = None
+    keepalive_timeout: float = 4.0
+    reregister_base: float = 1.0
+    reregister_max: float = 8.0
+    # Backoff after a REGISTER failed (error response, timeout): RegistrationSettings.retry_*.
+    register_retry_base: float = 30.0
+    register_retry_max: float = 1800.0
 
 
 class CallState(enum.Enum):
@@ -164,6 +184,31 @@ class TransferProgress:
 
 
 @dataclass(slots=True)
+class HoldChanged:
+    """Our hold/unhold re-INVITE got its final answer (RFC 3261 §14.1).
+
+    ``held`` is the hold state we are in afterwards: the requested one when ``ok``, the previous
+    one when the peer refused (the session stays as it was, §14.2).
+    """
+
+    call_id: str
+    held: bool
+    ok: bool
+    status: int
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class UntrustedRequests:
+    """Out-of-dialog requests refused since the previous report for coming from elsewhere than
+    ``trusted_sources``. Reported at most once per minute, so a scanner cannot flood the log."""
+
+    count: int
+    last_source: Addr
+    last_method: str
+
+
+@dataclass(slots=True)
 class MessageSummary:
     """Voicemail status from a message-summary NOTIFY (RFC 3842)."""
 
@@ -182,7 +227,12 @@ UaEvent = (
     | MessageSummary
     | RegistrationStateChanged
     | MalformedMessage
+    | HoldChanged
+    | UntrustedRequests
 )
+
+# At most one UntrustedRequests event per this many seconds.
+UNTRUSTED_REPORT_INTERVAL = 60.0
 
 
 @dataclass(slots=True)
@@ -198,7 +248,8 @@ class UaOutput:
 class _Pending:
     """A client transaction the UA is waiting on."""
 
-    kind: str  # register | invite | reinvite | bye | cancel | refer | notify | subscribe | other
+    # register | invite | reinvite | bye | cancel | refer | notify | subscribe | keepalive
+    kind: str
     request: SipRequest
     call_id: str | None = None
     auth_tries: int = 0
@@ -227,6 +278,7 @@ class Call:
     got_provisional: bool = False
     cancel_requested: bool = False
     local_hold: bool = False
+    hold_agreed: bool = False  # local_hold as of the last re-INVITE the peer accepted
     reinvite: SipRequest | None = None  # our pending re-INVITE
     reinvite_incoming: bool = False  # an incoming re-INVITE awaits ACK
     glare_retry_at: float | None = None
@@ -235,6 +287,7 @@ class Call:
     ack: SipRequest | None = None  # ACK we sent for the last 2xx, re-sent on retransmissions
     refer_pending: bool = False
     refer_subscription: bool = False  # we accepted a REFER and owe NOTIFYs
+    ring_deadline: float | None = None  # incoming, unanswered: 480 at this time (ring_timeout)
 
 
 def _parse_sipfrag(body: bytes) -> tuple[int, str] | None:
@@ -292,12 +345,23 @@ class UserAgent:
                 expires=config.expires,
                 user_agent=config.user_agent,
                 refresh_jitter=config.refresh_jitter,
+                retry_base=config.register_retry_base,
+                retry_max=config.register_retry_max,
+                reregister_base=config.reregister_base,
+                reregister_max=config.reregister_max,
             ),
             rng=self._rng,
         )
         self._mwi_call_id: str | None = None
         self._mwi_refresh_at: float | None = None
         self._mwi_expires = 3600
+        self._register_tid: str | None = None  # the REGISTER transaction in flight, if any
+        self._keepalive_at: float | None = None  # next OPTIONS probe
+        self._probes: dict[str, float] = {}  # unanswered probe transaction -> its deadline
+        self.untrusted_requests = 0  # refused for their source, since start
+        self._untrusted_unreported = 0
+        self._untrusted_last: tuple[Addr, str] = (("", 0), "")
+        self._untrusted_reported_at: float | None = None
 
     # -- addresses ------------------------------------------------------------------------------
     @property
@@ -339,11 +403,20 @@ class UserAgent:
 
     # -- plumbing -------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
-        candidates = [self.layer.next_timer(), self.registration.next_timer(), self._mwi_refresh_at]
+        candidates = [
+            self.layer.next_timer(),
+            self.registration.next_timer(),
+            self._mwi_refresh_at,
+            self._keepalive_at,
+            *self._probes.values(),
+        ]
+        if self._untrusted_unreported and self._untrusted_reported_at is not None:
+            candidates.append(self._untrusted_reported_at + UNTRUSTED_REPORT_INTERVAL)
         for call in self.calls.values():
             if call.ok is not None:
                 candidates.append(call.ok.next_at)
             candidates.append(call.glare_retry_at)
+            candidates.append(call.ring_deadline)
         times = [t for t in candidates if t is not None]
         return min(times) if times else None
 
@@ -357,8 +430,10 @@ class UserAgent:
         self._absorb(now, self.layer.handle_timer(now), out)
         request = self.registration.handle_timer(now)
         if request is not None:
-            self._send_request(now, request, "register", None, out)
+            self._send_register(now, request, out)
         self._drain_registration(out)
+        self._keepalive_timers(now, out)
+        self._report_untrusted(now, out)
         if self._mwi_refresh_at is not None and now >= self._mwi_refresh_at:
             self._mwi_refresh_at = None
             self._send_subscribe(now, out)
@@ -367,6 +442,14 @@ class UserAgent:
         return out
 
     def _call_timers(self, now: float, call: Call, out: UaOutput) -> None:
+        if call.ring_deadline is not None and now >= call.ring_deadline:
+            call.ring_deadline = None
+            if call.state is CallState.INCOMING:
+                # Nobody answered: the UAS ends the INVITE with a final response of its own
+                # (RFC 3261 §13.3.1.3); 480 says "not here now" rather than "busy" (§21.4.18).
+                tag = call.dialog.local_tag if call.dialog else generate_tag()
+                self._respond(now, make_response(call.invite, 480, to_tag=tag), out)
+                self._end(call, out, 480, "no-answer")
         ok = call.ok
         if ok is not None and now >= ok.next_at:
             if now >= ok.give_up_at:
@@ -431,17 +514,90 @@ class UserAgent:
     # -- registration ---------------------------------------------------------------------------
     def register(self, now: float) -> UaOutput:
         out = UaOutput()
-        self._send_request(now, self.registration.register(now), "register", None, out)
+        self._send_register(now, self.registration.register(now), out)
         self._drain_registration(out)
+        interval = self.config.keepalive_interval
+        if interval is not None and self._keepalive_at is None:
+            self._keepalive_at = now + interval
         return out
 
     def unregister(self, now: float) -> UaOutput:
         out = UaOutput()
+        self._stop_keepalive()
         request = self.registration.unregister(now)
         if request is not None:
-            self._send_request(now, request, "register", None, out)
+            self._send_register(now, request, out)
         self._drain_registration(out)
         return out
+
+    def _send_register(self, now: float, request: SipRequest, out: UaOutput) -> None:
+        old = self._register_tid
+        if old is not None and old in self._pending:
+            # One REGISTER at a time (RFC 3261 §10.2): a new one replaces an unanswered one,
+            # which is given up for good (its late answer is a stray response).
+            self._forget_transaction(old)
+        self._register_tid = self._send_request(now, request, "register", None, out)
+
+    def _forget_transaction(self, tid: str) -> None:
+        self._pending.pop(tid, None)
+        self.layer.abandon(tid)
+
+    # -- keepalive (registration liveness) -------------------------------------------------------
+    def _keepalive_timers(self, now: float, out: UaOutput) -> None:
+        for tid, deadline in list(self._probes.items()):
+            if now >= deadline:
+                # Not even a 100 within keepalive_timeout: the PBX is gone. Waiting for Timer F
+                # (64*T1 = 32 s, RFC 3261 §17.1.2.2) would leave the line dead for half a minute.
+                del self._probes[tid]
+                self._forget_transaction(tid)
+                self.registration.unreachable(now, NO_RESPONSE)
+        self._drain_registration(out)
+        if self._keepalive_at is None or now < self._keepalive_at:
+            return
+        if self.registration.state in (
+            RegistrationState.UNREGISTERED,
+            RegistrationState.UNREGISTERING,
+        ):
+            self._stop_keepalive()
+            return
+        assert self.config.keepalive_interval is not None
+        self._keepalive_at = now + self.config.keepalive_interval
+        self._send_keepalive(now, out)
+
+    def _send_keepalive(self, now: float, out: UaOutput) -> None:
+        """An out-of-dialog OPTIONS to the proxy (RFC 3261 §11.1), a fresh Call-ID each time."""
+        local = Address(self.aor.copy())
+        local.tag = generate_tag()
+        h = Headers()
+        h.add("max-forwards", "70")
+        h.add("from", str(local))
+        h.add("to", str(Address(self.aor.copy())))
+        h.add("call-id", f"{secrets.token_hex(10)}@{self.config.local_addr[0]}")
+        h.add("cseq", "1 OPTIONS")
+        h.add("accept", "application/sdp")
+        request = SipRequest("OPTIONS", SipUri(host=self.config.domain), h)
+        tid = self._send_request(now, request, "keepalive", None, out)
+        self._probes[tid] = now + self.config.keepalive_timeout
+
+    def _proxy_answered(self, now: float, out: UaOutput) -> None:
+        """Any response at all, even 404/405/407/483, means the proxy is alive."""
+        self._clear_probes()
+        request = self.registration.reachable(now)
+        if request is not None:
+            # Back after an outage: register now instead of at the next backoff step.
+            self._send_register(now, request, out)
+        self._drain_registration(out)
+
+    def _stop_keepalive(self) -> None:
+        self._keepalive_at = None
+        self._clear_probes()
+
+    def _clear_probes(self) -> None:
+        # Outstanding probes were sent before the answer just seen (or are no longer wanted):
+        # they prove nothing more, and retransmitting them would only cost packets.
+        for tid in self._probes:
+            self._forget_transaction(tid)
+        self._probes.clear()
 
     # -- outgoing calls -------------------------------------------------------------------------
     def call(
@@ -452,14 +608,18 @@ class UserAgent:
         *,
         headers: Iterable[tuple[str, str]] = (),
         from_user: str | None = None,
+        call_id: str | None = None,
     ) -> tuple[str, UaOutput]:
         """Place a call (RFC 3261 §13.2.1). Returns the Call-ID used as the call handle.
 
         ``from_user`` presents another number of ours in From (a line button's number, for
         PBXs that take the caller ID from there); authentication still uses our credentials.
+        ``call_id`` lets the caller name the call before the INVITE exists (the worker shows
+        a dialling call at once and sends the INVITE once its media port is open); it must be
+        globally unique (RFC 3261 §8.1.1.4).
         """
         uri = self.target_uri(target)
-        call_id = f"{secrets.token_hex(12)}@{self.config.local_addr[0]}"
+        call_id = call_id or f"{secrets.token_hex(12)}@{self.config.local_addr[0]}"
         local = self._from_address()
         if from_user:
             local.uri.user = from_user
@@ -520,6 +680,7 @@ class UserAgent:
         call.state = CallState.TERMINATED
         call.ok = None
         call.glare_retry_at = None
+        call.ring_deadline = None
         if call.dialog is not None:
             call.dialog.terminate()
         out.events.append(CallStateChanged(call.id, CallState.TERMINATED, status, reason))
@@ -558,6 +719,7 @@ class UserAgent:
         call.local_sdp = sdp
         dialog.state = DialogState.CONFIRMED
         call.state = CallState.CONNECTED
+        call.ring_deadline = None
         self._send_2xx(now, call, response, out)
         out.events.append(CallStateChanged(call.id, CallState.CONNECTED, 200))
         if call.remote_sdp is not None:
@@ -707,6 +869,9 @@ class UserAgent:
     def _on_request(self, now: float, event: RequestReceived, out: UaOutput) -> None:
         request = event.request
         method = request.method
+        if not self._trusted(event.source) and not self._in_dialog(request):
+            self._refuse_untrusted(now, request, event.source, out)
+            return
         if method == "ACK":
             self._on_ack(now, request, out)
             return
@@ -744,6 +909,51 @@ class UserAgent:
             self._respond(now, make_response(request, 200), out)
         else:
             self._respond(now, make_response(request, 501, headers=[("allow", ALLOW)]), out)
+
+    def _trusted(self, source: Addr) -> bool:
+        trusted = self.config.trusted_sources
+        if trusted is None:
+            return True
+        if self.config.transport.upper() == "UDP":
+            return source in trusted
+        # A connection from the proxy comes from an ephemeral port: only its address counts.
+        return any(source[0] == host for host, _port in trusted)
+
+    def _in_dialog(self, request: SipRequest) -> bool:
+        """Does ``request`` belong to something we have going (a dialog, an INVITE to cancel)?
+
+        Those come through the proxy's Record-Route or straight from the peer's Contact
+        (RFC 3261 §12.2.1.1), so their source says nothing; everything else is a new request.
+        """
+        if request.method == "CANCEL":
+            return self.layer.invite_for_cancel(request) is not None  # §9.2
+        if request.to_addr.tag is None:
+            return False  # §12.2: no To tag, no dialog
+        if self._call_for_request(request) is not None:
+            return True
+        return request.method == "NOTIFY" and request.call_id == self._mwi_call_id
+
+    def _refuse_untrusted(
+        self, now: float, request: SipRequest, source: Addr, out: UaOutput
+    ) -> None:
+        self.untrusted_requests += 1
+        self._untrusted_unreported += 1
+        self._untrusted_last = (source, request.method)
+        if request.method != "ACK":  # ACK is the one request never answered (RFC 3261 §17)
+            # §21.4.4: understood and refused; authenticating would not help.
+            self._respond(now, make_response(request, 403, to_tag=generate_tag()), out)
+        self._report_untrusted(now, out)
+
+    def _report_untrusted(self, now: float, out: UaOutput) -> None:
+        if not self._untrusted_unreported:
+            return
+        last = self._untrusted_reported_at
+        if last is not None and now < last + UNTRUSTED_REPORT_INTERVAL:
+            return  # the timer in next_timer() reports the rest
+        source, method = self._untrusted_last
+        out.events.append(UntrustedRequests(self._untrusted_unreported, source, method))
+        self._untrusted_unreported = 0
+        self._untrusted_reported_at = now
 
     def _call_for_request(self, request: SipRequest) -> Call | None:
         call = self.calls.get(request.call_id)
@@ -805,6 +1015,8 @@ class UserAgent:
         local_tag = generate_tag()
         call = Call(request.call_id, "incoming", CallState.INCOMING, request, remote_sdp=offer)
         call.dialog = Dialog.from_uas(request, local_tag, self.contact)
+        if self.config.ring_timeout is not None:
+            call.ring_deadline = now + self.config.ring_timeout
         self.calls[call.id] = call
         out.events.append(
             IncomingCall(
@@ -991,20 +1203,27 @@ class UserAgent:
         if pending is None:
             return
         if response.status >= 200 and not (
-            200 <= response.status < 300 and pending.kind == "invite"
+            200 <= response.status < 300 and pending.kind in ("invite", "reinvite")
         ):
-            # 2xx to INVITE may come again (forking/retransmissions); keep the entry until Timer M.
+            # 2xx to INVITE may come again (forking/retransmissions); keep the entry until Timer M
+            # so that each copy is ACKed again (§13.2.2.4), re-INVITEs included.
             self._pending.pop(event.transaction_id, None)
-        if response.status in (401, 407) and pending.kind != "register":
+        kind = pending.kind
+        if kind == "keepalive":
+            # Never authenticated: a challenge proves the proxy alive as well as a 200 does.
+            self._proxy_answered(now, out)
+            return
+        if response.status in (401, 407) and kind != "register":
             if self._retry_with_auth(now, pending, response, out):
                 return
-        elif response.status >= 200 and pending.kind != "register":
+        elif response.status >= 200 and kind != "register":
             self.auth.accepted()
-        kind = pending.kind
         if kind == "register":
+            if response.status >= 200:
+                self._clear_probes()  # the proxy answered: no probe sent before can fail now
             retry = self.registration.handle_response(now, response)
             if retry is not None:
-                self._send_request(now, retry, "register", None, out)
+                self._send_register(now, retry, out)
             self._drain_registration(out)
         elif kind == "invite":
             self._on_invite_response(now, pending, response, out)
@@ -1139,7 +1358,7 @@ class UserAgent:
             return
         request = pending.request
         if 200 <= response.status < 300:
-            if call.reinvite is request or call.reinvite is None:
+            if call.reinvite is request:
                 call.reinvite = None
                 call.dialog.update_from_response(request, response)
                 call.ack = self._ack_2xx(now, call.dialog, request, response, out)
@@ -1147,7 +1366,11 @@ class UserAgent:
                     call.local_sdp = parse_sdp(request.body)
                     call.remote_sdp = parse_sdp(response.body)
                     self._media_updated(call, out)
-            elif call.ack is not None:
+                call.hold_agreed = call.local_hold
+                if call.state is CallState.CONNECTED:
+                    out.events.append(HoldChanged(call.id, call.local_hold, True, response.status))
+            elif call.ack is not None and call.ack.cseq.seq == request.cseq.seq:
+                # A retransmitted 2xx: our ACK was lost; send the same one again (§13.2.2.4).
                 self._absorb(
                     now, self.layer.send_stateless(call.ack, self._destination(call.ack)), out
                 )
@@ -1159,14 +1382,20 @@ class UserAgent:
                 delay = self._rng.uniform(2.1, 4.0)
             else:
                 delay = self._rng.uniform(0.0, 2.0)
+            # glare_hold already says what to send: this request's hold state, or a newer
+            # one queued by hold()/unhold() meanwhile. The retry's outcome is what we report.
             call.glare_retry_at = now + delay
-            call.glare_hold = call.local_hold
         elif response.status in (408, 481):
             # §14.1: the dialog is gone.
             self._bye(now, call, out, reason="failed")
         else:
-            # The peer refused the change: our hold state stays what it was.
-            call.local_hold = not call.local_hold
+            # The peer refused the change: the session stays as it was (§14.2), and so does
+            # our hold state.
+            call.local_hold = call.hold_agreed
+            if call.state is CallState.CONNECTED:
+                out.events.append(
+                    HoldChanged(call.id, call.local_hold, False, response.status, response.reason)
+                )
 
     def _on_stray_response(self, now: float, response: SipResponse, out: UaOutput) -> None:
         """A 2xx to INVITE after the transaction ended: re-ACK it (§13.2.2.4)."""
@@ -1186,6 +1415,12 @@ class UserAgent:
         if pending.kind == "register":
             self.registration.handle_timeout(now)
             self._drain_registration(out)
+            return
+        if pending.kind == "keepalive":
+            # Only when keepalive_timeout is longer than Timer F: the probe failed all the same.
+            if self._probes.pop(event.transaction_id, None) is not None:
+                self.registration.unreachable(now, NO_RESPONSE)
+                self._drain_registration(out)
             return
         call = self.calls.get(pending.call_id or "")
         if call is None:

@@ -17,16 +17,19 @@ from phone.sip.transaction import (
 from phone.sip.useragent import (
     CallState,
     CallStateChanged,
+    HoldChanged,
     IncomingCall,
     MediaUpdated,
     MessageSummary,
     TransferProgress,
     TransferRequested,
+    UntrustedRequests,
     UserAgent,
     UserAgentConfig,
 )
 
 from .harness import Network
+from .messages import crlf
 
 ALICE = ("10.0.0.1", 5060)
 BOB = ("10.0.0.2", 5060)
@@ -461,7 +464,8 @@ def test_it_fails_registration_on_timeout() -> None:
     net.deliver(alice, alice.register(0.0))
     net.run_until(33)
     changes = _of(net.take_events(ALICE), RegistrationStateChanged)
-    assert changes[-1].state is RegistrationState.FAILED and changes[-1].reason == "timeout"
+    assert changes[-1].state is RegistrationState.FAILED
+    assert changes[-1].reason == "no response from the PBX"
 
 
 def test_it_keeps_the_late_offer_answer_in_ack() -> None:
@@ -708,3 +712,340 @@ def test_it_presents_a_line_number_in_from_and_extra_headers() -> None:
     invite = w.alice.calls[call_id].invite
     assert invite.headers.get("p-preferred-identity") == "<sip:0311112222@pbx.example.jp>"
     assert w.alice.aor.user == "alice"  # our own AoR is unchanged
+
+
+# ---------------------------------------------------------------- hold outcome (HoldChanged)
+
+
+def _connected_to_probe() -> tuple[Network, TransactionLayer, UserAgent, str]:
+    """Alice in a call with a bare transaction layer, so the test writes the peer's answers."""
+    net, probe, alice = _probe_world()
+    call_id, out = alice.call(0.0, "sip:x@10.0.0.9", build_offer("10.0.0.1", 4000, session_id="1"))
+    net.deliver(alice, out)
+    (event,) = [e for e in net.take_events(probe.local_addr) if isinstance(e, RequestReceived)]
+    ok = make_response(
+        event.request,
+        200,
+        to_tag="peer",
+        headers=[("Contact", "<sip:peer@10.0.0.9>"), ("Content-Type", "application/sdp")],
+        body=_answer_sdp(event.request),
+    )
+    net.deliver(probe, probe.send_response(0.1, ok))
+    assert alice.calls[call_id].state is CallState.CONNECTED
+    net.take_events(ALICE)
+    net.take_events(probe.local_addr)
+    return net, probe, alice, call_id
+
+
+def _answer_reinvite(net: Network, probe: TransactionLayer, status: int) -> None:
+    (event,) = [
+        e
+        for e in net.take_events(probe.local_addr)
+        if isinstance(e, RequestReceived) and e.request.method == "INVITE"
+    ]
+    if status == 200:
+        response = make_response(
+            event.request,
+            200,
+            headers=[("Contact", "<sip:peer@10.0.0.9>"), ("Content-Type", "application/sdp")],
+            body=_answer_sdp(event.request),
+        )
+    else:
+        response = make_response(event.request, status)
+    net.deliver(probe, probe.send_response(net.now, response))
+
+
+def test_it_reports_hold_and_unhold_accepted() -> None:
+    w = World()
+    call_a, _call_b = w.connect(w.alice, w.bob)
+    w.do(w.alice, w.alice.hold(1.0, call_a))
+    (held,) = _of(w.events(w.alice), HoldChanged)
+    assert held == HoldChanged(call_a, held=True, ok=True, status=200)
+    w.do(w.alice, w.alice.unhold(2.0, call_a))
+    (resumed,) = _of(w.events(w.alice), HoldChanged)
+    assert resumed == HoldChanged(call_a, held=False, ok=True, status=200)
+    assert _of(w.events(w.bob), HoldChanged) == []  # the peer's side is MediaUpdated.remote_hold
+
+
+def test_it_reports_a_refused_hold_and_stays_off_hold() -> None:
+    net, probe, alice, call_id = _connected_to_probe()
+    net.deliver(alice, alice.hold(1.0, call_id))
+    _answer_reinvite(net, probe, 488)
+    (refused,) = _of(net.take_events(ALICE), HoldChanged)
+    assert refused == HoldChanged(
+        call_id, held=False, ok=False, status=488, reason="Not Acceptable Here"
+    )
+    call = alice.calls[call_id]
+    assert not call.local_hold and call.reinvite is None and call.state is CallState.CONNECTED
+    # Held for real, then a refused unhold: we stay held.
+    net.deliver(alice, alice.hold(2.0, call_id))
+    _answer_reinvite(net, probe, 200)
+    net.deliver(alice, alice.unhold(3.0, call_id))
+    _answer_reinvite(net, probe, 403)
+    changes = _of(net.take_events(ALICE), HoldChanged)
+    assert [(c.held, c.ok, c.status) for c in changes] == [(True, True, 200), (True, False, 403)]
+    assert call.local_hold
+
+
+def test_it_reports_only_the_outcome_of_the_retry_after_491() -> None:
+    net, probe, alice, call_id = _connected_to_probe()
+    net.now = 1.0
+    net.deliver(alice, alice.hold(1.0, call_id))
+    _answer_reinvite(net, probe, 491)
+    assert _of(net.take_events(ALICE), HoldChanged) == []
+    net.run_until(5.0)  # RFC 3261 §14.1: the Call-ID owner retries after 2.1-4 s
+    _answer_reinvite(net, probe, 200)
+    (held,) = _of(net.take_events(ALICE), HoldChanged)
+    assert held == HoldChanged(call_id, held=True, ok=True, status=200)
+    assert len(net.sent(ALICE, "INVITE")) == 3  # call, hold, retried hold
+
+
+def test_it_retries_the_newest_hold_request_after_491() -> None:
+    # hold(), then unhold() while the hold is pending; the hold meets glare: the retry must
+    # carry what the user wants now (resumed), not the stale hold.
+    net, probe, alice, call_id = _connected_to_probe()
+    net.now = 1.0
+    net.deliver(alice, alice.hold(1.0, call_id))
+    net.deliver(alice, alice.unhold(1.05, call_id))
+    _answer_reinvite(net, probe, 491)
+    net.run_until(5.0)
+    retry = parse_message(net.sent(ALICE, "INVITE")[-1].data)
+    assert b"a=sendrecv" in retry.body
+    _answer_reinvite(net, probe, 200)
+    (outcome,) = _of(net.take_events(ALICE), HoldChanged)
+    assert outcome == HoldChanged(call_id, held=False, ok=True, status=200)
+
+
+def test_it_reports_no_hold_outcome_when_the_dialog_is_gone() -> None:
+    net, probe, alice, call_id = _connected_to_probe()
+    net.deliver(alice, alice.hold(1.0, call_id))
+    _answer_reinvite(net, probe, 481)
+    events = net.take_events(ALICE)
+    assert _of(events, HoldChanged) == []
+    assert _states(events) == [CallState.TERMINATED]
+
+
+def test_it_acks_every_retransmitted_2xx_to_a_reinvite() -> None:
+    # The first ACK is lost: the peer retransmits its 2xx (§13.3.1.4) until an ACK arrives.
+    w = World()
+    call_a, _call_b = w.connect(w.alice, w.bob)
+    w.net.drop = lambda p: p.first_line.startswith("ACK") and p.time == 1.0
+    w.net.now = 1.0
+    w.do(w.alice, w.alice.hold(1.0, call_a))
+    w.net.run_until(40.0)
+    assert [p.time for p in w.net.sent(BOB, "SIP/2.0 200")][-2:] == [1.0, 1.5]
+    acks = [parse_message(p.data) for p in w.net.sent(ALICE, "ACK") if p.time >= 1.0]
+    assert len(acks) == 2 and acks[0].cseq == acks[1].cseq
+    assert len(_of(w.events(w.alice), HoldChanged)) == 1
+
+
+# ---------------------------------------------------------------- ring timeout
+
+
+def test_it_gives_up_an_unanswered_call_after_ring_timeout() -> None:
+    w = World()
+    w.bob.config.ring_timeout = 30.0
+    call_id, out = w.alice.call(
+        0.0, "sip:bob@10.0.0.2", build_offer("10.0.0.1", 4000, session_id="1")
+    )
+    w.do(w.alice, out)
+    w.do(w.bob, w.bob.ring(0.0, call_id))
+    w.events(w.alice)
+    w.events(w.bob)
+    w.net.run_until(29.9)
+    assert w.bob.calls[call_id].state is CallState.INCOMING
+    w.net.run_until(31.0)
+    (final,) = w.net.sent(BOB, "SIP/2.0 480")
+    assert final.time == 30.0
+    (bob_end,) = _of(w.events(w.bob), CallStateChanged)
+    assert (bob_end.state, bob_end.status, bob_end.reason) == (
+        CallState.TERMINATED,
+        480,
+        "no-answer",
+    )
+    (alice_end,) = _of(w.events(w.alice), CallStateChanged)
+    assert (alice_end.state, alice_end.status) == (CallState.TERMINATED, 480)
+
+
+def test_it_forgets_the_ring_timeout_once_answered_rejected_or_cancelled() -> None:
+    w = World()
+    w.bob.config.ring_timeout = 30.0
+    offer = build_offer("10.0.0.1", 4000, session_id="1")
+    answered, out = w.alice.call(0.0, "sip:bob@10.0.0.2", offer)
+    w.do(w.alice, out)
+    rejected, out = w.alice.call(0.0, "sip:bob@10.0.0.2", offer)
+    w.do(w.alice, out)
+    cancelled, out = w.alice.call(0.0, "sip:bob@10.0.0.2", offer)
+    w.do(w.alice, out)
+    w.do(w.bob, w.bob.ring(0.0, cancelled))
+    (incoming, _, _) = _of(w.events(w.bob), IncomingCall)
+    answer = negotiate_answer(incoming.offer, "10.0.0.2", 5000, session_id="2")
+    w.net.now = 5.0
+    w.do(w.bob, w.bob.answer(5.0, answered, answer))
+    w.do(w.bob, w.bob.reject(5.0, rejected, 486))
+    w.do(w.alice, w.alice.hangup(5.0, cancelled))
+    w.net.run_until(100.0)
+    assert w.net.sent(BOB, "SIP/2.0 480") == []
+    ends = {e.call_id: (e.status, e.reason) for e in _of(w.events(w.bob), CallStateChanged)}
+    assert ends[rejected] == (486, "busy") and ends[cancelled] == (487, "cancelled")
+    assert w.bob.calls[answered].state is CallState.CONNECTED
+
+
+# ---------------------------------------------------------------- trusted sources
+
+SCANNER = ("198.51.100.66", 5070)
+
+# What SIP scanners send to every address they find (sipvicious' "friendly-scanner").
+SCANNER_OPTIONS = crlf(
+    """OPTIONS sip:100@10.0.0.2 SIP/2.0
+Via: SIP/2.0/UDP 198.51.100.66:5070;branch=z9hG4bK-1794395614;rport
+Max-Forwards: 70
+To: "sipvicious"<sip:100@1.1.1.1>
+From: "sipvicious"<sip:100@1.1.1.1>;tag=6131663236346133313363340131363935333733343837
+User-Agent: friendly-scanner
+Call-ID: 818239472812638145838113
+CSeq: 1 OPTIONS
+Contact: <sip:100@198.51.100.66:5070>
+Accept: application/sdp
+Content-Length: 0
+
+"""
+)
+
+SCANNER_INVITE = crlf(
+    """INVITE sip:011972592340046@10.0.0.2 SIP/2.0
+Via: SIP/2.0/UDP 198.51.100.66:5070;branch=z9hG4bK-524287-1---3e2bdd0c5bd0b1ba;rport
+Max-Forwards: 70
+Contact: <sip:100@198.51.100.66:5070>
+To: <sip:011972592340046@10.0.0.2>
+From: <sip:100@10.0.0.2>;tag=ad8a1d5e
+Call-ID: NTY2NzE2ZTE5ZWY2NjM5NDNhZDk0YTQ4ZTk5MDhjNTI.
+CSeq: 1 INVITE
+User-Agent: Z 3.15.40006 rv2.8.20
+Content-Type: application/sdp
+Content-Length: AUTO
+
+v=0
+o=Z 0 0 IN IP4 198.51.100.66
+s=Z
+c=IN IP4 198.51.100.66
+t=0 0
+m=audio 8000 RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+"""
+)
+
+SCANNER_ACK = crlf(
+    """ACK sip:100@10.0.0.2 SIP/2.0
+Via: SIP/2.0/UDP 198.51.100.66:5070;branch=z9hG4bK-ack-1;rport
+Max-Forwards: 70
+To: <sip:100@10.0.0.2>;tag=whatever
+From: <sip:100@10.0.0.2>;tag=ad8a1d5e
+Call-ID: stray-ack-1
+CSeq: 1 ACK
+Content-Length: 0
+
+"""
+)
+
+
+def _guarded(transport: str = "UDP", proxy: tuple[str, int] | None = PBX) -> UserAgent:
+    return UserAgent(
+        UserAgentConfig(
+            username="bob",
+            domain="pbx.example.jp",
+            local_addr=BOB,
+            proxy_addr=proxy,
+            transport=transport,
+            trusted_sources=frozenset({PBX}),
+        ),
+        rng=random.Random(7),
+    )
+
+
+def _statuses(out: Any) -> list[int]:
+    return [parse_message(s.data).status for s in out.send]  # type: ignore[union-attr]
+
+
+def test_it_refuses_out_of_dialog_requests_from_untrusted_sources() -> None:
+    bob = _guarded()
+    out = bob.receive(0.0, SCANNER_OPTIONS, SCANNER)
+    assert _statuses(out) == [403]  # RFC 3261 §21.4.4
+    assert out.send[0].addr == SCANNER
+    assert _of(out.events, UntrustedRequests) == [UntrustedRequests(1, SCANNER, "OPTIONS")]
+    out = bob.receive(1.0, SCANNER_INVITE, SCANNER)
+    assert _statuses(out) == [403]
+    assert _of(out.events, IncomingCall) == [] and bob.calls == {}
+    out = bob.receive(1.2, SCANNER_ACK, SCANNER)
+    assert out.send == []  # an ACK is only dropped
+    # The same address at another port is someone else over UDP.
+    options = SCANNER_OPTIONS.replace(
+        b"198.51.100.66:5070;branch=z9hG4bK-1", b"10.0.0.100:5070;branch=z9hG4bK-2"
+    )
+    out = bob.receive(2.0, options, (PBX[0], 5070))
+    assert _statuses(out) == [403] and out.send[0].addr == (PBX[0], 5070)
+    assert bob.untrusted_requests == 4
+    # At most one report a minute: the rest is counted and reported when the minute is up.
+    assert _of(out.events, UntrustedRequests) == []
+    early: list[Any] = []
+    while (t := bob.next_timer()) is not None and t < 60.0:
+        early += bob.handle_timer(t).events  # the 403s' own transaction timers
+    assert _of(early, UntrustedRequests) == [] and bob.next_timer() == 60.0
+    out = bob.handle_timer(60.0)
+    assert _of(out.events, UntrustedRequests) == [UntrustedRequests(3, (PBX[0], 5070), "OPTIONS")]
+    assert _of(bob.handle_timer(200.0).events, UntrustedRequests) == []
+    out = bob.receive(200.0, SCANNER_INVITE.replace(b"NTY2", b"XXY2"), SCANNER)
+    assert _of(out.events, UntrustedRequests) == [UntrustedRequests(1, SCANNER, "INVITE")]
+    assert bob.untrusted_requests == 5
+
+
+def test_it_takes_new_calls_from_the_pbx_and_dialog_requests_from_anyone() -> None:
+    net = Network()
+    pbx = TransactionLayer(PBX)
+    bob = _guarded(proxy=None)
+    alice = _ua("alice", ALICE)
+    for endpoint in (pbx, bob, alice):
+        net.add(endpoint)
+    invite = _probe_request("INVITE", bob, "from-pbx-1", 1)
+    net.deliver(pbx, pbx.send_request(0.0, invite, BOB)[1])
+    assert _of(net.take_events(BOB), IncomingCall)
+    # Bob calls alice directly; her re-INVITE and BYE come from her own (untrusted) address.
+    _call_b, out = bob.call(
+        1.0, "sip:alice@10.0.0.1", build_offer("10.0.0.2", 5000, session_id="5")
+    )
+    net.deliver(bob, out)
+    (incoming,) = _of(net.take_events(ALICE), IncomingCall)
+    answer = negotiate_answer(incoming.offer, "10.0.0.1", 4000, session_id="6")
+    net.deliver(alice, alice.answer(1.0, incoming.call_id, answer))
+    assert CallState.CONNECTED in _states(net.take_events(BOB))
+    net.deliver(alice, alice.hold(2.0, incoming.call_id))
+    assert _of(net.take_events(ALICE), HoldChanged)[0].ok
+    net.deliver(alice, alice.hangup(3.0, incoming.call_id))
+    assert _of(net.take_events(BOB), CallStateChanged)[-1].reason == "remote-bye"
+    assert bob.untrusted_requests == 0
+
+
+def test_it_matches_only_the_address_of_trusted_sources_over_tcp() -> None:
+    bob = _guarded("TCP")
+    invite = SCANNER_INVITE.replace(b"SIP/2.0/UDP 198.51.100.66:5070", b"SIP/2.0/TCP 10.0.0.100")
+    out = bob.receive(0.0, invite, (PBX[0], 40312))  # the proxy's connection: ephemeral port
+    assert _of(out.events, IncomingCall) and bob.untrusted_requests == 0
+    scan = SCANNER_INVITE.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP").replace(b"NTY2", b"XXY2")
+    out = bob.receive(0.0, scan, SCANNER)
+    assert _statuses(out) == [403] and bob.untrusted_requests == 1
+
+
+def test_it_refuses_a_cancel_from_anywhere_unless_it_matches_an_invite() -> None:
+    bob = _guarded()
+    cancel = SCANNER_INVITE.split(b"Content-Type")[0].replace(b"INVITE", b"CANCEL") + (
+        b"Content-Length: 0\r\n\r\n"
+    )
+    out = bob.receive(0.0, cancel, SCANNER)
+    assert _statuses(out) == [403] and bob.untrusted_requests == 1
+    # A CANCEL of the PBX's INVITE is taken, whatever port it arrives from.
+    invite = SCANNER_INVITE.replace(b"198.51.100.66:5070", b"10.0.0.100:5060")
+    bob.receive(0.0, invite, PBX)
+    out = bob.receive(1.0, cancel.replace(b"198.51.100.66:5070", b"10.0.0.100:5060"), SCANNER)
+    assert sorted(_statuses(out)) == [200, 487]
+    assert _of(out.events, CallStateChanged)[-1].reason == "cancelled"
+    assert bob.untrusted_requests == 1
