@@ -132,9 +132,7 @@ class CallRecord(models.Model):
             ),
             models.Index(fields=["sip_call_id"], name="callrecord_call_id"),
             # Calls still open: a starting sipworker closes those a dead one left behind.
-            models.Index(
-                fields=["worker"], condition=~Q(worker=""), name="callrecord_open"
-            ),
+            models.Index(fields=["worker"], condition=~Q(worker=""), name="callrecord_open"),
         ]
 
     def __str__(self) -> str:

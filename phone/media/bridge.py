@@ -205,7 +205,7 @@ class _SilentTrack(MediaStreamTrack):
         super().__init__()
         self._never: asyncio.Future[None] | None = None
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         if self._never is None:
             self._never = asyncio.get_running_loop().create_future()
         await self._never  # cancelled when the sender stops
@@ -538,7 +538,10 @@ class MediaBridge:
     def _configure_sender(self, answer_sdp: str, sender: RTCRtpSender) -> None:
         description = aiortc_sdp.SessionDescription.parse(answer_sdp)
         media = next(m for m in description.media if m.kind == "audio")
-        self._pt = media.rtp.codecs[0].payloadType
+        payload_type = media.rtp.codecs[0].payloadType
+        if payload_type is None:
+            raise BridgeError("the answer names no payload type")
+        self._pt = payload_type
         self._ssrc = sender._ssrc  # the SSRC announced in the answer's a=ssrc
         self._sender = sender
         self._dtls = sender.transport

@@ -102,7 +102,7 @@ def _as_uint16_index(pcm: np.ndarray) -> np.ndarray:
 
 def ulaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 PCM samples to PCMU bytes (one byte per sample)."""
-    return _ULAW_ENC[_as_uint16_index(pcm)].tobytes()
+    return bytes(_ULAW_ENC[_as_uint16_index(pcm)].tobytes())
 
 
 def ulaw_decode(data: bytes) -> np.ndarray:
@@ -112,7 +112,7 @@ def ulaw_decode(data: bytes) -> np.ndarray:
 
 def alaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 PCM samples to PCMA bytes (one byte per sample)."""
-    return _ALAW_ENC[_as_uint16_index(pcm)].tobytes()
+    return bytes(_ALAW_ENC[_as_uint16_index(pcm)].tobytes())
 
 
 def alaw_decode(data: bytes) -> np.ndarray:

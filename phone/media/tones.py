@@ -109,14 +109,16 @@ class JapaneseRingback(ToneSource):
 
     def _wave(self, n: np.ndarray) -> np.ndarray:
         am = (1 + self.depth * _sine(self.modulation, n, self.rate)) / (1 + self.depth)
-        return _sine(self.carrier, n, self.rate) * am * _gate(n, self.rate, 1.0, 2.0)
+        wave: np.ndarray = _sine(self.carrier, n, self.rate) * am * _gate(n, self.rate, 1.0, 2.0)
+        return wave
 
 
 class JapaneseBusy(ToneSource):
     """話中音: 400 Hz, 0.5 s on / 0.5 s off."""
 
     def _wave(self, n: np.ndarray) -> np.ndarray:
-        return _sine(400, n, self.rate) * _gate(n, self.rate, 0.5, 0.5)
+        wave: np.ndarray = _sine(400, n, self.rate) * _gate(n, self.rate, 0.5, 0.5)
+        return wave
 
 
 class IncomingRing(ToneSource):
@@ -129,7 +131,8 @@ class IncomingRing(ToneSource):
         half = int(0.025 * self.rate)
         low = (n // half) % 2 == 0
         tone = np.where(low, _sine(1000, n, self.rate), _sine(1300, n, self.rate))
-        return tone * _gate(n, self.rate, 1.0, 2.0)
+        wave: np.ndarray = tone * _gate(n, self.rate, 1.0, 2.0)
+        return wave
 
 
 # MIDI note numbers and beats of a short, calm loop (an original arpeggiated figure in C major,
@@ -176,4 +179,5 @@ class MusicOnHold(ToneSource):
         return len(self._loop) / self.rate
 
     def _wave(self, n: np.ndarray) -> np.ndarray:
-        return self._loop[n % len(self._loop)]
+        wave: np.ndarray = self._loop[n % len(self._loop)]
+        return wave

@@ -11,11 +11,12 @@ stack.
 import asyncio
 import logging
 import weakref
+from typing import Any
 
 from django.conf import settings
 
 log = logging.getLogger(__name__)
-_hosts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
+_hosts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]" = (
     weakref.WeakKeyDictionary()
 )
 
@@ -36,10 +37,10 @@ def ensure_started() -> None:
 class StartsEmbeddedWorker:
     """ASGI middleware: the embedded sipworker starts with the application, not with a page."""
 
-    def __init__(self, app):
+    def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] in ("http", "websocket"):
             ensure_started()
         return await self.app(scope, receive, send)

@@ -741,12 +741,12 @@ class Line:
             bridge = self.host.media.bridge_for(session)
             if bridge is None:
                 continue
-            call = self._audible_call(session)
+            audible = self._audible_call(session)
             carry(
                 bridge,
-                call.media if call is not None else None,
-                live=call is not None and call.phase is Phase.INCALL,
-                ringback=call is not None and call.phase in (Phase.DIALING, Phase.RINGING),
+                audible.media if audible is not None else None,
+                live=audible is not None and audible.phase is Phase.INCALL,
+                ringback=audible is not None and audible.phase in (Phase.DIALING, Phase.RINGING),
             )
 
     def _audible_call(self, session: str) -> LineCall | None:
