@@ -31,51 +31,72 @@ CHROMIUM_ARGS = [
 ]
 
 
+class PortalServer:
+    """daphne serving the portal (embedded sipworker) on the test database, on a port that
+    stays the same across restarts (a test may kill -9 it and start it again)."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp_path = tmp_path
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "DEBUG": "true",
+            "SIPWORKER_RELEASE_SECONDS": "2",
+        }
+        self.env.pop("REDIS_URL", None)
+        self.proc: subprocess.Popen | None = None
+        self.logs: list = []
+
+    def start(self) -> "PortalServer":
+        log = open(self.tmp_path / f"daphne-{len(self.logs)}.log", "w+")  # noqa: SIM115
+        self.logs.append(log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "portal.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"daphne did not start:\n{log.read()}")
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """kill -9: no clean shutdown, no un-REGISTER, no history written on the way out."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for log in self.logs:
+            log.close()
+
+
 @pytest.fixture
-def portal_server(transactional_db, tmp_path):
+def portal(transactional_db, tmp_path):
+    """The running PortalServer (for tests that restart it)."""
+    server = PortalServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def portal_server(portal):
     """Base URL of a daphne serving the portal on the test database."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DEBUG": "true",
-        "SIPWORKER_RELEASE_SECONDS": "2",
-    }
-    env.pop("REDIS_URL", None)
-    log = open(tmp_path / "daphne.log", "w+")  # noqa: SIM115 - closed in the finalizer
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "portal.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"daphne did not start:\n{log.read()}")
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    return portal.url
 
 
 # A module may set BROWSER_ARGS = [...] for extra Chromium flags (e.g. a fake microphone file).

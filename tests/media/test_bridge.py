@@ -340,20 +340,6 @@ async def test_it_moves_between_legs_with_disconnect_and_connect(ports):
         await leg2.aclose()
 
 
-async def test_a_leg_feeds_one_bridge_at_a_time(ports):
-    leg, far = await leg_pair(ports)
-    first, second = MediaBridge(), MediaBridge()
-    try:
-        first.connect(leg)
-        second.connect(leg)  # e.g. the call picked up from park on another browser
-        assert first.leg is None and second.leg is leg
-    finally:
-        await first.close()
-        await second.close()
-        await far.close()
-        await leg.aclose()
-
-
 async def test_losing_the_browser_leaves_the_call_running(ports):
     leg, far = await leg_pair(ports)
     browser = FakeBrowser()

@@ -48,9 +48,13 @@ class Page:
     def send(self, command):
         self.host.dispatch(protocol.Command(self.user_id, self.session, command))
 
-    async def wait(self, kind, timeout=3.0, **fields):
+    def mark(self) -> int:
+        """For wait(after=...): only messages that arrive from now on."""
+        return len(self.messages)
+
+    async def wait(self, kind, timeout=3.0, after=0, **fields):
         async def find():
-            seen = 0
+            seen = after
             while True:
                 for message in self.messages[seen:]:
                     if message["type"] == kind and all(
@@ -348,3 +352,28 @@ async def test_it_names_the_call_in_every_command(world, cast):
     assert line.calls[call_id].phase == "incall"
     page.send(protocol.Hangup(call_id))
     await page.wait("call", id=call_id, state="ended")
+
+
+async def test_one_call_is_heard_in_one_page_the_one_that_took_it_back(world, cast):
+    """Which page's WebRTC bridge carries a call is decided in one place: the page that took
+    the call last; the other page's bridge lets go of the leg."""
+    from phone.media.bridge import MediaBridge
+
+    host, far, first, line = world.host, world.far, world.page, world.line
+    second = await Page.open(host, cast.alice)
+    try:
+        await second.wait("calls")
+        bridges = {page.session: MediaBridge() for page in (first, second)}
+        host.media.bridges.update(bridges)  # as if each page had negotiated WebRTC
+        call_id = await connected_call(far, first, line)
+        leg = line.calls[call_id].media.leg
+        assert bridges[first.session].leg is leg and bridges[second.session].leg is None
+        first.send(protocol.Hold(call_id))
+        await second.wait("call", id=call_id, state="held")
+        assert bridges[first.session].leg is None  # nobody hears a held call
+        mark = first.mark()
+        second.send(protocol.Unhold(call_id))
+        await first.wait("call", after=mark, id=call_id, state="incall", pending=None)
+        assert bridges[second.session].leg is leg and bridges[first.session].leg is None
+    finally:
+        second.close()

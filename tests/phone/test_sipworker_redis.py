@@ -71,25 +71,56 @@ async def test_it_keeps_an_idle_channel_alive_past_the_redis_socket_timeout(sett
     await sender
 
 
+class Workers:
+    """`manage.py sipworker` processes on the test database and Redis, started and killed at
+    will; their output is printed at the end."""
+
+    def __init__(self, redis_url, tmp_path):
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": redis_url,
+            "DEBUG": "true",
+        }
+        self.tmp_path = tmp_path
+        self.procs: list[tuple[subprocess.Popen, object]] = []
+
+    def start(self) -> subprocess.Popen:
+        log = open(self.tmp_path / f"sipworker-{len(self.procs)}.log", "w+")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "sipworker"], cwd=ROOT, env=self.env, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.procs.append((proc, log))
+        return proc
+
+    def close(self):
+        for proc, log in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            log.seek(0)
+            print(log.read())
+            log.close()
+
+
 @pytest.fixture
-def production_mode(settings, redis_url, on_pbx, tmp_path):
-    """Tenant A on the test PBX; this process's consumers on the Redis layer; a sipworker."""
+def workers(settings, redis_url, on_pbx, tmp_path):
+    """Tenant A on the test PBX; this process's consumers on the Redis layer; sipworkers."""
     settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
     settings.SIPWORKER_EMBEDDED = False
-    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": redis_url, "DEBUG": "true"}
-    log = open(tmp_path / "sipworker.log", "w+")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "sipworker"], cwd=ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    yield worker
-    worker.terminate()
-    try:
-        worker.wait(10)
-    finally:
-        log.seek(0)
-        print(log.read())
-        log.close()
+    pool = Workers(redis_url, tmp_path)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def production_mode(workers):
+    """One sipworker."""
+    return workers.start()
 
 
 async def next_of(ws, kind, timeout=15):
@@ -129,4 +160,60 @@ async def test_it_unregisters_its_lines_when_stopped(cast, production_mode, kama
     production_mode.terminate()  # SIGTERM: the sipworker unregisters before it exits
     production_mode.wait(10)
     assert not kamailio.registered("1001")
+    await ws.disconnect()
+
+
+async def test_it_recovers_from_a_killed_sipworker_without_a_reload(
+    cast, workers, make_baresip, kamailio
+):
+    """kill -9 mid-call, start a new one: the page hears of the loss, re-attaches by itself,
+    the line registers again, the interrupted call is closed in history, calls ring again."""
+    import asyncio
+    import signal
+
+    from django.db.models import Q
+
+    bob = await database_sync_to_async(make_baresip)("1002", auto_answer=True, tone_hz=700)
+    carol = await database_sync_to_async(make_baresip)("1003")
+    worker = workers.start()
+    ws = await database_sync_to_async(communicator)(cast.alice)
+    assert (await ws.connect())[0]
+    while (await next_of(ws, "registration"))["state"] != "registered":
+        pass
+    await ws.send_json_to({"type": "dial", "number": "1002"})
+    while (call := await next_of(ws, "call"))["state"] != "incall":
+        pass
+    await bob.wait_event_async("CALL_ESTABLISHED", timeout=10)
+    loop = asyncio.get_running_loop()
+
+    worker.send_signal(signal.SIGKILL)
+    killed = loop.time()
+    lost = await next_of(ws, "worker", timeout=10)
+    lost_after = loop.time() - killed
+    assert lost["state"] == "lost"
+
+    workers.start()
+    started = loop.time()
+    assert (await next_of(ws, "worker", timeout=20))["state"] == "ok"
+    while (await next_of(ws, "registration", timeout=20))["state"] != "registered":
+        pass
+    registered_after = loop.time() - started
+    assert (await next_of(ws, "calls"))["calls"] == []  # the call died with its worker
+    contacts = await database_sync_to_async(kamailio.registered)("1001")
+    assert len(contacts) >= 1
+    print(
+        f"\nsipworker killed -> page told after {lost_after:.2f} s;"
+        f" new sipworker -> line registered again after {registered_after:.2f} s"
+    )
+
+    row = await database_sync_to_async(
+        lambda: CallRecord.objects.get(Q(sip_call_id=call["id"]), user=cast.alice)
+    )()
+    assert row.ended_at is not None and row.end_reason == "worker restart"
+
+    # Callers reach the user again: carol calls and alice's page rings.
+    await database_sync_to_async(carol.dial)("1001")
+    incoming = await next_of(ws, "incoming", timeout=15)
+    assert incoming["remote"] == "1003"
+    await ws.send_json_to({"type": "reject", "call_id": incoming["id"]})
     await ws.disconnect()
