@@ -82,6 +82,13 @@ def do_open_call(user_id: int, worker: str, record: dict) -> int:
     return call.pk
 
 
+def do_mark_answered(user_id: int, record_id: int, answered_at) -> None:
+    """The open row learns the call was answered: a crash later still logs its talk time."""
+    CallRecord.objects.filter(pk=record_id, user_id=user_id).exclude(worker="").update(
+        answered_at=answered_at
+    )
+
+
 @transaction.atomic
 def do_close_call(user_id: int, record_id: int | None, record: dict) -> CallRecord:
     """Complete a call's history row when it ends (opened by do_open_call; written whole if

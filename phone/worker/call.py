@@ -50,6 +50,10 @@ MAX_CALL_ID = 255
 
 
 def _clip(text: str, limit: int) -> str:
+    """At most `limit` characters and no control characters (PostgreSQL refuses NUL in text;
+    a remote INVITE may carry anything its parser let through)."""
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

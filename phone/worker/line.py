@@ -393,6 +393,11 @@ class Line:
         self.route_media()
         await self.broadcast(call.message())
         if first_answer:
+            if call.record_id is not None:
+                fields = call.history_fields(self.user_id, self._user_name)
+                await database_sync_to_async(actions.do_mark_answered)(
+                    self.user_id, call.record_id, fields["answered_at"]
+                )
             if call.direction == "in" and call.session is not None:
                 await self.send(call.session, self._cti(call, "answer"))
             await database_sync_to_async(actions.do_call_event)(

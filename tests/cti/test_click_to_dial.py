@@ -54,6 +54,7 @@ def test_it_finds_the_user_by_extension(cast, client, key, django_capture_on_com
     [
         ({"user": "alice", "number": "03-abc"}, 400, "bad_number"),
         ({"user": "alice"}, 400, "bad_number"),
+        ({"user": "alice", "number": "0" * 33}, 400, "bad_number"),  # longer than any number
         ("not json", 400, "bad_json"),
         ([1, 2], 400, "bad_json"),
         ({"user": "charlie", "number": "1"}, 404, "no_such_user"),  # another tenant's user
