@@ -53,6 +53,8 @@ class WebhookEndpointAdmin(TenantScopedAdmin):
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "secret":
             kwargs["widget"] = forms.PasswordInput(render_value=True)
+        if db_field.name == "url":
+            kwargs["assume_scheme"] = "https"  # a URL typed without a scheme means https
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 

@@ -46,12 +46,21 @@ def dial(request):
         number = clean_number(str(data.get("number", "")))
     except ValidationError as exc:
         return _error(400, "bad_number", " ".join(str(m) for m in exc.messages))
+    for key in ("user", "extension"):
+        value = data.get(key)
+        # A name the database can compare: PostgreSQL refuses NUL in text (a 500 otherwise).
+        if value is not None and (not isinstance(value, str | int) or not _plain(str(value))):
+            return _error(400, f"bad_{key}", f"{key} must be a short text")
     profile = _find_user(token.tenant_id, data)
     if profile is None:
         return _error(404, "no_such_user", "no such user in this tenant")
     actions.do_request_dial(profile.user, number, source=f"api:{token.name}")
     return JsonResponse({"status": "sent", "user": profile.user.get_username(), "number": number},
                         status=202)  # fmt: skip
+
+
+def _plain(value: str) -> bool:
+    return len(value) <= 150 and "\x00" not in value
 
 
 def _find_user(tenant_id: int, data: dict) -> Profile | None:

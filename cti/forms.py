@@ -1,33 +1,9 @@
-import string
-
 from django import forms
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
 from cti.models import CtiSettings, Customer, CustomerPhone, Reception
 from phone.numbers import clean_number
-from phone.text import to_katakana
-
-PLACEHOLDERS = {"number", "called", "call_id", "extension", "customer_id"}
-
-
-def validate_url_template(value: str) -> None:
-    """An http(s) URL or an app URL scheme, using only our placeholders (seed 5-2)."""
-    if not value:
-        return
-    try:
-        names = {name for _text, name, _spec, _conv in string.Formatter().parse(value) if name}
-    except ValueError as exc:
-        raise forms.ValidationError(_("Unbalanced { } in the URL.")) from exc
-    unknown = names - PLACEHOLDERS
-    if unknown:
-        raise forms.ValidationError(
-            _("Unknown placeholder: %(names)s. Use {number} {called} {call_id} {extension} "
-              "{customer_id}.") % {"names": ", ".join(sorted(unknown))}
-        )  # fmt: skip
-    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
-    if not scheme or scheme in {"javascript", "data", "vbscript", "file"}:
-        raise forms.ValidationError(_("Enter a URL such as https://crm.example.jp/?tel={number}."))
 
 
 class CtiSettingsForm(forms.ModelForm):
@@ -41,8 +17,8 @@ class CtiSettingsForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for name in ("reception_url", "customer_list_url", "directory_url"):
-            self.fields[name].validators.append(validate_url_template)
+        # The URLs are validated by the model (cti.models.validate_url_template).
+        for name in CtiSettings.URL_FIELDS:
             self.fields[name].widget.attrs["placeholder"] = "https://crm.example.jp/?tel={number}"
         for name, field in self.fields.items():
             field.widget.attrs["data-testid"] = f"cti-{name.replace('_', '-')}"
@@ -69,9 +45,6 @@ class CustomerForm(forms.ModelForm):
         staff = get_user_model().objects.filter(profile__tenant=tenant, is_active=True)
         self.fields["owner1"].queryset = staff
         self.fields["owner2"].queryset = staff
-
-    def clean_kana(self):
-        return to_katakana(self.cleaned_data["kana"]).strip()
 
 
 class CustomerPhoneForm(forms.ModelForm):

@@ -1,12 +1,47 @@
 """Customer screen-pop (CTI) settings and the built-in CRM (seed 5, design.md §4)."""
 
+import string
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from phone.numbers import normalize_number, validate_number
+from phone.text import kana_for_search
 from portal.fields import EncryptedTextField
 from portal.models import Tenant
+from portal.urlsafety import UnsafeURL, browser_view, check_http_url, validate_delivery_url
+
+PLACEHOLDERS = {"number", "called", "call_id", "extension", "customer_id"}
+
+
+def validate_url_template(value: str) -> None:
+    """An http(s) URL using only our placeholders (seed 5-2).
+
+    On the model, so that the settings tab, the admin and any import all refuse the same
+    values: a browser opens these URLs, and anything but http(s) (javascript:, data:, ...) could
+    run script in the portal.
+    """
+    if not value:
+        return
+    try:
+        names = {name for _text, name, _spec, _conv in string.Formatter().parse(value) if name}
+    except ValueError as exc:
+        raise ValidationError(_("Unbalanced { } in the URL."), code="unbalanced") from exc
+    unknown = names - PLACEHOLDERS
+    if unknown:
+        raise ValidationError(
+            _("Unknown placeholder: %(names)s. Use {number} {called} {call_id} {extension} "
+              "{customer_id}.") % {"names": ", ".join(sorted(unknown))},
+            code="placeholder",
+        )  # fmt: skip
+    try:
+        check_http_url(value)
+    except UnsafeURL as exc:
+        raise ValidationError(
+            _("Enter a URL such as https://crm.example.jp/?tel={number}."), code="unsafe_url"
+        ) from exc
 
 
 class CtiSettings(models.Model):
@@ -33,10 +68,18 @@ class CtiSettings(models.Model):
         _("Target"), max_length=8, choices=Target.choices, default=Target.BUILTIN
     )
     # Placeholders: {number} {called} {call_id} {extension} {customer_id}, URL-encoded on use.
-    reception_url = models.CharField(_("Reception URL"), max_length=500, blank=True)
-    customer_list_url = models.CharField(_("Customer list URL"), max_length=500, blank=True)
+    reception_url = models.CharField(
+        _("Reception URL"), max_length=500, blank=True, validators=[validate_url_template]
+    )
+    customer_list_url = models.CharField(
+        _("Customer list URL"), max_length=500, blank=True, validators=[validate_url_template]
+    )
     use_directory_url = models.BooleanField(_("Use the directory URL"), default=False)
-    directory_url = models.CharField(_("Directory URL"), max_length=500, blank=True)
+    directory_url = models.CharField(
+        _("Directory URL"), max_length=500, blank=True, validators=[validate_url_template]
+    )
+
+    URL_FIELDS = ("reception_url", "customer_list_url", "directory_url")
 
     class Meta:
         verbose_name = _("Customer info settings")
@@ -44,6 +87,11 @@ class CtiSettings(models.Model):
 
     def __str__(self) -> str:
         return str(self.user)
+
+    def clean(self) -> None:
+        # Validated as a browser reads them (portal.urlsafety); store exactly that reading.
+        for name in self.URL_FIELDS:
+            setattr(self, name, browser_view(getattr(self, name)))
 
 
 class Customer(models.Model):
@@ -79,6 +127,17 @@ class Customer(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs):
+        # Stored as search folds it (full-width katakana), whoever writes the row: the user's
+        # form, the admin, an import or code.
+        self.kana = kana_for_search(self.kana)
+        super().save(*args, **kwargs)
+
+    def clean_fields(self, exclude=None):
+        # Before validation, so that max_length applies to what is stored.
+        self.kana = kana_for_search(self.kana)
+        super().clean_fields(exclude)
 
 
 class CustomerPhone(models.Model):
@@ -134,7 +193,12 @@ class CustomerContact(models.Model):
 
     def save(self, *args, **kwargs):
         self.number_normalized = normalize_number(self.number)
+        self.kana = kana_for_search(self.kana)  # as Customer.save: searchable however written
         super().save(*args, **kwargs)
+
+    def clean_fields(self, exclude=None):
+        self.kana = kana_for_search(self.kana)
+        super().clean_fields(exclude)
 
 
 class Reception(models.Model):
@@ -173,7 +237,8 @@ class WebhookEndpoint(models.Model):
         ENDED = "call.ended", _("Ended")
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhooks")
-    url = models.URLField(_("URL"), max_length=500)
+    # Refused when it points into our own network (SSRF); checked again at each delivery.
+    url = models.URLField(_("URL"), max_length=500, validators=[validate_delivery_url])
     secret = EncryptedTextField(
         _("Signing secret"), help_text=_("HMAC-SHA256 key; the receiver checks the signature.")
     )
@@ -189,6 +254,10 @@ class WebhookEndpoint(models.Model):
 
     def wants(self, event: str) -> bool:
         return self.active and (not self.events or event in self.events)
+
+    def clean(self) -> None:
+        # The validator judged the URL as a browser or HTTP client reads it; store that reading.
+        self.url = browser_view(self.url)
 
 
 class WebhookDelivery(models.Model):
@@ -210,6 +279,8 @@ class WebhookDelivery(models.Model):
     )
     attempts = models.PositiveSmallIntegerField(_("Attempts"), default=0)
     response_code = models.PositiveSmallIntegerField(_("Response code"), null=True, blank=True)
+    # A short reason only ("HTTP 500", "connection refused"): never the receiver's response
+    # body, which may be a page from a machine the tenant should not read (see save()).
     error = models.TextField(_("Last error"), blank=True)
     created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
     delivered_at = models.DateTimeField(_("Delivered at"), null=True, blank=True)
@@ -222,6 +293,26 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.endpoint}"
+
+    def save(self, *args, **kwargs):
+        # Whatever the caller put here, the log keeps one short line with control characters
+        # escaped: the admin shows it to tenant admins and log viewers print it.
+        self.error = short_reason(self.error)
+        super().save(*args, **kwargs)
+
+
+REASON_MAX_CHARS = 200
+
+
+def short_reason(text: str, limit: int = REASON_MAX_CHARS) -> str:
+    """One line of at most `limit` characters; newlines and other control characters (terminal
+    escapes included) are written escaped (\\n, \\x1b), never stored raw.  HTML needs no
+    escaping here: templates and the admin escape it when they show it."""
+    escaped = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        for ch in str(text or "")
+    )
+    return escaped if len(escaped) <= limit else escaped[: limit - 1] + "…"
 
 
 class ApiToken(models.Model):

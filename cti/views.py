@@ -14,8 +14,10 @@ from cti.crm import search_customers, search_directory
 from cti.forms import CustomerForm, CustomerPhoneFormSet, ReceptionForm
 from cti.lookup import caller_info, expand_url, settings_for
 from cti.models import CtiSettings, Customer, Reception
+from phone.forms import search_query
 from phone.models import CallRecord
 from portal.access import get_active_sip_account, get_profile, scoped
+from portal.urlsafety import safe_http_url
 
 PAGE_SIZE = 50
 
@@ -43,7 +45,9 @@ def popup_links(user, info, settings: CtiSettings, call_id: str) -> dict:
     extension = account.extension if account else ""
 
     def expand(template):
-        return expand_url(template, info=info, call_id=call_id, extension=extension)
+        # Checked again here, not only when saved: a row written around validation (an old
+        # row, a raw update) must never put javascript: or data: into a button.
+        return safe_http_url(expand_url(template, info=info, call_id=call_id, extension=extension))
 
     external = {
         "customers": expand(settings.customer_list_url) if settings.customer_list_url else "",
@@ -85,7 +89,7 @@ def popup(request):
 def _search_page(request, search, template):
     """A searchable, paged list of the user's tenant's CRM rows."""
     profile = get_profile(request.user)
-    query = request.GET.get("q", "")
+    query = search_query(request.GET)
     page = Paginator(search(profile.tenant_id, query), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, template, {"query": query, "page": page})
 
@@ -136,6 +140,15 @@ def receptions(request):
     return render(request, "cti/receptions.html", {"page": page})
 
 
+def _positive_int(value) -> int | None:
+    """An id from a query parameter; None for anything else (str.isdigit() also accepts "²")."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**63 else None
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def reception_new(request):
@@ -156,14 +169,12 @@ def reception_new(request):
             return redirect("cti:receptions")
     else:
         number = request.GET.get("number", "")[:64]
-        customer_id = request.GET.get("customer") or None
+        customer_id = _positive_int(request.GET.get("customer"))
         if customer_id is None and number:
             info = caller_info(request.user, number)
             customer_id = info.customer_id
         customer = (
-            scoped(Customer, request.user).filter(pk=customer_id).first()
-            if str(customer_id or "").isdigit()
-            else None
+            scoped(Customer, request.user).filter(pk=customer_id).first() if customer_id else None
         )
         form = ReceptionForm(
             initial={"caller_number": number, "customer": customer}, tenant=profile.tenant

@@ -1,10 +1,27 @@
 from django import forms
+from django.core.exceptions import BadRequest
 from django.utils.translation import gettext_lazy as _
 
 from phone.models import Contact, LineButton
 from phone.numbers import clean_number
-from phone.text import to_katakana
 from portal.models import SipAccount, validate_extension, validate_hostport
+
+# Longer search text is no search anybody types; it only makes the database work harder.
+SEARCH_MAX_CHARS = 200
+
+
+class SearchForm(forms.Form):
+    """A search box (panels, CRM pages): Django's CharField also refuses NUL characters."""
+
+    q = forms.CharField(required=False, max_length=SEARCH_MAX_CHARS)
+
+
+def search_query(params) -> str:
+    """The search text of a request's parameters; BadRequest (400) when it is not acceptable."""
+    form = SearchForm(params)
+    if not form.is_valid():
+        raise BadRequest(" ".join(str(error) for error in form.errors["q"]))
+    return form.cleaned_data["q"]
 
 
 class ContactForm(forms.ModelForm):
@@ -26,10 +43,6 @@ class ContactForm(forms.ModelForm):
 
     def clean_number(self):
         return clean_number(self.cleaned_data["number"])
-
-    def clean_kana(self):
-        # Stored as full-width katakana so that any way of typing it finds the contact.
-        return to_katakana(self.cleaned_data["kana"]).strip()
 
 
 class ImportForm(forms.Form):

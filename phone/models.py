@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from phone.numbers import normalize_number, strip_separators, validate_number
+from phone.text import kana_for_search
 from portal.models import Tenant
 
 
@@ -62,9 +63,17 @@ class Contact(models.Model):
     def save(self, *args, **kwargs):
         self.number = strip_separators(self.number)
         self.number_normalized = normalize_number(self.number)
+        # Stored as search folds it (full-width katakana), whoever writes the row: the panel's
+        # form, the admin, a CSV import or code.
+        self.kana = kana_for_search(self.kana)
         if self.phonebook_id and not self.tenant_id:
             self.tenant_id = self.phonebook.tenant_id
         super().save(*args, **kwargs)
+
+    def clean_fields(self, exclude=None):
+        # Before validation, so that max_length applies to what is stored.
+        self.kana = kana_for_search(self.kana)
+        super().clean_fields(exclude)
 
     def clean(self) -> None:
         if self.phonebook_id and self.tenant_id and self.phonebook.tenant_id != self.tenant_id:

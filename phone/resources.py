@@ -1,5 +1,8 @@
-"""CSV columns of what users export (django-import-export resources)."""
+"""CSV columns of what users export (django-import-export resources), and the one place every
+CSV export passes through: formula cells defused, UTF-8 with a BOM."""
 
+import tablib
+from django.http import HttpResponse
 from django.utils import timezone
 from import_export import resources
 from import_export.formats.base_formats import CSV
@@ -8,10 +11,43 @@ from phone.models import CallRecord
 
 CSV_FORMAT = CSV()
 
+# OWASP "CSV Injection": a spreadsheet runs a cell starting with one of these as a formula.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse_formula(value):
+    """A leading single quote makes a spreadsheet show the text instead of running it.
+    (django-import-export's IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT only deletes a first "=",
+    which changes the value and leaves + - @ tab CR formulas live; it is off.)"""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def restore_formula(value: str) -> str:
+    """The inverse for re-importing our own export: drop the quote defuse_formula added."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_TRIGGERS):
+        return value[1:]
+    return value
+
 
 def export_csv(resource: resources.Resource, queryset) -> str:
-    """Through the format class, so IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT applies."""
-    return CSV_FORMAT.export_data(resource.export(queryset=queryset))
+    """The resource's rows as CSV text, every cell defused."""
+    exported = resource.export(queryset=queryset)
+    defused = tablib.Dataset(
+        *([defuse_formula(cell) for cell in row] for row in exported),
+        headers=[defuse_formula(header) for header in exported.headers or []],
+    )
+    return CSV_FORMAT.export_data(defused)
+
+
+def csv_response(text: str, filename: str, *, bom: bool = True) -> HttpResponse:
+    """A CSV download.  UTF-8 with a byte-order mark by default: without it Excel on Japanese
+    Windows reads the file as Shift_JIS and shows the names as mojibake."""
+    body = ("\ufeff" if bom else "") + text
+    response = HttpResponse(body.encode("utf-8"), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 def _local(value):

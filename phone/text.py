@@ -15,6 +15,13 @@ def to_katakana(value: str) -> str:
     )
 
 
+def kana_for_search(value: str) -> str:
+    """A kana reading as stored: full-width katakana, trimmed.  Models apply it on save, so that a
+    reading typed in hiragana or half-width kana (by a user, an admin or an import) is found by
+    any of the three."""
+    return to_katakana(value).strip()
+
+
 def search_terms(query: str) -> tuple[str, str, str]:
     """(text as typed but folded, katakana form, digits) of a search box entry."""
     from phone.numbers import normalize_number

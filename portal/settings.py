@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "axes",
     "import_export",
     "celery_progress",
+    "csp",
     "portal",
     "phone",
     "cti",
@@ -91,6 +92,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # NUL characters (400) and huge query strings (414) never reach a view or the database.
+    "portal.guards.RequestGuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "portal.middleware.PortalLocaleMiddleware",
@@ -164,6 +168,30 @@ LOGOUT_REDIRECT_URL = "login"
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_int("LOGIN_COOLOFF_MINUTES", 15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Reverse proxies in front of daphne (nginx, a load balancer ...), each appending the address it
+# received the request from to X-Forwarded-For.  0: no proxy, the client is REMOTE_ADDR and the
+# header is ignored (anyone can send it).  README: "Behind a reverse proxy".
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more")
+
+
+def axes_client_address(trusted_proxies: int) -> tuple[list[str], int | None]:
+    """Where django-axes (via django-ipware) reads the client address: (headers, proxy count)."""
+    if not trusted_proxies:
+        return ["REMOTE_ADDR"], None
+    # ipware counts the proxies *listed* in the header; the nearest one is REMOTE_ADDR, not
+    # listed.  The client is then the entry our outermost proxy appended, counted from the right:
+    # whatever a client writes into the header itself stays to the left of it.
+    return ["HTTP_X_FORWARDED_FOR"], trusted_proxies - 1
+
+
+AXES_IPWARE_META_PRECEDENCE_ORDER, AXES_IPWARE_PROXY_COUNT = axes_client_address(
+    TRUSTED_PROXY_COUNT
+)
+AXES_IPWARE_PROXY_ORDER = "left-most"  # with a proxy count: counted from the right end
+# A client's own proxy may add entries on the left: skip them rather than distrust the header.
+IPWARE_STRICT = False
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "portal/locked_out.html"
 AXES_VERBOSE = False
@@ -220,8 +248,31 @@ CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_TASK_STORE_EAGER_RESULT = True
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory://")
 
-# CSV exports: a cell starting with = + - @ is escaped so a spreadsheet does not run it.
-IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
+# CSV exports: django-import-export's own escaping only deletes a leading "=" (it corrupts the
+# value and leaves + - @ tab CR formulas live), so it stays off; phone.resources.export_csv
+# prefixes every cell starting with = + - @ tab or CR with a single quote instead (OWASP).
+IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
+
+# Content-Security-Policy (django-csp) on every response: scripts, styles and connections from
+# this site only, no inline script or style, no plugins, not framed.  A stored URL that slipped
+# past validation cannot run as javascript: either.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# Webhook receivers on the internal network that may be called (host names or IP literals);
+# every other host must resolve to public addresses only (portal.urlsafety).
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS")
 
 # Telephony.
 # The sipworker runs inside the web process unless a separate `manage.py sipworker` is used.

@@ -1,16 +1,16 @@
 """The 履歴 panel (seed 4): htmx fragment or plain page, and CSV export."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET
 
+from phone.forms import search_query
 from phone.history import parse_sort, user_history
 from phone.models import CallRecord
 from phone.paging import page_of
-from phone.resources import CallRecordResource, export_csv
+from phone.resources import CallRecordResource, csv_response, export_csv
 from portal.access import get_profile
 
 PAGE_SIZE = 50
@@ -24,9 +24,11 @@ COLUMNS = [
 
 
 def _params(request):
+    # Unknown types and sorts fall back to all / newest first (phone.history); search text that
+    # is too long is a 400.
     return {
         "direction": request.GET.get("type", ""),
-        "query": request.GET.get("q", ""),
+        "query": search_query(request.GET),
         "sort": request.GET.get("sort", ""),
     }
 
@@ -63,8 +65,4 @@ def history_export(request):
     get_profile(request.user)
     records = user_history(request.user, **_params(request))
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-    response = HttpResponse(
-        export_csv(CallRecordResource(), records), content_type="text/csv; charset=utf-8"
-    )
-    response["Content-Disposition"] = f'attachment; filename="history-{stamp}.csv"'
-    return response
+    return csv_response(export_csv(CallRecordResource(), records), f"history-{stamp}.csv")

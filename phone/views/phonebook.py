@@ -14,7 +14,7 @@ from phone.access import (
     personal_phonebook,
     visible_phonebooks,
 )
-from phone.forms import ContactForm, ImportForm
+from phone.forms import ContactForm, ImportForm, search_query
 from phone.models import Contact
 from phone.paging import page_of
 from phone.phonebook import (
@@ -24,6 +24,7 @@ from phone.phonebook import (
     import_contacts,
     search_contacts,
 )
+from phone.resources import csv_response
 from phone.tasks import import_contacts_task
 
 PAGE_SIZE = 100
@@ -51,7 +52,7 @@ def _editable_book(request, book_id):
 
 
 def _panel_context(request, book, **extra):
-    query = request.GET.get("q", "")
+    query = search_query(request.GET)
     page = page_of(search_contacts(book, query), request.GET.get("page"), PAGE_SIZE)
     personal_phonebook(request.user)  # make sure the user's own book is in the list
     return {
@@ -131,9 +132,7 @@ def contact_delete(request, pk):
 @require_GET
 def phonebook_export(request, book_id):
     book = get_phonebook_for_user(request.user, book_id)
-    response = HttpResponse(export_contacts(book), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="phonebook-{book.pk}.csv"'
-    return response
+    return csv_response(export_contacts(book), f"phonebook-{book.pk}.csv")
 
 
 @login_required

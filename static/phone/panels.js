@@ -15,6 +15,13 @@ export function confirmDialog(message) {
   });
 }
 
+// A button with data-remove-closest="<selector>" removes that ancestor (a new row's Cancel); in
+// this file, not an onclick attribute, because the Content-Security-Policy forbids inline script.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-remove-closest]");
+  if (button) button.closest(button.dataset.removeClosest)?.remove();
+});
+
 // Any element with data-number and data-confirm (phonebook and history rows, CRM tel buttons)
 // asks first, then hands the number to the phone as a "phone:dial" event.
 document.addEventListener("click", async (event) => {

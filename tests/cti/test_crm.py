@@ -137,3 +137,35 @@ def test_it_will_not_link_a_reception_to_another_tenants_customer_or_call(cast, 
         reverse("cti:reception_new"), {"caller_number": "1", "memo": "y", "call_id": "b-call@pbx"}
     )
     assert Reception.objects.get(memo="y").call_record is None
+
+
+def test_it_stores_kana_entered_in_the_admin_so_search_finds_it(cast, login):
+    from tests.portal.admin_forms import admin_form_data
+
+    client = login(cast.admin_a)
+    for model, name in (("customer", "山田商事"), ("customercontact", "山田 次郎")):
+        url = reverse(f"admin:cti_{model}_add")
+        data = admin_form_data(client.get(url), name=name, kana="やまだ")
+        assert client.post(url, data).status_code == 302
+    assert Customer.objects.get(name="山田商事").kana == "ヤマダ"
+    assert CustomerContact.objects.get(name="山田 次郎").kana == "ヤマダ"
+    alice = login(cast.alice)
+    for query in ("ヤマダ", "ﾔﾏﾀﾞ"):
+        assert names(alice.get(reverse("cti:customers"), {"q": query})) == ["山田商事"]
+        assert names(alice.get(reverse("cti:directory"), {"q": query})) == ["山田 次郎"]
+
+
+def test_it_folds_crm_kana_stored_before_the_models_did(cast):
+    import importlib
+
+    from django.apps import apps
+
+    customer = Customer.objects.create(tenant=cast.tenant_a, name="佐藤商店", kana="ｻﾄｳ")
+    assert customer.kana == "サトウ"
+    Customer.objects.filter(pk=customer.pk).update(kana="さとう")
+    person = CustomerContact.objects.create(tenant=cast.tenant_a, name="佐藤")
+    CustomerContact.objects.filter(pk=person.pk).update(kana=" ｻﾄｳ")
+    importlib.import_module("cti.migrations.0004_normalise_kana").normalise_kana(apps, None)
+    customer.refresh_from_db()
+    person.refresh_from_db()
+    assert (customer.kana, person.kana) == ("サトウ", "サトウ")

@@ -114,11 +114,28 @@ def test_it_pages_long_histories(cast, calls, login, monkeypatch):
 def test_it_exports_the_filtered_history_as_csv(cast, calls, login):
     response = login(cast.alice).get(reverse("phone:history_export"), {"type": "in"})
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    # UTF-8 with a BOM, which Excel on Japanese Windows needs to read it as UTF-8.
+    assert response.content.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert len(rows) == 1
     assert rows[0]["種別"] == "着信" and rows[0]["通話時間(秒)"] == "17"
     everything = login(cast.alice).get(reverse("phone:history_export")).content.decode()
     assert "キャンセル" in everything and "ボブの相手" not in everything
+
+
+def test_it_defuses_formulas_from_callers_in_the_export(cast, calls, login):
+    # The caller chooses the name a PBX passes on (display name): it must not run in Excel.
+    hostile = ["=cmd|' /C calc'!A0", "+1+1", "-1+1", "@SUM(1)", "\t=1", "\r=1"]
+    for i, name in enumerate(hostile):
+        CallRecord.objects.create(
+            tenant=cast.tenant_a, user=cast.alice, direction="in", remote_number=f"+8131{i}",
+            remote_name=name, started_at=timezone.now(),
+        )  # fmt: skip
+    response = login(cast.alice).get(reverse("phone:history_export"), {"sort": "time"})
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"), newline="")))
+    assert [row["名称"] for row in rows[-len(hostile) :]] == ["'" + name for name in hostile]
+    assert rows[-1]["相手番号"] == "'+81315"  # + starts a formula too
+    assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row.values())
 
 
 def test_it_refuses_history_to_anonymous_and_tenantless_users(cast, client, login):

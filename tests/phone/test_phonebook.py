@@ -1,14 +1,19 @@
 """The 電話帳 panel: fragments, search, inline editing, permissions, CSV import/export."""
 
+import csv
+import importlib
+import io
 import re
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from phone.access import personal_phonebook
 from phone.models import Contact, Phonebook
 from phone.views import phonebook as views_phonebook
+from tests.portal.admin_forms import admin_form_data
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -206,9 +211,61 @@ def test_it_exports_csv_that_round_trips(cast, books, login):
         tenant=cast.tenant_a, phonebook=books["alice"], name="=cmd()", number="0311"
     )
     response = login(cast.alice).get(reverse("phone:phonebook_export", args=[books["a"].pk]))
-    text = response.content.decode()
+    text = response.content.decode("utf-8-sig")
     assert response["Content-Type"].startswith("text/csv")
     assert text.splitlines()[0] == "名前,カナ,電話番号"
     assert "オフィス花子,オフィスハナコ,7966" in text and "B社" not in text
     personal = login(cast.alice).get(reverse("phone:phonebook_export", args=[books["alice"].pk]))
-    assert "=cmd" not in personal.content.decode()  # spreadsheet formulas are defused
+    assert "'=cmd()" in personal.content.decode("utf-8-sig")  # spreadsheet formulas are defused
+
+
+def test_it_exports_utf8_with_a_bom_for_excel(cast, books, login):
+    # Excel on Japanese Windows reads a CSV without a BOM as Shift_JIS: names become mojibake.
+    response = login(cast.alice).get(reverse("phone:phonebook_export", args=[books["a"].pk]))
+    assert response.content.startswith("\ufeff名前,カナ,電話番号".encode())
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ['=HYPERLINK("http://evil")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1+1"],
+)
+def test_it_defuses_every_formula_cell_in_the_export(cast, books, login, name):
+    Contact.objects.create(tenant=cast.tenant_a, phonebook=books["alice"], name=name, number="1")
+    response = login(cast.alice).get(reverse("phone:phonebook_export", args=[books["alice"].pk]))
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"), newline="")))
+    assert rows[1][0] == "'" + name  # shown as text, never run; the value itself is unchanged
+
+
+def test_it_stores_kana_entered_in_the_admin_so_search_finds_it(cast, books, login):
+    # The admin (a tenant admin's inline on the shared phonebook) skips the panel's form:
+    # the model itself folds the reading, so every way of typing it finds the contact.
+    client = login(cast.admin_a)
+    url = reverse("admin:phone_phonebook_change", args=[books["a"].pk])
+    data = admin_form_data(client.get(url))
+    prefix = "contacts"
+    total = int(data[f"{prefix}-TOTAL_FORMS"])
+    data.update({
+        f"{prefix}-{total}-name": "山田太郎", f"{prefix}-{total}-kana": " やまだ たろう ",
+        f"{prefix}-{total}-number": "0312340000", f"{prefix}-TOTAL_FORMS": str(total + 1),
+    })  # fmt: skip
+    assert client.post(url, data).status_code == 302
+    assert Contact.objects.get(number="0312340000").kana == "ヤマダ タロウ"
+    alice = login(cast.alice)
+    for query in ("ヤマダ", "ﾔﾏﾀﾞ", "やまだ"):
+        response = alice.get(reverse("phone:phonebook"), {"book": books["a"].pk, "q": query})
+        assert names(response) == ["山田太郎"], query
+
+
+def test_it_folds_kana_written_by_code_and_rows_stored_before(cast, books):
+    contact = Contact.objects.create(
+        tenant=cast.tenant_a, phonebook=books["a"], name="佐藤", kana="ｻﾄｳ", number="11"
+    )
+    assert contact.kana == "サトウ"
+    # A row stored before the model folded kana (written around save()): the data migration
+    # brings it in line.
+    Contact.objects.filter(pk=contact.pk).update(kana="さとう ")
+    migration = importlib.import_module("phone.migrations.0003_normalise_contact_kana")
+    migration.normalise_kana(django_apps, None)
+    contact.refresh_from_db()
+    assert contact.kana == "サトウ"

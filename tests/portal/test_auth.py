@@ -75,3 +75,93 @@ def test_it_speaks_japanese_by_default_whatever_the_browser_says(cast, client):
     assert 'lang="ja"' in body
     assert "ユーザ名" in body and "パスワード" in body
     assert ">ログイン<" in body
+
+
+@pytest.fixture
+def behind_one_proxy(settings):
+    """The portal behind one reverse proxy (TRUSTED_PROXY_COUNT=1), as portal.settings sets it."""
+    from portal.settings import axes_client_address
+
+    headers, count = axes_client_address(1)
+    settings.AXES_IPWARE_META_PRECEDENCE_ORDER = headers
+    settings.AXES_IPWARE_PROXY_COUNT = count
+
+
+def _via_proxy(client, forwarded_for, **data):
+    # What the proxy (REMOTE_ADDR 10.0.0.2) passes on: the client's header plus the address
+    # the proxy itself saw, appended on the right.
+    return client.post(
+        reverse("login"), data, REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=forwarded_for
+    )
+
+
+def test_it_locks_out_one_address_behind_the_proxy_not_the_user_everywhere(
+    cast, client, settings, behind_one_proxy
+):
+    from django.test import Client
+
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        _via_proxy(client, "203.0.113.66", username="alice", password="wrong")
+    locked = _via_proxy(client, "203.0.113.66", username="alice", password=cast.password)
+    assert locked.status_code == 429
+    # Alice at the office, through the same proxy, still logs in.
+    office = Client()
+    response = _via_proxy(office, "198.51.100.7", username="alice", password=cast.password)
+    assert response.status_code == 302 and "_auth_user_id" in office.session
+
+
+def test_it_keys_the_lockout_on_the_address_the_proxy_saw_not_on_what_the_client_wrote(
+    cast, client, settings, behind_one_proxy
+):
+    from django.test import Client
+
+    # The attacker writes alice's office address into the header; the proxy appends the real one.
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        _via_proxy(client, "198.51.100.7, 203.0.113.66", username="alice", password="wrong")
+    office = Client()
+    response = _via_proxy(office, "198.51.100.7", username="alice", password=cast.password)
+    assert response.status_code == 302
+    again = _via_proxy(client, "198.51.100.9, 203.0.113.66", username="alice", password="x")
+    assert again.status_code == 429  # and changing the written part does not help the attacker
+
+
+def test_it_ignores_x_forwarded_for_without_a_trusted_proxy(cast, client, settings):
+    from django.test import Client
+
+    # TRUSTED_PROXY_COUNT=0 (the default): anyone could send the header, so it counts for nothing.
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(
+            reverse("login"), {"username": "alice", "password": "wrong"},
+            HTTP_X_FORWARDED_FOR="203.0.113.66",
+        )  # fmt: skip
+    response = Client().post(
+        reverse("login"), {"username": "alice", "password": cast.password},
+        HTTP_X_FORWARDED_FOR="198.51.100.7",
+    )  # fmt: skip
+    assert response.status_code == 429  # same REMOTE_ADDR: the same client as far as we know
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded_for", "client"),
+    [
+        (0, "198.51.100.1", "10.0.0.2"),  # no proxy: REMOTE_ADDR, whatever the header says
+        (1, "203.0.113.66", "203.0.113.66"),
+        (1, "198.51.100.1, 203.0.113.66", "203.0.113.66"),  # a written entry on the left
+        (1, "garbage, 203.0.113.66", "203.0.113.66"),
+        # A load balancer in front of nginx: the client is what the load balancer appended.
+        (2, "198.51.100.1, 203.0.113.66, 192.0.2.10", "203.0.113.66"),
+        (2, "203.0.113.66, 192.0.2.10", "203.0.113.66"),
+    ],
+)
+def test_it_reads_the_client_address_through_the_configured_proxies(
+    settings, rf, proxies, forwarded_for, client
+):
+    from axes.helpers import get_client_ip_address
+
+    from portal.settings import axes_client_address
+
+    headers, count = axes_client_address(proxies)
+    settings.AXES_IPWARE_META_PRECEDENCE_ORDER = headers
+    settings.AXES_IPWARE_PROXY_COUNT = count
+    request = rf.post("/login/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=forwarded_for)
+    assert get_client_ip_address(request) == client

@@ -48,3 +48,14 @@ def test_it_refuses_to_start_in_production_without_a_secret_key(tmp_path):
     result = _manage("check", DEBUG="false", VAR_DIR=str(tmp_path))
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_it_refuses_to_start_with_a_malformed_sip_password_key(tmp_path):
+    good = Fernet.generate_key().decode()
+    for keys in ("not-a-fernet-key", f"{good},{good[:-4]}"):  # garbage; a truncated second key
+        result = _manage("check", SIP_PASSWORD_KEY=keys, VAR_DIR=str(tmp_path))
+        assert result.returncode != 0
+        assert "ImproperlyConfigured" in result.stderr and "SIP_PASSWORD_KEY" in result.stderr
+        assert "not a Fernet key" in result.stderr
+        assert keys.split(",")[-1] not in result.stderr  # a secret: never echoed into logs
+    assert _manage("check", SIP_PASSWORD_KEY=good, VAR_DIR=str(tmp_path)).returncode == 0
