@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('phone', '0002_postgres_indexes'),
+        ('phone', '0003_normalise_contact_kana'),
         ('portal', '0002_tenant_ring_timeout'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
