@@ -146,3 +146,16 @@ def login(page, server, user, password):
     page.get_by_test_id("login-password").fill(password)
     page.get_by_test_id("login-submit").click()
     page.wait_for_url(f"{server}/")
+
+
+def wait_until(page, expression: str, timeout: float = 15.0) -> None:
+    """Wait until a JavaScript expression is truthy in the page.
+
+    Playwright's wait_for_function polls with eval inside the page, which the portal's
+    Content-Security-Policy forbids (no 'unsafe-eval'); page.evaluate goes through the
+    DevTools protocol, which the policy does not govern."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {expression}")
+        time.sleep(0.05)

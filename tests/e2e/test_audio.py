@@ -4,7 +4,7 @@ the page's fake microphone plays 1000 Hz, baresip plays 700 Hz."""
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import login
+from tests.e2e.conftest import login, wait_until
 from tests.support.tones import dominant_frequency, write_tone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -53,7 +53,7 @@ def test_it_carries_audio_both_ways_on_an_outgoing_call(
     bob = make_baresip("1002", auto_answer=True, tone_hz=FAR_TONE)
     login(page, portal_server, "alice", cast.password)
     expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "ok", timeout=15000)
-    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    wait_until(page, "document.body.dataset.media === 'connected'", timeout=15)
     page.get_by_test_id("dial-input").fill("1002")
     page.get_by_test_id("call-btn").click()
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=15000)
@@ -74,7 +74,7 @@ def test_it_carries_audio_both_ways_on_an_incoming_call(
 ):
     login(page, portal_server, "alice", cast.password)
     expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "ok", timeout=15000)
-    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    wait_until(page, "document.body.dataset.media === 'connected'", timeout=15)
     carol = make_baresip("1003", tone_hz=FAR_TONE)
     carol.dial("1001")
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "ringing", timeout=15000)
@@ -93,7 +93,7 @@ def test_it_keeps_the_call_and_its_audio_across_a_reload(
 ):
     bob = make_baresip("1002", auto_answer=True, tone=make_tone(FAR_TONE, seconds=40))
     login(page, portal_server, "alice", cast.password)
-    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    wait_until(page, "document.body.dataset.media === 'connected'", timeout=15)
     page.get_by_test_id("dial-input").fill("1002")
     page.get_by_test_id("call-btn").click()
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=15000)
@@ -101,7 +101,7 @@ def test_it_keeps_the_call_and_its_audio_across_a_reload(
     # The call lives on the server: the reloaded page finds it and gets its audio back.
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=15000)
     expect(page.get_by_test_id("display")).to_have_text("1002")
-    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    wait_until(page, "document.body.dataset.media === 'connected'", timeout=15)
     heard = page.evaluate(ANALYSE, 2500)
     assert abs(heard - FAR_TONE) < 30, f"after the reload the page heard {heard:.0f} Hz"
     page.get_by_test_id("hangup-btn").click()
@@ -142,7 +142,7 @@ def test_it_plays_ringback_then_music_on_hold_to_the_far_end(
 ):
     bob = far_phone("1002")
     login(page, portal_server, "alice", cast.password)
-    page.wait_for_function("document.body.dataset.media === 'connected'", timeout=15000)
+    wait_until(page, "document.body.dataset.media === 'connected'", timeout=15)
     page.get_by_test_id("dial-input").fill("1002")
     page.get_by_test_id("call-btn").click()
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "dialing", timeout=10000)

@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from phone.models import CallRecord
 from portal.models import SipAccount
-from tests.e2e.conftest import login
+from tests.e2e.conftest import login, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -119,7 +119,8 @@ def test_it_keeps_the_call_when_the_tab_closes_and_still_writes_history(
         bob.wait_event("CALL_CLOSED", timeout=2)
     bob.hangup()
     deadline = time.monotonic() + 10
-    while not CallRecord.objects.filter(user=cast.alice).exists():
+    # The row is opened when the call starts; wait for it to be completed.
+    while not CallRecord.objects.filter(user=cast.alice, ended_at__isnull=False).exists():
         assert time.monotonic() < deadline, "no history row after the far end hung up"
         time.sleep(0.2)
     record = CallRecord.objects.get(user=cast.alice)
@@ -140,7 +141,7 @@ def test_it_rings_only_the_most_recently_opened_tab(
         expect(tab.get_by_test_id("status")).to_have_attribute(
             "data-state", "ringing", timeout=15000
         )
-    newer.wait_for_function("window.browserPhone.ui.ringer !== null", timeout=5000)
+    wait_until(newer, "window.browserPhone.ui.ringer !== null", timeout=5)
     assert page.evaluate("window.browserPhone.ui.ringer === null")
     newer.get_by_test_id("call-btn").click()
     for tab in (page, newer):

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from cti.models import CtiSettings, WebhookEndpoint
 from cti.webhooks import verify
-from tests.e2e.conftest import login
+from tests.e2e.conftest import login, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -63,7 +63,7 @@ def test_it_notifies_the_desktop_of_an_incoming_call(
     expect(page.get_by_test_id("notify-help")).to_be_hidden()
     carol = make_baresip("1003")
     carol.dial("1001")
-    page.wait_for_function("window.shownNotifications.length > 0", timeout=15000)
+    wait_until(page, "window.shownNotifications.length > 0", timeout=15)
     shown = page.evaluate("window.shownNotifications[0]")
     # Who is calling, and which of our numbers they called (seed 3-3 ③).
     assert shown["title"] == "1003" and "1001" in shown["body"]
