@@ -101,6 +101,24 @@ class TransferBlind:
 
 
 @dataclass(frozen=True, slots=True)
+class Swap:
+    """Resume `call_id` (held) and hold the call that is up (call waiting)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Park:
+    call_id: str
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParkPickup:
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
 class WebrtcOffer:
     sdp: str
 
@@ -117,6 +135,9 @@ BrowserCommand = (
     | TransferComplete
     | TransferCancel
     | TransferBlind
+    | Swap
+    | Park
+    | ParkPickup
     | WebrtcOffer
 )
 
@@ -133,6 +154,9 @@ COMMANDS: dict[str, type[BrowserCommand]] = {
     "transfer.complete": TransferComplete,
     "transfer.cancel": TransferCancel,
     "transfer.blind": TransferBlind,
+    "swap": Swap,
+    "park": Park,
+    "park.pickup": ParkPickup,
     "webrtc.offer": WebrtcOffer,
 }
 _COMMAND_NAMES = {cls: name for name, cls in COMMANDS.items()}

@@ -43,6 +43,11 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple]] = {
     "transfer.complete": _call(),  # call_id: the consultation call (its transfer.of is held)
     "transfer.cancel": _call(),  # call_id: the consultation call
     "transfer.blind": _call(number=_f(_STR, max_length=MAX_NUMBER)),
+    # Several calls (call waiting): resume call_id, holding whichever call is up.
+    "swap": _call(),
+    # Park (seed 3-4): the call goes to a slot of the user's park group; any member takes it.
+    "park": _call(slot=_f(_INT)),
+    "park.pickup": {"slot": _f(_INT)},
     "webrtc.offer": {"sdp": _f(_STR)},
     "ping": {"id": _f(_ANY_SCALAR, False, MAX_TOKEN)},
 }
@@ -68,6 +73,11 @@ SERVER_MESSAGES: dict[str, dict[str, tuple]] = {
         "reason": _f(_STR),
         "answered_at": _f((str, type(None))),
         "transfer": _f((dict, type(None))),
+        # The line button (seed 6-1) the call came in on or went out with ("" for none) and
+        # its ring tone ("1"-"4") for the page's ringer.
+        "line": _f(_STR),
+        "ring": _f(_STR),
+        "park": _f((int, type(None))),  # the slot while the call is parked
     },
     # Sent to the one tab that should ring (the most recently opened, seed 1-4).
     "incoming": {
@@ -78,7 +88,13 @@ SERVER_MESSAGES: dict[str, dict[str, tuple]] = {
     },
     "calls": {"calls": _f(_LIST)},  # every call of the user, on (re)attach
     "webrtc.answer": {"sdp": _f(_STR)},
+    # Every slot of the user's park group: [{slot, state: free|parked|mine, parked_by, caller,
+    # caller_name}] — on connect and whenever one changes (≤ 200 ms to every member).
     "park.slots": {"slots": _f(_LIST)},
+    # Something the user should read for a few seconds (seed 3-2): a failed call (level
+    # "error", code busy | no-answer | not-found | unavailable | declined | failed ...) or
+    # information ("info"). The page shows its own translation of `code`, else `text`.
+    "notice": {"level": _f(_STR), "code": _f(_STR), "text": _f(_STR)},
     "cti.popup": {"number": _f(_STR), "called": _f(_STR), "call_id": _f(_STR), "phase": _f(_STR)},
     "dial.request": {"number": _f(_STR), "source": _f(_STR)},
     "settings.changed": {"what": _f(_STR)},

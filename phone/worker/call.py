@@ -87,6 +87,9 @@ class LineCall:
     consult_of: str | None = None  # attended transfer: the held call this consultation is for
     offer: SessionDescription | None = None  # an incoming call's SDP offer, until answered
     record_id: int | None = None  # its history row, opened when the call starts
+    line: str = ""  # the line button (seed 6-1) it came in on / went out with
+    ring: str = ""  # that line's ring tone
+    park_slot: int | None = None  # parked in this slot of the user's park group
 
     def __post_init__(self) -> None:
         self.remote = _clip(self.remote, MAX_NUMBER)
@@ -158,6 +161,9 @@ class LineCall:
             reason=self.reason,
             answered_at=_iso(self.answered_at),
             transfer={"of": self.consult_of} if self.consult_of else None,
+            line=self.line,
+            ring=self.ring,
+            park=self.park_slot,
         )
 
     @property

@@ -203,6 +203,22 @@ async def test_it_cannot_answer_another_users_call_by_id(cast):
     await ws.disconnect()
 
 
+def test_every_browser_command_reaches_the_worker_as_a_typed_message():
+    import dataclasses
+
+    from phone.signalling import protocol
+    from phone.signalling.schema import CLIENT_MESSAGES
+
+    assert set(CLIENT_MESSAGES) - {"ping"} == set(protocol.COMMANDS)
+    for kind, cls in protocol.COMMANDS.items():
+        assert {f.name for f in dataclasses.fields(cls)} == set(CLIENT_MESSAGES[kind]), kind
+        sample = {
+            name: (1 if spec[0] == (int,) else "x") for name, spec in CLIENT_MESSAGES[kind].items()
+        }
+        wire = protocol.to_wire(protocol.Command(1, "s", protocol.make_command(kind, sample)))
+        assert protocol.from_wire(wire) == protocol.Command(1, "s", cls(**sample))
+
+
 def test_every_server_message_is_documented_and_round_trips():
     from phone.signalling.schema import ERROR_CODES, SERVER_MESSAGES, error_message, server_message
 
