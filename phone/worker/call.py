@@ -90,6 +90,7 @@ class LineCall:
     line: str = ""  # the line button (seed 6-1) it came in on / went out with
     ring: str = ""  # that line's ring tone
     park_slot: int | None = None  # parked in this slot of the user's park group
+    early_media: bool = False  # the far end sends progress audio (183 with SDP)
 
     def __post_init__(self) -> None:
         self.remote = _clip(self.remote, MAX_NUMBER)

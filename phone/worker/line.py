@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import socket
@@ -28,6 +29,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from phone import actions
+from phone.media.tones import JapaneseBusy, ToneSource
 from phone.numbers import clean_number
 from phone.signalling import protocol
 from phone.signalling.protocol import (
@@ -39,8 +41,11 @@ from phone.signalling.protocol import (
     Dtmf,
     Hangup,
     Hold,
+    Park,
+    ParkPickup,
     Reject,
     Reload,
+    Swap,
     TransferBlind,
     TransferCancel,
     TransferComplete,
@@ -85,7 +90,40 @@ class Release:
     """The grace after the last page closed ran out: unregister if still idle (seed 1-4)."""
 
 
-LineInput = protocol.ToWorker | Release | Any  # Any: the UserAgent's events (UaEvent)
+@dataclass(frozen=True, slots=True)
+class ToneDone:
+    """A page's transient tone (the busy tone after a failed call) has played long enough."""
+
+    session: str
+    tone: ToneSource
+
+
+LineInput = protocol.ToWorker | Release | ToneDone | Any  # Any: the UserAgent's events
+
+# A failed outgoing call, by SIP final status (RFC 3261 §21): what the page tells the user
+# (seed 3-2), and whether the busy tone (話中音) plays.
+_FAILURES: dict[int, str] = {
+    486: "busy",
+    600: "busy",
+    404: "not-found",
+    484: "not-found",
+    604: "not-found",
+    408: "no-answer",
+    480: "no-answer",
+    603: "declined",
+}
+_BUSY_TONE_FOR = {"busy", "declined", "unavailable", "failed"}
+BUSY_TONE_SECONDS = 3.0
+
+
+def failure_code(status: int | None, *, with_line: bool = False) -> str:
+    if status is None:
+        return "failed"
+    if status == 403 and with_line:
+        return "line-refused"  # the PBX refused the number we presented (seed 6-1)
+    if status in _FAILURES:
+        return _FAILURES[status]
+    return "unavailable" if status >= 500 else "failed"
 
 
 class SipPort(Protocol):
@@ -134,6 +172,8 @@ class Line:
         self._release: asyncio.TimerHandle | None = None
         self._mwi_subscribed = False
         self._user_name = ""
+        # A tone a page hears with no call to carry (the busy tone after a failed call).
+        self.tones: dict[str, ToneSource] = {}
         self.task = asyncio.create_task(self._run(), name=f"line-{user_id}")
 
     def post(self, item: LineInput) -> None:
@@ -176,16 +216,25 @@ class Line:
                 await self._reload()
             case Release():
                 await self._release_if_idle()
+            case ToneDone(session=session, tone=tone):
+                if self.tones.get(session) is tone:
+                    del self.tones[session]
+                    self.route_media()
             case RegistrationStateChanged():
                 await self._on_registration(item)
             case IncomingCall():
                 await self._on_incoming(item)
             case CallStateChanged():
                 await self._on_call_state(item)
-            case MediaUpdated(call_id=call_id, media=media):
+            case MediaUpdated(call_id=call_id, media=media, early=early):
                 call = self.calls.get(call_id)
                 if call is not None and call.media is not None and media is not None:
                     call.media.update_remote(media)
+                    if early and not call.early_media:
+                        # The PBX plays its own progress (183 with SDP): the caller hears
+                        # that instead of our ringback (seed 3-2).
+                        call.early_media = True
+                        self.route_media()
             case HoldChanged():
                 await self._on_hold_changed(item)
             case TransferProgress():
@@ -389,6 +438,8 @@ class Line:
             return
         if call.ended:
             await self._finish(call, call.reason, event.status)
+            if call.direction == "out" and call.answered_at is None and event.status != 487:
+                await self._failed(call, event.status)
             return
         self.route_media()
         await self.broadcast(call.message())
@@ -469,6 +520,10 @@ class Line:
                 await self._transfer_cancel(session, call_id)
             case TransferBlind(call_id=call_id, number=number):
                 await self._transfer_blind(session, call_id, number)
+            case Swap(call_id=call_id):
+                await self._swap(session, call_id)
+            case Park() | ParkPickup():
+                await self._refuse(session, "not_allowed", command, "park is not available yet")
             case WebrtcOffer(sdp=sdp):
                 await self._webrtc_offer(session, sdp)
 
@@ -575,6 +630,8 @@ class Line:
             return
         call.media = media
         call.session = session
+        # Call waiting (seed 3-3 ③): the call that is up goes on hold; the far end hears music.
+        await self._hold_others(call)
         # The UA reports CONNECTED next (and MediaUpdated); the call's phase follows that.
         self._sip(lambda now: self.ua.answer(now, call_id, sdp))
 
@@ -585,6 +642,30 @@ class Line:
             # RFC 3261 §13.2.1: an INVITE without SDP gets our offer in the 200 (answer in ACK).
             return build_offer(media.address, media.port, session_id=session_id)
         return negotiate_answer(offer, media.address, media.port, session_id=session_id)
+
+    async def _hold_others(self, keep: LineCall) -> None:
+        for other in list(self.calls.values()):
+            if other is keep or other.phase is not Phase.INCALL or other.pending is not None:
+                continue
+            try:
+                self._sip(functools.partial(self._ua_hold, call_id=other.id))
+            except SipError as exc:
+                log.info("line %s: could not hold %s: %s", self.user_id, other.id, exc)
+                continue
+            other.request_hold(True)
+            await self.broadcast(other.message())
+
+    def _ua_hold(self, now: float, *, call_id: str) -> Any:
+        return self.ua.hold(now, call_id)
+
+    async def _swap(self, session: str, call_id: str) -> None:
+        """Resume a held call and hold the one that is up (seed 3-3: 切替)."""
+        call = self.calls.get(call_id)
+        if call is None or call.phase is not Phase.HELD or call.pending is not None:
+            await self._refuse(session, "bad_state", Swap(call_id))
+            return
+        await self._hold_others(call)
+        await self._hold(session, call_id, False)
 
     async def _reject(self, session: str, call_id: str) -> None:
         call = self.calls.get(call_id)
@@ -723,6 +804,19 @@ class Line:
         if not self.sessions and not self.calls:
             self.post(Release())
 
+    async def _failed(self, call: LineCall, status: int | None) -> None:
+        """Tell the user why the call did not go through, in words and (where it fits) with the
+        busy tone for a few seconds (seed 3-2)."""
+        code = failure_code(status, with_line=bool(call.line))
+        text = f"{status} {call.reason}" if status else call.reason
+        await self.broadcast(server_message("notice", level="error", code=code, text=text))
+        if code in _BUSY_TONE_FOR and call.session in self.sessions:
+            tone = self.tones[call.session] = JapaneseBusy()
+            self.route_media()
+            asyncio.get_running_loop().call_later(
+                BUSY_TONE_SECONDS, self.post, ToneDone(call.session, tone)
+            )
+
     async def _open_record(self, call: LineCall) -> None:
         try:
             call.record_id = await database_sync_to_async(actions.do_open_call)(
@@ -747,15 +841,23 @@ class Line:
             if bridge is None:
                 continue
             audible = self._audible_call(session)
+            if audible is None:
+                carry(bridge, None, live=False, tone=self.tones.get(session))
+                continue
+            ringing = audible.phase in (Phase.DIALING, Phase.RINGING)
             carry(
                 bridge,
-                audible.media if audible is not None else None,
-                live=audible is not None and audible.phase is Phase.INCALL,
-                ringback=audible is not None and audible.phase in (Phase.DIALING, Phase.RINGING),
+                audible.media,
+                live=audible.phase is Phase.INCALL or (ringing and audible.early_media),
+                tone=audible.media.ringback if ringing and audible.media else None,
             )
 
     def _audible_call(self, session: str) -> LineCall | None:
-        mine = [c for c in self.calls.values() if c.session == session and c.media is not None]
+        mine = [
+            c
+            for c in self.calls.values()
+            if c.session == session and c.media is not None and c.pending != "hold"
+        ]
         for phase in (Phase.INCALL, Phase.RINGING, Phase.DIALING):
             for call in mine:
                 if call.phase is phase:

@@ -91,15 +91,17 @@ class CallMedia:
         await self.leg.aclose()
 
 
-def carry(bridge: MediaBridge, media: CallMedia | None, *, live: bool, ringback: bool) -> None:
-    """Make `bridge` carry what the line decided: the call's audio (live), its ringback, or
-    nothing. Only changes what differs, so the browser's stream is not re-marked needlessly."""
+def carry(
+    bridge: MediaBridge, media: CallMedia | None, *, live: bool, tone: ToneSource | None
+) -> None:
+    """Make `bridge` carry what the line decided: the call's audio (live), a tone (ringback,
+    the busy tone), or nothing. Only changes what differs, so the browser's stream is not
+    re-marked needlessly."""
     if media is not None and live:
         if bridge.source is not None:
             bridge.play(None)
         bridge.connect(media.leg)
         return
     bridge.disconnect()
-    tone = media.ringback if media is not None and ringback else None
     if bridge.source is not tone:
         bridge.play(tone)

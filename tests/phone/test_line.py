@@ -377,3 +377,50 @@ async def test_one_call_is_heard_in_one_page_the_one_that_took_it_back(world, ca
         assert bridges[second.session].leg is leg and bridges[first.session].leg is None
     finally:
         second.close()
+
+
+async def test_it_holds_the_call_that_is_up_to_answer_a_second_and_swaps(world, cast):
+    far, page, line = world.far, world.page, world.line
+    first = await connected_call(far, page, line)
+    second = await incoming(far, page, line)  # call waiting: it rings as a second call
+    assert line.calls[first].phase == "incall"
+    page.send(protocol.Answer(second))
+    await page.wait("call", id=first, state="held")
+    await page.wait("call", id=second, state="incall")
+    mark = page.mark()
+    page.send(protocol.Swap(first))
+    await page.wait("call", after=mark, id=second, state="held")
+    await page.wait("call", after=mark, id=first, state="incall", pending=None)
+    mark = page.mark()
+    page.send(protocol.Swap(second))
+    await page.wait("call", after=mark, id=first, state="held")
+    await page.wait("call", after=mark, id=second, state="incall", pending=None)
+    page.send(protocol.Hangup(second))
+    await page.wait("call", id=second, state="ended")
+    assert line.calls[first].phase == "held"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "tone"), [(486, "busy", True), (404, "not-found", False)]
+)
+async def test_it_tells_why_a_call_failed_and_plays_the_busy_tone(
+    world, cast, monkeypatch, status, code, tone
+):
+    from phone.media.bridge import MediaBridge
+    from phone.media.tones import JapaneseBusy
+    from phone.sip.useragent import IncomingCall
+    from phone.worker import line as line_module
+
+    monkeypatch.setattr(line_module, "BUSY_TONE_SECONDS", 0.3)
+    host, far, page = world.host, world.far, world.page
+    bridge = host.media.bridges[page.session] = MediaBridge()
+    page.send(protocol.Dial("1002"))
+    invite = await far.wait(lambda e: isinstance(e, IncomingCall))
+    far.execute(lambda now: far.ua.reject(now, invite.call_id, status))
+    notice = await page.wait("notice")
+    assert (notice["level"], notice["code"]) == ("error", code)
+    assert str(status) in notice["text"]
+    await page.wait("call", state="ended")
+    assert isinstance(bridge.source, JapaneseBusy) is tone
+    await asyncio.sleep(0.5)
+    assert bridge.source is None  # a few seconds, then silence
