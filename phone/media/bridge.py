@@ -212,21 +212,6 @@ class _SilentTrack(MediaStreamTrack):
         raise AssertionError("unreachable")
 
 
-def _law_table(src: int, dst: int) -> bytes:
-    codes = bytes(range(256))
-    return g711.encode(g711.decode(codes, src), dst)
-
-
-_TRANSLATE = {
-    (g711.PAYLOAD_TYPE_PCMU, g711.PAYLOAD_TYPE_PCMA): _law_table(
-        g711.PAYLOAD_TYPE_PCMU, g711.PAYLOAD_TYPE_PCMA
-    ),
-    (g711.PAYLOAD_TYPE_PCMA, g711.PAYLOAD_TYPE_PCMU): _law_table(
-        g711.PAYLOAD_TYPE_PCMA, g711.PAYLOAD_TYPE_PCMU
-    ),
-}
-
-
 class _BrowserCodec:
     """Converts between the browser's negotiated codec and the leg's G.711 law.
 
@@ -259,8 +244,7 @@ class _G711Codec(_BrowserCodec):
         self._pending = b""  # a browser sending other than 20 ms packets gets reframed
 
     def to_leg(self, payload: bytes, leg_pt: int) -> list[bytes]:
-        if leg_pt != self.law:
-            payload = payload.translate(_TRANSLATE[(self.law, leg_pt)])
+        payload = g711.convert(payload, self.law, leg_pt)
         if len(payload) == FRAME_SAMPLES and not self._pending:
             return [payload]  # the normal case: 20 ms in, 20 ms out
         data = self._pending + payload
@@ -269,9 +253,7 @@ class _G711Codec(_BrowserCodec):
         return [data[i : i + FRAME_SAMPLES] for i in range(0, cut, FRAME_SAMPLES)]
 
     def from_leg(self, payload: bytes, leg_pt: int) -> bytes:
-        if leg_pt == self.law:
-            return payload
-        return payload.translate(_TRANSLATE[(leg_pt, self.law)])
+        return g711.convert(payload, leg_pt, self.law)
 
     def encode_pcm(self, pcm: np.ndarray) -> bytes:
         return g711.encode(pcm, self.law)

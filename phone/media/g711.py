@@ -148,3 +148,22 @@ def silence_payload(payload_type: int, samples: int = 160) -> bytes:
         return bytes([_SILENCE[payload_type]]) * samples
     except KeyError:
         raise ValueError(f"not a G.711 payload type: {payload_type}") from None
+
+
+def _law_table(src: int, dst: int) -> bytes:
+    codes = bytes(range(256))
+    return encode(decode(codes, src), dst)
+
+
+_TRANSLATE = {
+    (PAYLOAD_TYPE_PCMU, PAYLOAD_TYPE_PCMA): _law_table(PAYLOAD_TYPE_PCMU, PAYLOAD_TYPE_PCMA),
+    (PAYLOAD_TYPE_PCMA, PAYLOAD_TYPE_PCMU): _law_table(PAYLOAD_TYPE_PCMA, PAYLOAD_TYPE_PCMU),
+}
+
+
+def convert(payload: bytes, src: int, dst: int) -> bytes:
+    """One G.711 law to the other, byte for byte through a 256-entry table (G.711 §A/§B
+    conversion); the same law passes untouched."""
+    if src == dst:
+        return payload
+    return payload.translate(_TRANSLATE[(src, dst)])

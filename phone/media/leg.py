@@ -457,6 +457,11 @@ class RtpLeg:
         """Queue one already-encoded 20 ms G.711 frame (passthrough; no transcoding)."""
         self._tx.append(payload)
 
+    def trim_queue(self, keep: int) -> None:
+        """Drop the oldest queued frames beyond `keep` (a relay must not build up delay)."""
+        while len(self._tx) > keep:
+            self._tx.popleft()
+
     def send_pcm(self, pcm: np.ndarray) -> None:
         """Queue int16 8 kHz PCM, cut into 20 ms frames (a short tail is zero-padded)."""
         samples = np.asarray(pcm, dtype=np.int16)

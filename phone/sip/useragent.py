@@ -149,6 +149,7 @@ class IncomingCall:
     offer: SessionDescription | None
     replaces: str | None = None  # Call-ID of our call this INVITE replaces (RFC 3891)
     referred_by: str | None = None
+    headers: Headers | None = None  # all of the INVITE's headers, for what the worker reads
 
 
 @dataclass(slots=True)
@@ -794,7 +795,10 @@ class UserAgent:
             other = self.calls.get(replaces_call)
             if other is None or other.dialog is None:
                 raise SipError(f"no dialog for {replaces_call!r}")
-            uri = other.dialog.remote_target.copy()
+            # The target's address of record at the PBX, not its Contact (RFC 5589 §7.2 allows
+            # either): the transferee's INVITE must go through the PBX, and a proxy that only
+            # relays for its own domain refuses one aimed at a phone's bare address.
+            uri = other.dialog.remote_uri.uri.copy()
             uri.headers["Replaces"] = _replaces_value(other.dialog)
         refer_to = f"<{uri}>"
         request = call.dialog.create_request(
@@ -1027,6 +1031,7 @@ class UserAgent:
                 offer=offer,
                 replaces=replaces,
                 referred_by=request.headers.get("referred-by"),
+                headers=request.headers,
             )
         )
         out.events.append(CallStateChanged(call.id, CallState.INCOMING))
