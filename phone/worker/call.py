@@ -91,6 +91,7 @@ class LineCall:
     ring: str = ""  # that line's ring tone
     park_slot: int | None = None  # parked in this slot of the user's park group
     early_media: bool = False  # the far end sends progress audio (183 with SDP)
+    referred_from: str | None = None  # placed on a REFER received on this call (RFC 3515)
 
     def __post_init__(self) -> None:
         self.remote = _clip(self.remote, MAX_NUMBER)

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from phone import actions
+from phone.media.join import LegJoin
 from phone.media.tones import JapaneseBusy, ToneSource
 from phone.numbers import clean_number
 from phone.signalling import protocol
@@ -58,6 +59,7 @@ from phone.sip.errors import SipError
 from phone.sip.registration import RegistrationState, RegistrationStateChanged
 from phone.sip.sdp import SdpNegotiationError, SessionDescription, build_offer, negotiate_answer
 from phone.sip.transaction import Addr, MalformedMessage
+from phone.sip.uri import SipUri
 from phone.sip.useragent import (
     CallState,
     CallStateChanged,
@@ -98,7 +100,32 @@ class ToneDone:
     tone: ToneSource
 
 
-LineInput = protocol.ToWorker | Release | ToneDone | Any  # Any: the UserAgent's events
+@dataclass(frozen=True, slots=True)
+class TransferDeadline:
+    """転送実行 was asked this long ago and the peers have not completed the transfer."""
+
+    held_id: str
+
+
+@dataclass
+class Joined:
+    """Two calls the worker relays between after the user handed them over (a transfer the
+    peers could not complete): the user is done with them; the line hangs up one when the
+    other ends."""
+
+    a: LineCall
+    b: LineCall
+    join: LegJoin
+
+    def other(self, call_id: str) -> LineCall:
+        return self.b if call_id == self.a.id else self.a
+
+
+LineInput = protocol.ToWorker | Release | ToneDone | TransferDeadline | Any  # Any: UA events
+
+# 転送実行: how long the peers get to complete a transfer themselves before the worker joins
+# the two calls (the user always sees the transfer succeed).
+TRANSFER_GRACE_SECONDS = 4.0
 
 # A failed outgoing call, by SIP final status (RFC 3261 §21): what the page tells the user
 # (seed 3-2), and whether the busy tone (話中音) plays.
@@ -174,6 +201,8 @@ class Line:
         self._user_name = ""
         # A tone a page hears with no call to carry (the busy tone after a failed call).
         self.tones: dict[str, ToneSource] = {}
+        self.transferring: dict[str, str] = {}  # held call → its consultation, REFER sent
+        self.joined: dict[str, Joined] = {}  # call id → the pair the worker relays
         self.task = asyncio.create_task(self._run(), name=f"line-{user_id}")
 
     def post(self, item: LineInput) -> None:
@@ -227,7 +256,10 @@ class Line:
             case CallStateChanged():
                 await self._on_call_state(item)
             case MediaUpdated(call_id=call_id, media=media, early=early):
+                pair = self.joined.get(call_id)
                 call = self.calls.get(call_id)
+                if pair is not None:  # a joined call's far end re-INVITEs: follow it
+                    call = pair.a if pair.a.id == call_id else pair.b
                 if call is not None and call.media is not None and media is not None:
                     call.media.update_remote(media)
                     if early and not call.early_media:
@@ -239,10 +271,12 @@ class Line:
                 await self._on_hold_changed(item)
             case TransferProgress():
                 await self._on_transfer_progress(item)
-            case TransferRequested(call_id=call_id):
-                # We are the held party of someone else's transfer: not handled yet (the
-                # call-control issue); the transferor sees the transfer fail and keeps us.
-                log.info("line %s: REFER on %s not acted on", self.user_id, call_id)
+            case TransferRequested():
+                await self._on_refer(item)
+            case TransferDeadline(held_id=held_id):
+                consult_id = self.transferring.pop(held_id, None)
+                if consult_id is not None:
+                    await self._join(held_id, consult_id)
             case MessageSummary(waiting=waiting, new=new, old=old):
                 await self.broadcast(server_message("vm.status", waiting=waiting, new=new, old=old))
             case UntrustedRequests(count=count, last_source=source, last_method=method):
@@ -300,7 +334,7 @@ class Line:
 
     async def _release_if_idle(self) -> None:
         self._release = None
-        if self.sessions or self.calls or not self.inbox.empty():
+        if self.sessions or self.calls or self.joined or not self.inbox.empty():
             return
         # Forgotten first: a page opening meanwhile gets a new line, not this closing one.
         self.host.forget(self)
@@ -371,6 +405,8 @@ class Line:
         for call in list(self.calls.values()):
             self._hangup(call)
             await self._finish(call, "local-bye")
+        for pair in list(self.joined.values()):
+            await self._unjoin(pair)
         if self.transport is not None:
             transport = self.transport
             with contextlib.suppress(Exception):
@@ -400,6 +436,12 @@ class Line:
         )
         call.offer = event.offer
         self.calls[call.id] = call
+        old = self.calls.get(event.replaces) if event.replaces else None
+        if old is not None:
+            # RFC 3891: this INVITE takes the place of one of our calls (the far end of an
+            # attended transfer): no ringing, it continues where the old one was.
+            await self._replace(old, call)
+            return
         self._sip(lambda now: self.ua.ring(now, call.id))
         # The history row and the phonebook name after the 180 has left: the caller hears
         # ringing without waiting on the database.
@@ -428,12 +470,17 @@ class Line:
     async def _on_call_state(self, event: CallStateChanged) -> None:
         call = self.calls.get(event.call_id)
         if call is None:
-            if event.state is CallState.TERMINATED and self.transport is not None:
+            pair = self.joined.get(event.call_id)
+            if pair is not None and event.state is CallState.TERMINATED:
+                await self._unjoin(pair)
+            elif event.state is CallState.TERMINATED and self.transport is not None:
                 # A call we already ended locally (hang-up before any answer): now the UA
                 # is done with it too.
                 self.ua.forget(event.call_id)
             return
         first_answer = event.state is CallState.CONNECTED and call.answered_at is None
+        if call.referred_from is not None:
+            await self._referral_progress(call, event)
         if not call.on_ua_state(event.state, event.status, event.reason):
             return
         if call.ended:
@@ -475,6 +522,13 @@ class Line:
         call = self.calls.get(event.call_id)
         if call is None or not event.final:
             return
+        consult_id = self.transferring.pop(call.id, None)
+        if not 200 <= event.status < 300 and consult_id is not None:
+            # The peers refused or failed (no REFER, no Replaces...): the worker joins the two
+            # calls itself, so 転送実行 still succeeds for the user (seed 3-3).
+            log.info("line %s: transfer refused (%s); joining", self.user_id, event.status)
+            await self._join(call.id, consult_id)
+            return
         if 200 <= event.status < 300:
             # The transfer completed (blind or attended): our part of the call is over.
             self._hangup(call)
@@ -483,12 +537,9 @@ class Line:
                 self._hangup(consult)
                 await self._finish(consult, "transferred")
         else:
+            text = f"{event.status} {event.reason}".strip()
             await self.broadcast(
-                error_message(
-                    "bad_state",
-                    f"transfer failed ({event.status} {event.reason})".strip(),
-                    "transfer",
-                )
+                server_message("notice", level="error", code="transfer-failed", text=text)
             )
 
     # -- calls: commands --------------------------------------------------------------------
@@ -575,14 +626,25 @@ class Line:
         return number, {"from_user": line}
 
     async def _place_call(
-        self, session: str, number: str, *, consult_of: str | None, line: str = ""
-    ) -> None:
+        self,
+        session: str | None,
+        number: str,
+        *,
+        consult_of: str | None = None,
+        line: str = "",
+        target: SipUri | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        referred_from: str | None = None,
+    ) -> LineCall | None:
         media = await self.host.open_media()
         if self.transport is None or self.config is None:
             await media.close()  # the line stopped while the port opened
-            return
+            return None
         offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
-        target, options = self._caller_id(number, line)
+        dialled, options = self._caller_id(number, line)
+        destination: str | SipUri = target if target is not None else dialled
+        if headers:
+            options["headers"] = [*options.get("headers", []), *headers]
         call_id = f"{secrets.token_hex(12)}@{self.transport.local_addr[0]}"
         call = LineCall(
             id=call_id,
@@ -592,20 +654,23 @@ class Line:
             media=media,
             session=session,
             consult_of=consult_of,
+            line=line,
+            referred_from=referred_from,
         )
         self.calls[call_id] = call
         try:
-            self._sip(lambda now: self.ua.call(now, target, offer, call_id=call_id, **options))
+            self._sip(lambda now: self.ua.call(now, destination, offer, call_id=call_id, **options))
         except SipError as exc:
             log.warning("line %s: dial %s failed: %s", self.user_id, number, exc)
             await self._finish(call, "failed")
-            return
+            return None
         self.route_media()
         await self._open_record(call)
         # The phonebook name once the INVITE is on its way (no database before it leaves).
         call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
         if not call.ended:
             await self.broadcast(call.message())
+        return call
 
     async def _answer(self, session: str, call_id: str) -> None:
         command = Answer(call_id)
@@ -753,7 +818,13 @@ class Line:
                 lambda now: self.ua.refer(now, held.id, consult.remote, replaces_call=consult.id)
             )
         except SipError:
-            await self._refuse(session, "bad_state", TransferComplete(call_id))
+            # No REFER possible on this dialog: the worker joins the calls straight away.
+            await self._join(held.id, consult.id)
+            return
+        self.transferring[held.id] = consult.id
+        asyncio.get_running_loop().call_later(
+            TRANSFER_GRACE_SECONDS, self.post, TransferDeadline(held.id)
+        )
 
     async def _transfer_cancel(self, session: str, call_id: str) -> None:
         consult = self.calls.get(call_id)
@@ -793,6 +864,9 @@ class Line:
             await call.media.close()
         if self.transport is not None:
             self.ua.forget(call.id)
+        await self._ended_for_the_user(call)
+
+    async def _ended_for_the_user(self, call: LineCall) -> None:
         self.route_media()
         try:
             await database_sync_to_async(actions.do_close_call)(
@@ -802,6 +876,106 @@ class Line:
             log.exception("line %s: could not log call %s", self.user_id, call.id)
         await self.broadcast(call.message())
         if not self.sessions and not self.calls:
+            self.post(Release())
+
+    # -- transfers: the peers do it (REFER, Replaces) or the worker joins the calls ----------
+
+    async def _on_refer(self, event: TransferRequested) -> None:
+        """Someone transfers us (RFC 3515): call the target, with Replaces for an attended
+        transfer (RFC 3891), and report progress; the page moves to the new call."""
+        old = self.calls.get(event.call_id)
+        if old is None or not old.live:
+            self._sip(lambda now: self.ua.transfer_progress(now, event.call_id, 481))
+            return
+        headers = []
+        if event.replaces:
+            headers.append(("Replaces", event.replaces))
+        if event.referred_by:
+            headers.append(("Referred-By", event.referred_by))
+        target = event.target
+        number = target.user or str(target)
+        new = await self._place_call(
+            old.session, number, target=target, headers=headers, referred_from=old.id
+        )
+        if new is None:
+            self._sip(lambda now: self.ua.transfer_progress(now, event.call_id, 500))
+
+    async def _referral_progress(self, call: LineCall, event: CallStateChanged) -> None:
+        """Our call to a REFER's target moved on: NOTIFY the transferor (RFC 3515 §2.4.5); once
+        it is answered the old call is over."""
+        old_id = call.referred_from
+        assert old_id is not None
+        status = {CallState.RINGING: 180, CallState.CONNECTED: 200}.get(event.state)
+        if event.state is CallState.TERMINATED:
+            status = event.status or 487
+        if status is None:
+            return
+        with contextlib.suppress(SipError):
+            self._sip(lambda now: self.ua.transfer_progress(now, old_id, status))
+        if status >= 200:
+            call.referred_from = None
+        old = self.calls.get(old_id)
+        if status == 200 and old is not None:
+            self._hangup(old)
+            await self._finish(old, "transferred")
+
+    async def _replace(self, old: LineCall, new: LineCall) -> None:
+        """Answer an INVITE with Replaces at once and end the call it replaces (RFC 3891 §3)."""
+        media = await self.host.open_media()
+        ua_call = self.ua.calls.get(new.id)
+        if new.ended or ua_call is None or ua_call.state is not CallState.INCOMING:
+            await media.close()
+            return
+        try:
+            sdp = self._answer_sdp(new.offer, media)
+        except SdpNegotiationError:
+            await media.close()
+            self._sip(lambda now: self.ua.reject(now, new.id, 488))
+            return
+        new.media, new.session = media, old.session
+        await self._open_record(new)
+        self._sip(lambda now: self.ua.answer(now, new.id, sdp))
+        self._hangup(old)
+        await self._finish(old, "replaced")
+
+    async def _join(self, held_id: str, consult_id: str) -> None:
+        held, consult = self.calls.get(held_id), self.calls.get(consult_id)
+        if (
+            held is None
+            or consult is None
+            or not held.live
+            or not consult.live
+            or held.media is None
+            or consult.media is None
+        ):
+            await self.broadcast(
+                server_message("notice", level="error", code="transfer-failed", text="")
+            )
+            return
+        if held.phase is Phase.HELD:
+            try:  # the far end hears the target, not music
+                self._sip(lambda now: self.ua.unhold(now, held.id))
+            except SipError as exc:
+                log.info("line %s: could not take %s off hold: %s", self.user_id, held.id, exc)
+        pair = Joined(held, consult, LegJoin(held.media.leg, consult.media.leg))
+        log.info("line %s: joined %s and %s", self.user_id, held.id, consult.id)
+        for call in (held, consult):
+            self.joined[call.id] = pair
+            del self.calls[call.id]
+            call.end("transferred")
+            await self._ended_for_the_user(call)
+
+    async def _unjoin(self, pair: Joined) -> None:
+        """One side of a joined pair hung up: so does the other, and the relay ends."""
+        pair.join.close()
+        for call in (pair.a, pair.b):
+            self.joined.pop(call.id, None)
+            self._hangup(call)
+            if call.media is not None:
+                await call.media.close()
+            if self.transport is not None:
+                self.ua.forget(call.id)
+        if not self.sessions and not self.calls and not self.joined:
             self.post(Release())
 
     async def _failed(self, call: LineCall, status: int | None) -> None:

@@ -424,3 +424,114 @@ async def test_it_tells_why_a_call_failed_and_plays_the_busy_tone(
     assert isinstance(bridge.source, JapaneseBusy) is tone
     await asyncio.sleep(0.5)
     assert bridge.source is None  # a few seconds, then silence
+
+
+async def consultation(world):
+    """alice has a held call with the far end and an answered consultation call to 1003."""
+    from phone.sip.useragent import IncomingCall
+
+    far, page, line = world.far, world.page, world.line
+    held = await connected_call(far, page, line)
+    page.send(protocol.Hold(held))
+    await page.wait("call", id=held, state="held")
+    page.send(protocol.TransferStart(held, "1003"))
+    invite = await far.wait(lambda e: isinstance(e, IncomingCall) and e.call_id != held)
+    far.execute(lambda now: far.ua.answer(now, invite.call_id, answer_sdp(invite.offer)))
+    consult = await page.wait("call", state="incall", transfer={"of": held})
+    return held, consult["id"], invite.call_id
+
+
+def answer_sdp(offer):
+    from phone.sip.sdp import negotiate_answer
+
+    return negotiate_answer(offer, "127.0.0.1", 40002, session_id="9")
+
+
+async def test_it_completes_a_transfer_the_peers_carry_out(world, cast):
+    from phone.sip.useragent import TransferRequested
+
+    far, page, line = world.far, world.page, world.line
+    held, consult, _far_consult = await consultation(world)
+    page.send(protocol.TransferComplete(consult))
+    refer = await far.wait(lambda e: isinstance(e, TransferRequested))
+    assert refer.replaces is not None and refer.replaces.startswith(consult)
+    assert refer.target.user == "1003"  # its address at the PBX, not its Contact
+    far.execute(lambda now: far.ua.transfer_progress(now, refer.call_id, 200))
+    await page.wait("call", id=held, state="ended", reason="transferred")
+    await page.wait("call", id=consult, state="ended", reason="transferred")
+    assert not line.calls and not line.joined
+
+
+@pytest.mark.parametrize("how", ["refused", "silent"])
+async def test_it_joins_the_calls_itself_when_the_peers_do_not_transfer(
+    world, cast, monkeypatch, how
+):
+    from phone.worker import line as line_module
+
+    monkeypatch.setattr(line_module, "TRANSFER_GRACE_SECONDS", 0.3)
+    net, far, page, line = world.net, world.far, world.page, world.line
+    held, consult, far_consult = await consultation(world)
+
+    def refer(datagram):
+        if datagram.first_line.startswith("REFER") and datagram.dst == PBX:
+            if how == "refused":
+                net.answer(datagram, 403)
+            return True  # "silent": the far end never answers the REFER
+        return False
+
+    net.intercept = refer
+    page.send(protocol.TransferComplete(consult))
+    await page.wait("call", id=held, state="ended", reason="transferred")
+    await page.wait("call", id=consult, state="ended", reason="transferred")
+    assert set(line.joined) == {held, consult}  # the worker relays between them now
+    pair = line.joined[held]
+    assert pair.a.media.leg.source is None  # no more music on hold: the target talks
+    # The user's history has both calls, ended when they were handed over.
+    rows_now = await rows(user=cast.alice)
+    assert {r.sip_call_id for r in rows_now if r.end_reason == "transferred"} == {held, consult}
+    net.intercept = None
+    # One side hangs up: the worker hangs up the other and stops relaying.
+    far.execute(lambda now: far.ua.hangup(now, far_consult))
+    await far.wait(
+        lambda e: (
+            isinstance(e, CallStateChanged)
+            and e.call_id == held
+            and e.state is CallState.TERMINATED
+        )
+    )
+    assert not line.joined
+
+
+async def test_it_calls_the_target_when_it_is_transferred_and_notifies_progress(world, cast):
+    from phone.sip.useragent import IncomingCall, TransferProgress
+
+    far, page, line = world.far, world.page, world.line
+    old = await connected_call(far, page, line)
+    far.execute(lambda now: far.ua.refer(now, old, "sip:1003@pbx.test"))
+    invite = await far.wait(lambda e: isinstance(e, IncomingCall) and e.call_id != old)
+    assert invite.request_uri.user == "1003"
+    assert invite.headers.get("referred-by")
+    far.execute(lambda now: far.ua.answer(now, invite.call_id, answer_sdp(invite.offer)))
+    done = await far.wait(lambda e: isinstance(e, TransferProgress) and e.final)
+    assert done.status == 200
+    new = await page.wait("call", id=invite.call_id, state="incall")
+    assert new["remote"] == "1003"
+    await page.wait("call", id=old, state="ended", reason="transferred")
+    assert line.calls[invite.call_id].session == page.session
+
+
+async def test_it_takes_an_invite_with_replaces_in_place_of_the_call(world, cast):
+    far, page, line = world.far, world.page, world.line
+    old = await connected_call(far, page, line)
+    dialog = far.ua.calls[old].dialog
+    replaces = f"{old};to-tag={dialog.remote_tag};from-tag={dialog.local_tag}"
+    offer = answer_sdp(far.ua.calls[old].remote_sdp)  # any valid SDP of ours will do
+    uri = f"sip:1001@{line_addr(line)[0]}:{line_addr(line)[1]}"
+    new_id, _ = far.execute(
+        lambda now: far.ua.call(now, uri, offer, headers=[("Replaces", replaces)])
+    )
+    new = await page.wait("call", id=new_id, state="incall")
+    assert new["direction"] == "in"
+    await page.wait("call", id=old, state="ended", reason="replaced")
+    assert not [m for m in page.messages if m["type"] == "incoming" and m["id"] == new_id]
+    assert line.calls[new_id].session == page.session
