@@ -1,11 +1,13 @@
 #!/bin/sh
 # Start the BrowserPhone development PBX (Kamailio registrar/proxy) in the foreground.
 # Ctrl-C stops it. Demo users: deploy/kamailio/users.demo (1001/1002/1003 tenant A, 2001 tenant B).
+# Demo lines: deploy/kamailio/lines.demo (0311112222, 0311113333 of 1001+1002; 0322224444 of 2001).
 #
 # Environment (all optional):
 #   SIP_IP=127.0.0.1  SIP_PORT=5060   where to listen (UDP and TCP)
 #   SIP_DOMAIN=pbx.test               an extra domain name served as local
 #   USERS_FILE=path                   users file (Kamailio syntax, see users.demo)
+#   LINES_FILE=path                   lines file (Kamailio syntax, see lines.demo)
 #   RUNDIR=dir                        pid file, control socket (kamcmd -s unix:$RUNDIR/ctl ...)
 #   LOG_LEVEL=2                       3 logs every request
 set -eu
@@ -14,6 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 SIP_IP=${SIP_IP:-127.0.0.1}
 SIP_PORT=${SIP_PORT:-5060}
 USERS_FILE=${USERS_FILE:-$here/users.demo}
+LINES_FILE=${LINES_FILE:-$here/lines.demo}
 RUNDIR=${RUNDIR:-${TMPDIR:-/tmp}/browserphone-kamailio}
 LOG_LEVEL=${LOG_LEVEL:-2}
 
@@ -26,14 +29,19 @@ case "$USERS_FILE" in
     /*) ;;
     *) USERS_FILE=$(pwd)/$USERS_FILE ;;
 esac
-if [ "${#USERS_FILE}" -ge 127 ]; then
-    echo "USERS_FILE path must be shorter than 127 bytes (Kamailio include_file limit)" >&2
+case "$LINES_FILE" in
+    /*) ;;
+    *) LINES_FILE=$(pwd)/$LINES_FILE ;;
+esac
+if [ "${#USERS_FILE}" -ge 127 ] || [ "${#LINES_FILE}" -ge 127 ]; then
+    echo "USERS_FILE and LINES_FILE paths must be shorter than 127 bytes (Kamailio include_file limit)" >&2
     exit 1
 fi
 mkdir -p "$RUNDIR"
 
 set -- -A "SIP_IP=$SIP_IP" -A "SIP_PORT=$SIP_PORT" -A "LOG_LEVEL=$LOG_LEVEL" \
-    -A "CTL_SOCK=\"unix:$RUNDIR/ctl\"" --substdef "!USERS_FILE!$USERS_FILE!g"
+    -A "CTL_SOCK=\"unix:$RUNDIR/ctl\"" --substdef "!USERS_FILE!$USERS_FILE!g" \
+    --substdef "!LINES_FILE!$LINES_FILE!g"
 if [ -n "${SIP_DOMAIN:-}" ]; then
     set -- "$@" -A "SIP_DOMAIN=$SIP_DOMAIN"
 fi
@@ -42,7 +50,7 @@ if [ "$SIP_PORT" != 5060 ]; then
     set -- "$@" -A "SIP_ALIAS=$SIP_IP:5060"
 fi
 
-echo "BrowserPhone dev PBX on $SIP_IP:$SIP_PORT (udp+tcp), users from $USERS_FILE"
+echo "BrowserPhone dev PBX on $SIP_IP:$SIP_PORT (udp+tcp), users from $USERS_FILE, lines from $LINES_FILE"
 echo "  registrations: kamcmd -s unix:$RUNDIR/ctl ul.dump"
 exec "$KAMAILIO" -f "$here/kamailio.cfg" -DD -E -Y "$RUNDIR" -P "$RUNDIR/kamailio.pid" \
     -m 64 -M 8 "$@"

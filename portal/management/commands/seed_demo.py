@@ -10,6 +10,10 @@ from portal.models import Profile, SipAccount, Tenant
 
 # The development PBX (deploy/kamailio, users.demo) listens on 127.0.0.1:5060 with these users.
 DEMO_PBX = "127.0.0.1"
+# The demo tenant presents a line button's number in the From user: the dev PBX accepts there
+# the lines of deploy/kamailio/lines.demo for their extensions (and asserts it in
+# P-Asserted-Identity), and every callee, baresip and our own phone alike, shows the From user.
+DEMO_CALLER_ID_METHOD = Tenant.CallerIdMethod.FROM_USER
 DEMO_USERS = [
     # username, portal password, display name, role, extension, SIP password
     ("demoadmin", "demo-admin-pass", "管理者", Profile.Role.TENANT_ADMIN, None, None),
@@ -31,7 +35,12 @@ class Command(BaseCommand):
         User = get_user_model()
         tenant, _ = Tenant.objects.update_or_create(
             code="demo",
-            defaults={"name": "デモ株式会社", "pbx_domain": DEMO_PBX, "outbound_proxy": ""},
+            defaults={
+                "name": "デモ株式会社",
+                "pbx_domain": DEMO_PBX,
+                "outbound_proxy": "",
+                "caller_id_method": DEMO_CALLER_ID_METHOD,
+            },
         )
         users = {}
         for username, password, display, role, extension, sip_password in DEMO_USERS:
@@ -76,12 +85,15 @@ class Command(BaseCommand):
         group, _ = ParkGroup.objects.get_or_create(tenant=tenant, name="代表グループ")
         group.members.set([users["alice"], users["bob"]])
 
+        # The lines are numbers the dev PBX knows (deploy/kamailio/lines.demo: both belong to
+        # alice 1001 and bob 1002; a call to one rings them both).
         buttons = [
             (1, LineButton.Kind.LINE, "0311112222", "サンプル (総務部)"),
-            (2, LineButton.Kind.ONE_TOUCH, "1002", "ボブ"),
-            (3, LineButton.Kind.VM_START, "", "留守電開始"),
-            (4, LineButton.Kind.VM_STOP, "", "留守電終了"),
-            (5, LineButton.Kind.VM_STATUS, "", "留守電状態"),
+            (2, LineButton.Kind.LINE, "0311113333", "業務部"),
+            (3, LineButton.Kind.ONE_TOUCH, "1002", "ボブ"),
+            (4, LineButton.Kind.VM_START, "", "留守電開始"),
+            (5, LineButton.Kind.VM_STOP, "", "留守電終了"),
+            (6, LineButton.Kind.VM_STATUS, "", "留守電状態"),
         ]
         for position, kind, number, label in buttons:
             LineButton.objects.update_or_create(
