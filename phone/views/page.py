@@ -44,6 +44,59 @@ def index(request):
                 "reconnecting": _("Reconnecting"),
                 "worker_lost": _("Phone service not responding"),
                 "incoming_to": _("Call to"),
+                # The list of calls (seed 3-3, several calls per user).
+                "answer": _("Answer"),
+                "reject": _("Reject"),
+                "hangup": _("Hang up"),
+                "select": _("Act on this call"),
+                "consultation": _("Transfer target"),
+                "holding": _("Putting on hold…"),
+                "resuming": _("Resuming…"),
+                "line": _("Line"),
+                # {slot}, {caller}, {who} are filled in by the page.
+                "parked": _("Parked in {slot}"),
+                "park_free": _("Park {slot}: free"),
+                "park_parked": _("Park {slot}: {caller} (parked by {who})"),
+                "park_mine": _("Park {slot}: {caller} (parked by you)"),
+                # Hints when a button cannot act.
+                "cannot_dial": _("You cannot dial while a call is ringing or in progress."),
+                "enter_number": _("Enter the number first."),
+                "hold_first": _("Put the call on hold, enter the number, then press Transfer."),
+                "no_call_to_transfer": _("There is no call to transfer."),
+                "nothing_to_park": _("There is no call to park."),
+                # The server's `notice` codes (seed 3-2: why a call failed).
+                "notices": {
+                    "busy": _("The line is busy"),
+                    "no-answer": _("No answer"),
+                    "not-found": _("This number does not exist"),
+                    "unavailable": _("Cannot connect"),
+                    "declined": _("The call was declined"),
+                    "failed": _("The call could not be connected"),
+                    "hold_refused": _("The call could not be put on hold"),
+                    "transfer-failed": _("The transfer failed"),
+                    "park-timeout": _("The parked call timed out"),
+                    "line-refused": _("This line cannot be used"),
+                },
+                # The server's `error` codes (phone.signalling.schema.ERROR_CODES).
+                "errors": {
+                    # The page sent something the server does not read (an old page after
+                    # an update, most likely): a reload fixes it.
+                    **dict.fromkeys(
+                        ("bad_json", "too_large", "unknown_type", "bad_field"),
+                        _("The page is out of date; reload it"),
+                    ),
+                    "not_allowed": _("Not allowed"),
+                    "no_account": _("No SIP account is set up"),
+                    "no_call": _("That call has ended"),
+                    "bad_state": _("That is not possible in the call's current state"),
+                    "bad_number": _("This number cannot be dialled"),
+                    "no_slot": _("There is no such park slot"),
+                    "slot_busy": _("That park slot is taken"),
+                    "worker_unavailable": _("The phone service is not reachable; try again"),
+                    "hold_refused": _("The call could not be put on hold"),
+                    "too_long": _("The input is too long"),
+                    "internal": _("The server could not do this; the call goes on"),
+                },
             },
         },
     )

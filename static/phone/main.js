@@ -12,8 +12,10 @@ const dialInput = $("dial-input");
 const DIALABLE = /^[0-9*#+]$/;
 
 function appendDigit(key) {
-  dialInput.value += key;
-  dialInput.dispatchEvent(new CustomEvent("phone:digit", { bubbles: true, detail: { key } }));
+  // During a call the keys are tones to the far end (DTMF) and leave the number alone.
+  const dtmf = ui.keypadDigit(key);
+  if (!dtmf) dialInput.value += key;
+  dialInput.dispatchEvent(new CustomEvent("phone:digit", { bubbles: true, detail: { key, dtmf } }));
 }
 
 document.querySelectorAll(".keypad .key").forEach((button) => {

@@ -1,8 +1,10 @@
+import json
 import re
 
 from django.urls import reverse
 
 from phone.models import LineButton, ParkGroup
+from phone.signalling.schema import ERROR_CODES
 
 # Every hook of design.md §5 that the phone page carries.
 PHONE_HOOKS = [
@@ -38,6 +40,14 @@ PHONE_HOOKS = [
     "cti-customer",
     "cti-called",
     "cti-last-call",
+    # Call control (issue 9).
+    "calls",
+    "call-timer",
+    "notice",
+    "blind-transfer-btn",
+    "call-swap",
+    "line-chosen",
+    "line-clear",
 ]
 
 
@@ -111,3 +121,48 @@ def test_it_serves_htmx_from_our_own_static_files(cast, login):
     html = login(cast.alice).get(reverse("phone:index")).content.decode()
     assert "/static/vendor/htmx.min.js" in html
     assert "unpkg" not in html and "cdn" not in html.lower()
+
+
+def labels_of(html):
+    found = re.search(r'<script id="phone-labels"[^>]*>(.*?)</script>', html, re.S)
+    return json.loads(found.group(1))
+
+
+# The notice codes the server sends (issue 9) and what a Japanese user reads for each.
+NOTICES_JA = {
+    "busy": "話し中",
+    "no-answer": "応答がありません",
+    "not-found": "この番号は存在しません",
+    "unavailable": "接続できません",
+    "declined": "拒否されました",
+    "failed": "接続できませんでした",
+    "hold_refused": "保留できませんでした",
+    "transfer-failed": "転送できませんでした",
+    "park-timeout": "パーク保留の時間切れです",
+    "line-refused": "この回線は使えません",
+}
+
+
+def test_it_gives_the_page_a_japanese_text_for_every_notice_and_error_code(cast, login):
+    labels = labels_of(login(cast.alice).get(reverse("phone:index")).content.decode())
+    assert labels["notices"] == NOTICES_JA
+    # Every error the server may answer with has a translated text (never the English message).
+    assert set(labels["errors"]) == set(ERROR_CODES)
+    assert all(re.search(r"[ぁ-んァ-ヶ一-龠]", text) for text in labels["errors"].values())
+    assert labels["answer"] == "応答" and labels["reject"] == "拒否" and labels["hangup"] == "切断"
+
+
+def test_it_gives_english_texts_to_an_english_page(cast, login):
+    client = login(cast.alice)
+    client.cookies["django_language"] = "en"
+    labels = labels_of(client.get(reverse("phone:index")).content.decode())
+    assert labels["notices"]["busy"] == "The line is busy"
+    assert labels["errors"]["slot_busy"] == "That park slot is taken"
+
+
+def test_it_labels_line_buttons_for_the_chosen_line_display(cast, login):
+    make_pad(cast.tenant_a)
+    html = login(cast.alice).get(reverse("phone:index")).content.decode()
+    button = r'data-testid="line-btn-1"[^>]*data-number="0311111111" data-label="総務部"'
+    assert re.search(button, html)
+    assert re.search(r'data-testid="line-chosen"[^>]*hidden', html)
