@@ -6,7 +6,8 @@ Builds (once; reused while the sizes match) a tenant with 1 000 000 CallRecords 
 holding a fifth of them, the rest spread over 49 colleagues — and a shared phonebook of 100 000
 contacts, in its own database (BENCH_DATABASE_URL, default browserphone_bench on the local
 PostgreSQL). Then it times full requests through Django (view + query + template) with the test
-client, logged in as the heavy user, and prints p50/p95 per request kind. Target: p95 ≤ 100 ms.
+client, logged in as the heavy user, and prints p50/p95 per request kind. Target: p95 ≤ 100 ms,
+and ≤ 50 ms for the phonebook's name and kana search (Japanese text, whatever the locale).
 """
 
 import argparse
@@ -107,6 +108,8 @@ def build(records: int, contacts: int) -> dict:
                         f"bench-{i}@pbx",
                         "",
                         str(int((ended - answered).total_seconds())) if answered else r"\N",
+                        "",
+                        "",
                     ]
                 )
                 + "\n"
@@ -115,7 +118,7 @@ def build(records: int, contacts: int) -> dict:
         columns = (
             "tenant_id, user_id, direction, remote_number, remote_number_normalized, remote_name,"
             " called_number, started_at, answered_at, ended_at, sip_call_id, answered_by_name,"
-            " talk_seconds"
+            " talk_seconds, end_reason, worker"
         )
         with (
             connection.cursor() as cursor,
@@ -206,12 +209,15 @@ def main() -> None:
         f"{args.contacts} contacts; {args.runs} requests each (htmx fragment, full view)\n"
     )
     print(f"{'request':34} {'p50 ms':>8} {'p95 ms':>8}")
-    worst = 0.0
+    worst = worst_phonebook = 0.0
     for label, path, params in cases:
         p50, p95 = timed(client, path, params, args.runs)
         worst = max(worst, p95)
+        if label.startswith("phonebook:") and "q" in params:
+            worst_phonebook = max(worst_phonebook, p95)
         print(f"{label:34} {p50:8.1f} {p95:8.1f}")
     print(f"\nworst p95: {worst:.1f} ms (target ≤ 100 ms)")
+    print(f"worst phonebook search p95: {worst_phonebook:.1f} ms (target ≤ 50 ms)")
 
 
 if __name__ == "__main__":

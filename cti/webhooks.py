@@ -40,7 +40,11 @@ def encode(payload: dict) -> bytes:
 
 
 def queue_call_event(tenant_id: int, event: str, payload: dict) -> list[WebhookDelivery]:
-    """Log a delivery per interested endpoint and send each once the transaction commits."""
+    """Log a delivery per interested endpoint and queue each once the transaction commits.
+
+    Called on the call path (phone.actions, on the sipworker's database thread): after the
+    commit it only queues a task (portal.background), it never waits for a receiver, and a
+    broker that cannot take the task is logged, not raised into the call."""
     from cti.tasks import deliver_webhook
 
     deliveries = []
@@ -52,6 +56,6 @@ def queue_call_event(tenant_id: int, event: str, payload: dict) -> list[WebhookD
             tenant_id=tenant_id, endpoint=endpoint, event=event,
             payload=json.loads(encode(body)),
         )  # fmt: skip
-        transaction.on_commit(lambda pk=delivery.pk: deliver_webhook.delay(pk))
+        transaction.on_commit(lambda pk=delivery.pk: deliver_webhook.delay(pk), robust=True)
         deliveries.append(delivery)
     return deliveries

@@ -137,13 +137,27 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
-            # The embedded default serves HTTP, WebSockets and the sipworker from one process:
-            # wait for the write lock rather than failing with "database is locked".
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
             # A file, not memory, so that a server process started by end-to-end tests sees it.
             "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
         }
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite however it is named (the embedded default, or DATABASE_URL=sqlite:///...) serves
+    # HTTP, WebSockets, the sipworker and background tasks from the threads of one process:
+    # wait for the write lock rather than failing with "database is locked", take it when a
+    # transaction starts (no deadlock upgrading a read), and write-ahead logging, so that
+    # readers (pages, logins) never wait for a writer (a CSV import) nor the writer for them.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL",
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
+    _sqlite_name = Path(DATABASES["default"]["NAME"])
+    if str(_sqlite_name) != ":memory:":  # tests on a file too (test-<name> next to it)
+        DATABASES["default"].setdefault("TEST", {}).setdefault(
+            "NAME", _sqlite_name.with_name(f"test-{_sqlite_name.name}")
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -236,16 +250,20 @@ def redis_channel_layer(url: str) -> dict:
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_TASK_ALWAYS_EAGER = False
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CELERY_BROKER_URL = "memory://"
-    CELERY_TASK_ALWAYS_EAGER = True
-# Eager tasks (embedded default) must behave like queued ones: a failing webhook is retried and
-# logged, never raised into the request or call that triggered it.
-CELERY_TASK_EAGER_PROPAGATES = False
-# Eager tasks still record their result, so progress pages read one code path either way.
-CELERY_TASK_STORE_EAGER_RESULT = True
+    CELERY_BROKER_URL = "memory://localhost/"
+    # The in-memory queue is polled: a task starts within 50 ms of being queued.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.05}
+    # The one worker is a thread of this process: nobody to send it remote-control commands.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+# Tasks never run inline (not even in the embedded default): a webhook that does not answer
+# must not hold the call path or a request (portal.background).
+CELERY_TASK_ALWAYS_EAGER = False
+# Without REDIS_URL a Celery worker runs inside this process, in daemon threads, started by the
+# first task queued (portal.background); with Redis, `celery -A portal worker` processes do.
+BACKGROUND_EMBEDDED_WORKER = env_bool("BACKGROUND_EMBEDDED_WORKER", default=not REDIS_URL)
+BACKGROUND_THREADS = env_int("BACKGROUND_THREADS", 4)
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory://")
 
 # CSV exports: django-import-export's own escaping only deletes a leading "=" (it corrupts the

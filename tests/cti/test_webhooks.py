@@ -1,6 +1,11 @@
-"""Webhooks: signed JSON to a real local HTTP receiver, retried with backoff by Celery."""
+"""Webhooks: signed JSON to a real local HTTP receiver, retried with backoff by Celery.
+
+What one delivery does, run inline (Celery eager) so that no worker is needed; the background
+path itself (threads, a `celery worker` process, timed retries) is tests/cti/test_webhook_delivery.
+"""
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -9,6 +14,7 @@ import pytest
 from cti import tasks
 from cti.models import WebhookDelivery, WebhookEndpoint
 from cti.webhooks import queue_call_event, signature, verify
+from portal.urlsafety import HostNotResolved
 
 SECRET = "whsec-test-123"
 
@@ -49,6 +55,15 @@ def _receivers_on_loopback_allowed(settings):
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
 
 
+@pytest.fixture(autouse=True)
+def _deliveries_run_inline():
+    from portal.celery import app
+
+    before, app.conf.task_always_eager = app.conf.task_always_eager, True
+    yield
+    app.conf.task_always_eager = before
+
+
 @pytest.fixture
 def receiver():
     made = []
@@ -64,7 +79,7 @@ def receiver():
 
 @pytest.fixture
 def no_backoff_sleep(monkeypatch):
-    """Eager Celery runs retries at once; record the countdowns Celery chose instead."""
+    """Eager Celery runs retries at once; record the countdowns the task chose instead."""
     countdowns = []
     original = tasks.deliver_webhook.retry
 
@@ -109,9 +124,9 @@ def test_it_retries_with_backoff_until_the_receiver_recovers(
     assert len(hook.requests) == 3
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts) == ("delivered", 3)
-    # Exponential backoff from Celery (with jitter: at most 1 s, then at most 2 s).
+    # Exponential backoff with equal jitter: 0.5-1 s, then 1-2 s.
     assert len(no_backoff_sleep) == 2
-    assert 0 <= no_backoff_sleep[0] <= 1 and 0 <= no_backoff_sleep[1] <= 2
+    assert 0.5 <= no_backoff_sleep[0] <= 1 and 1 <= no_backoff_sleep[1] <= 2
 
 
 def test_it_gives_up_after_the_last_retry_and_logs_the_failure(
@@ -124,6 +139,7 @@ def test_it_gives_up_after_the_last_retry_and_logs_the_failure(
     assert len(hook.requests) == tasks.MAX_RETRIES + 1
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.response_code) == ("failed", 500)
+    assert delivery.error == "HTTP 500"  # never the receiver's page
 
 
 def test_it_does_not_retry_a_refusal(cast, receiver, django_capture_on_commit_callbacks):
@@ -146,6 +162,52 @@ def test_it_sends_only_the_events_an_endpoint_wants_and_only_its_tenants(
         queue_call_event(cast.tenant_a.pk, "call.ended", {"call_id": "c5"})
     assert [json.loads(body)["event"] for _h, body in a.requests] == ["call.ended"]
     assert b.requests == []
+
+
+def test_it_checks_the_url_again_right_before_it_calls_it(
+    cast, receiver, settings, django_capture_on_commit_callbacks
+):
+    # Saved while allowed; by the time of the delivery the host counts as internal.
+    hook = receiver(200)
+    endpoint(cast.tenant_a, hook.url)
+    settings.WEBHOOK_ALLOWED_HOSTS = []
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_call_event(cast.tenant_a.pk, "call.ended", {"call_id": "c6"})
+    assert hook.requests == []
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("failed", 1)  # refused, not retried
+    assert delivery.error.startswith("refused: 127.0.0.1 is a loopback")
+
+
+def test_it_retries_a_host_that_does_not_resolve_like_a_failed_connection(
+    cast, no_backoff_sleep, monkeypatch, django_capture_on_commit_callbacks
+):
+    def unresolved(url):
+        raise HostNotResolved("no such host")
+
+    monkeypatch.setattr(tasks, "check_delivery_url", unresolved)
+    endpoint(cast.tenant_a, "https://crm.example.jp/hook")
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_call_event(cast.tenant_a.pk, "call.ended", {"call_id": "c7"})
+    delivery = WebhookDelivery.objects.get()
+    assert len(no_backoff_sleep) == tasks.MAX_RETRIES
+    assert (delivery.status, delivery.attempts) == ("failed", tasks.MAX_RETRIES + 1)
+    assert delivery.error == "host not resolved"
+
+
+def test_it_logs_a_failed_connection_by_its_kind(
+    cast, no_backoff_sleep, django_capture_on_commit_callbacks
+):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    endpoint(cast.tenant_a, f"http://127.0.0.1:{port}/hook")
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_call_event(cast.tenant_a.pk, "call.ended", {"call_id": "c8"})
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.error) == ("failed", "ConnectionRefusedError")
+    assert len(no_backoff_sleep) == tasks.MAX_RETRIES
 
 
 def test_it_refuses_stale_signatures():

@@ -44,6 +44,8 @@ class PortalServer:
             "DATABASE_URL": database_url(),
             "DEBUG": "true",
             "SIPWORKER_RELEASE_SECONDS": "2",
+            # Webhook receivers of the tests listen on 127.0.0.1, internal unless allowed.
+            "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         }
         self.env.pop("REDIS_URL", None)
         self.proc: subprocess.Popen | None = None
