@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from cti import webhooks
 from cti.models import CtiSettings
-from phone.models import CallRecord, LineButton
+from phone.models import CallRecord, LineButton, ParkGroup, ParkSlot
 from phone.signalling import events, protocol
 from portal.models import Profile, SipAccount
 
@@ -132,6 +132,92 @@ def do_close_orphaned_calls(worker: str) -> int:
             _announce_ended(call.user.profile, call)
             closed += 1
     return closed
+
+
+def park_slots(group: ParkGroup) -> list[dict]:
+    """Every slot of a park group as the pages show it (who parked, which caller)."""
+    taken = {
+        slot.number: slot
+        for slot in ParkSlot.objects.filter(group=group)
+        .exclude(call_id="")
+        .select_related("parked_by__profile")
+    }
+    slots = []
+    for number in range(1, group.slot_count + 1):
+        slot = taken.get(number)
+        slots.append(
+            {
+                "slot": number,
+                "parked_by_id": slot.parked_by_id if slot else None,
+                "parked_by": slot.parked_by.profile.name
+                if slot and slot.parked_by and hasattr(slot.parked_by, "profile")
+                else "",
+                "caller": slot.remote_number if slot else "",
+                "caller_name": slot.remote_name if slot else "",
+            }
+        )
+    return slots
+
+
+def _announce_park(group: ParkGroup) -> None:
+    events.send_on_commit(
+        events.park_group(group.pk),
+        {"type": events.PARK_CHANGED, "group": group.pk, "slots": park_slots(group)},
+    )
+
+
+@transaction.atomic
+def do_park(
+    user_id: int, group_id: int, number: int, call_id: str, worker: str, remote: str, name: str
+) -> bool:
+    """Put a call in a free slot of the user's park group (seed 3-4); False if it is taken."""
+    group = ParkGroup.objects.select_for_update().get(pk=group_id, members__id=user_id)
+    if not 1 <= number <= group.slot_count:
+        return False
+    slot, _ = ParkSlot.objects.get_or_create(group=group, number=number)
+    if slot.call_id:
+        return False
+    slot.call_id, slot.worker, slot.parked_by_id = call_id, worker, user_id
+    slot.parked_at = timezone.now()
+    slot.remote_number, slot.remote_name = remote[:64], name[:100]
+    slot.save()
+    _announce_park(group)
+    return True
+
+
+@transaction.atomic
+def do_unpark(group_id: int, number: int, call_id: str) -> None:
+    """The parked call left its slot (taken, hung up, timed out)."""
+    group = ParkGroup.objects.select_for_update().get(pk=group_id)
+    if ParkSlot.objects.filter(group=group, number=number, call_id=call_id).update(
+        call_id="", worker="", parked_by=None, parked_at=None, remote_number="", remote_name=""
+    ):
+        _announce_park(group)
+
+
+def do_clear_orphaned_slots(worker: str) -> int:
+    """A sipworker starting: free the slots whose calls died with another worker (no ghost
+    slots). One sipworker owns every line today; leases will name the dead ones."""
+    cleared = 0
+    groups = ParkGroup.objects.filter(slots__worker__gt="").exclude(slots__worker=worker)
+    for group in groups.distinct():
+        with transaction.atomic():
+            locked = ParkGroup.objects.select_for_update().get(pk=group.pk)
+            cleared += (
+                ParkSlot.objects.filter(group=locked)
+                .exclude(worker="")
+                .exclude(worker=worker)
+                .update(
+                    call_id="",
+                    worker="",
+                    parked_by=None,
+                    parked_at=None,
+                    remote_number="",
+                    remote_name="",
+                )
+            )
+            _announce_park(locked)
+    return cleared
 
 
 def _announce_ended(profile, call: CallRecord) -> None:

@@ -17,7 +17,7 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
+from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 @database_sync_to_async
 def _tenant_id(user_id: int) -> int | None:
     return Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+
+
+@database_sync_to_async
+def _park_group(user_id: int, tenant_id: int) -> tuple[int, list[dict]] | None:
+    """The user's park group (the one the phone page shows) and its slots."""
+    from phone.actions import park_slots
+    from phone.models import ParkGroup
+
+    group = ParkGroup.objects.filter(tenant_id=tenant_id, members__id=user_id).first()
+    return None if group is None else (group.pk, park_slots(group))
 
 
 class PhoneConsumer(AsyncWebsocketConsumer):
@@ -75,9 +85,14 @@ class PhoneConsumer(AsyncWebsocketConsumer):
             await self.close(code=4403)
             return
         self.groups_joined = [events.user_group(self.user_id), WORKERS_GROUP]
+        park = await _park_group(self.user_id, self.tenant_id)
+        if park is not None:
+            self.groups_joined.append(events.park_group(park[0]))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        if park is not None:
+            await self.send_message(self._slots_message(park[1]))
         self.opened_at = time.time()
         self.worker: str | None = None  # the worker whose heartbeat we hear
         self.worker_lost = False
@@ -116,7 +131,16 @@ class PhoneConsumer(AsyncWebsocketConsumer):
         await self._to_worker(protocol.Detach(self.user_id, self.channel_name))
 
     async def _to_worker(self, message: protocol.ToWorker):
-        await self.channel_layer.send(protocol.WORKER_CHANNEL, protocol.to_wire(message))
+        try:
+            await self.channel_layer.send(protocol.WORKER_CHANNEL, protocol.to_wire(message))
+        except ChannelFull:
+            # Nobody reads the worker channel (the sipworker is down): say so, keep the page.
+            request = (
+                protocol.command_name(message.command)
+                if isinstance(message, protocol.Command)
+                else None
+            )
+            await self.send_message(error_message("worker_unavailable", request=request))
 
     async def _watch_worker(self):
         while True:
@@ -164,6 +188,32 @@ class PhoneConsumer(AsyncWebsocketConsumer):
 
     async def phone_history_changed(self, event):
         await self.send_message(server_message("settings.changed", what="history"))
+
+    def _slots_message(self, slots: list[dict]) -> dict:
+        """The group's slots as this user sees them: their own parked calls are "mine"."""
+
+        def state(slot: dict) -> str:
+            if slot["parked_by_id"] is None:
+                return "free"
+            return "mine" if slot["parked_by_id"] == self.user_id else "parked"
+
+        return server_message(
+            "park.slots",
+            slots=[
+                {
+                    "slot": slot["slot"],
+                    "state": state(slot),
+                    "parked_by": slot["parked_by"],
+                    "caller": slot["caller"],
+                    "caller_name": slot["caller_name"],
+                }
+                for slot in slots
+            ],
+        )
+
+    async def park_changed(self, event):
+        """A slot of our park group changed (state in the event: no database per member)."""
+        await self.send_message(self._slots_message(event["slots"]))
 
     async def phone_dial_request(self, event):
         await self.send_message(

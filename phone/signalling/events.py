@@ -15,11 +15,17 @@ ACCOUNT_CHANGED = "phone.account_changed"  # the user's SIP account settings cha
 SETTINGS_CHANGED = "phone.settings_changed"  # CTI settings or pad buttons changed
 DIAL_REQUEST = "phone.dial_request"  # click-to-dial: the page should dial this number
 HISTORY_CHANGED = "phone.history_changed"  # a call was logged: open history panels refresh
+PARK_CHANGED = "park.changed"  # a slot of a park group changed: {group, slots}
 
 
 def user_group(user_id: int) -> str:
     """Every open phone page of one user."""
     return f"user.{user_id}"
+
+
+def park_group(group_id: int) -> str:
+    """Every open phone page of the members of one park group (seed 3-4)."""
+    return f"park.{group_id}"
 
 
 def tenant_group(tenant_id: int) -> str:

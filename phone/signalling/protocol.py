@@ -204,7 +204,22 @@ class Reload:
     user_id: int
 
 
-ToWorker = Attach | Detach | Command | Reload
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """Worker → worker: a member of a park group takes a call another member's line holds in
+    a slot (seed 3-4). The owner's line (`user_id`) calls `to_extension` through the PBX with
+    `token`; the picker's line answers that call at once and its page hears the caller. Sent
+    on the worker channel, so the two lines may run in different sipworker processes."""
+
+    user_id: int  # the line holding the parked call
+    call_id: str
+    slot: int
+    to_extension: str
+    to_session: str  # the picker's page, told if the call is no longer there
+    token: str
+
+
+ToWorker = Attach | Detach | Command | Reload | Handover
 
 
 # -- host → consumer ------------------------------------------------------------------------
@@ -228,6 +243,7 @@ _TYPES: dict[type[Any], str] = {
     Detach: "worker.detach",
     Command: "worker.command",
     Reload: "worker.reload",
+    Handover: "worker.handover",
     ToPage: "phone.message",
     Heartbeat: "worker.heartbeat",
 }

@@ -92,6 +92,15 @@ class LineCall:
     park_slot: int | None = None  # parked in this slot of the user's park group
     early_media: bool = False  # the far end sends progress audio (183 with SDP)
     referred_from: str | None = None  # placed on a REFER received on this call (RFC 3515)
+    park_group: int | None = None
+    recalling: bool = False  # a parked call nobody took rings its parker again
+    # The worker's own leg to a colleague picking up a parked call: not the user's call (no
+    # row, not on the page); when it is answered the worker joins it with the parked one.
+    picks_up: str | None = None
+
+    @property
+    def internal(self) -> bool:
+        return self.picks_up is not None
 
     def __post_init__(self) -> None:
         self.remote = _clip(self.remote, MAX_NUMBER)

@@ -86,3 +86,62 @@ def display_name_for(user_id: int, number: str) -> str:
 def user_display_name(user_id: int) -> str:
     profile = Profile.objects.select_related("user").filter(user_id=user_id).first()
     return profile.name if profile else ""
+
+
+@dataclass(frozen=True)
+class ParkInfo:
+    group_id: int
+    slot_count: int
+    timeout: int
+
+
+def park_group_for(user_id: int) -> ParkInfo | None:
+    """The park group the user belongs to (in their own tenant), if any (seed 3-4)."""
+    from phone.models import ParkGroup
+
+    tenant_id = Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+    # The same group the phone page shows: the model's ordering, first one.
+    group = ParkGroup.objects.filter(tenant_id=tenant_id, members__id=user_id).first()
+    if group is None:
+        return None
+    return ParkInfo(group.pk, group.slot_count, group.park_timeout)
+
+
+@dataclass(frozen=True)
+class ParkedCall:
+    owner_id: int
+    call_id: str
+    remote: str
+    remote_name: str
+
+
+def parked_in(group_id: int, number: int) -> ParkedCall | None:
+    from phone.models import ParkSlot
+
+    slot = ParkSlot.objects.filter(group_id=group_id, number=number).exclude(call_id="").first()
+    if slot is None or slot.parked_by_id is None:
+        return None
+    return ParkedCall(slot.parked_by_id, slot.call_id, slot.remote_number, slot.remote_name)
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    ring: str  # the page's ring tone for calls to this line
+
+
+def lines_for(user_id: int) -> dict[str, Line]:
+    """The line buttons (seed 6-1) whose calls ring this user: the user's own and the tenant's,
+    by number. A button without a chosen ring tone rings with one by its position (1-4)."""
+    from django.db.models import Q
+
+    from phone.models import LineButton
+
+    tenant_id = Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+    buttons = LineButton.objects.filter(tenant_id=tenant_id, kind=LineButton.Kind.LINE).filter(
+        Q(user_id=user_id) | Q(user__isnull=True)
+    )
+    return {
+        button.number: Line(button.label, button.ring_tone or str((button.position - 1) % 4 + 1))
+        for button in buttons.exclude(number="")
+    }

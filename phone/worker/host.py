@@ -31,11 +31,13 @@ from phone.signalling.protocol import (
     Attach,
     Command,
     Detach,
+    Handover,
     Heartbeat,
     ProtocolError,
     Reload,
     ToPage,
 )
+from phone.signalling.schema import error_message
 from phone.sip.transaction import Addr
 from phone.sip.transport import SipTransport
 from phone.sip.useragent import UserAgent
@@ -105,27 +107,41 @@ class SipWorkerHost:
             self._heartbeat.cancel()
 
     async def recover(self) -> None:
-        """Close the history rows of calls a dead worker left open ("worker restart")."""
+        """Close the history rows of calls a dead worker left open ("worker restart") and free
+        the park slots it held (no ghost slots)."""
         try:
             closed = await database_sync_to_async(actions.do_close_orphaned_calls)(self.worker_id)
+            freed = await database_sync_to_async(actions.do_clear_orphaned_slots)(self.worker_id)
         except Exception:
             log.exception("sipworker: could not close orphaned calls")
             return
-        if closed:
-            log.warning("sipworker: closed %d call(s) left open by a previous worker", closed)
+        if closed or freed:
+            log.warning(
+                "sipworker: closed %d call(s) and freed %d park slot(s) of a previous worker",
+                closed,
+                freed,
+            )
 
     def dispatch(self, message: protocol.ToWorker | protocol.FromWorker) -> None:
         """Hand a message to its user's line; each line works through its own in order."""
         match message:
             case Detach(user_id=user_id) | Reload(user_id=user_id) if user_id not in self.lines:
                 return  # nothing runs for this user: nothing to detach or reload
-            case Attach() | Detach() | Command() | Reload():
+            case Handover(user_id=user_id, to_session=session) if user_id not in self.lines:
+                # The parker's line is gone, and its calls with it.
+                refusal = error_message("no_slot", request="park.pickup")
+                asyncio.get_running_loop().create_task(self.send(session, refusal))
+            case Attach() | Detach() | Command() | Reload() | Handover():
                 self.line(message.user_id).post(message)
             case _:
                 log.warning("sipworker: not a message for the worker: %r", message)
 
     async def send(self, session: str, message: dict[str, Any]) -> None:
         await self.layer.send(session, protocol.to_wire(ToPage(message)))
+
+    async def to_worker(self, message: protocol.ToWorker) -> None:
+        """A message for another line, wherever it runs (today: the one worker channel)."""
+        await self.layer.send(WORKER_CHANNEL, protocol.to_wire(message))
 
     async def _beat(self) -> None:
         beat = protocol.to_wire(Heartbeat(self.worker_id))

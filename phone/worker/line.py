@@ -55,11 +55,11 @@ from phone.signalling.protocol import (
     WebrtcOffer,
 )
 from phone.signalling.schema import error_message, server_message
-from phone.sip.errors import SipError
+from phone.sip.errors import SipError, SipParseError
 from phone.sip.registration import RegistrationState, RegistrationStateChanged
 from phone.sip.sdp import SdpNegotiationError, SessionDescription, build_offer, negotiate_answer
 from phone.sip.transaction import Addr, MalformedMessage
-from phone.sip.uri import SipUri
+from phone.sip.uri import SipUri, parse_address
 from phone.sip.useragent import (
     CallState,
     CallStateChanged,
@@ -121,7 +121,29 @@ class Joined:
         return self.b if call_id == self.a.id else self.a
 
 
-LineInput = protocol.ToWorker | Release | ToneDone | TransferDeadline | Any  # Any: UA events
+@dataclass(frozen=True, slots=True)
+class ParkTimeout:
+    call_id: str
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pickup:
+    """A park pickup this line asked for: the owner's line will call us with `token`."""
+
+    slot: int
+    session: str
+    remote: str
+    remote_name: str
+
+
+# The header that marks the owner line's call to a picking colleague (never from outside:
+# out-of-dialog requests come only from the PBX, and the token is random per pickup).
+PICKUP_HEADER = "X-BrowserPhone-Pickup"
+
+LineInput = (
+    protocol.ToWorker | Release | ToneDone | TransferDeadline | ParkTimeout | Any  # Any: UA events
+)
 
 # 転送実行: how long the peers get to complete a transfer themselves before the worker joins
 # the two calls (the user always sees the transfer succeed).
@@ -141,6 +163,20 @@ _FAILURES: dict[int, str] = {
 }
 _BUSY_TONE_FOR = {"busy", "declined", "unavailable", "failed"}
 BUSY_TONE_SECONDS = 3.0
+
+
+def caller_number(event: IncomingCall) -> str:
+    """Who calls: the identity the PBX asserts (RFC 3325 §9.1; out-of-dialog INVITEs reach us
+    from the PBX only), else the From user."""
+    asserted = event.headers.get("p-asserted-identity") if event.headers is not None else None
+    if asserted:
+        try:
+            user = parse_address(asserted.split(",")[0]).uri.user
+        except SipParseError:
+            user = None
+        if user:
+            return user
+    return event.caller.uri.user or str(event.caller.uri)
 
 
 def failure_code(status: int | None, *, with_line: bool = False) -> str:
@@ -182,6 +218,8 @@ class LineHost(Protocol):
 
     async def send(self, session: str, message: dict[str, Any]) -> None: ...
 
+    async def to_worker(self, message: protocol.ToWorker) -> None: ...
+
     def forget(self, line: Line) -> None: ...
 
 
@@ -203,6 +241,7 @@ class Line:
         self.tones: dict[str, ToneSource] = {}
         self.transferring: dict[str, str] = {}  # held call → its consultation, REFER sent
         self.joined: dict[str, Joined] = {}  # call id → the pair the worker relays
+        self.pickups: dict[str, Pickup] = {}  # token → a park pickup we asked for
         self.task = asyncio.create_task(self._run(), name=f"line-{user_id}")
 
     def post(self, item: LineInput) -> None:
@@ -273,6 +312,10 @@ class Line:
                 await self._on_transfer_progress(item)
             case TransferRequested():
                 await self._on_refer(item)
+            case protocol.Handover():
+                await self._hand_over(item)
+            case ParkTimeout(call_id=call_id, slot=slot):
+                await self._park_timeout(call_id, slot)
             case TransferDeadline(held_id=held_id):
                 consult_id = self.transferring.pop(held_id, None)
                 if consult_id is not None:
@@ -311,9 +354,8 @@ class Line:
         if self.transport is None:
             await self._start()
         await self.send(session, self._registration_message())
-        await self.send(
-            session, server_message("calls", calls=[c.message() for c in self.calls.values()])
-        )
+        calls = [c.message() for c in self.calls.values() if not c.internal]
+        await self.send(session, server_message("calls", calls=calls))
 
     async def _detach(self, session: str) -> None:
         self.sessions.pop(session, None)
@@ -429,13 +471,24 @@ class Line:
     # -- calls: SIP events ------------------------------------------------------------------
 
     async def _on_incoming(self, event: IncomingCall) -> None:
-        remote = event.caller.uri.user or str(event.caller.uri)
-        called = event.request_uri.user or (self.config.extension if self.config else "")
+        remote = caller_number(event)
+        # 着信番号: the number the caller dialled is in To; the PBX rewrote the Request-URI to
+        # our registered Contact (RFC 3261 §16.6 keeps To as the caller wrote it).
+        called = (
+            event.callee.uri.user
+            or event.request_uri.user
+            or (self.config.extension if self.config else "")
+        )
         call = LineCall(
             id=event.call_id, direction="in", remote=remote, called=called, phase=Phase.INCOMING
         )
         call.offer = event.offer
         self.calls[call.id] = call
+        token = event.headers.get(PICKUP_HEADER) if event.headers is not None else None
+        pickup = self.pickups.pop(token, None) if token else None
+        if pickup is not None:
+            await self._picked_up(call, pickup)
+            return
         old = self.calls.get(event.replaces) if event.replaces else None
         if old is not None:
             # RFC 3891: this INVITE takes the place of one of our calls (the far end of an
@@ -443,8 +496,11 @@ class Line:
             await self._replace(old, call)
             return
         self._sip(lambda now: self.ua.ring(now, call.id))
-        # The history row and the phonebook name after the 180 has left: the caller hears
-        # ringing without waiting on the database.
+        # The history row, the line and the phonebook name after the 180 has left: the caller
+        # hears ringing without waiting on the database.
+        line = (await database_sync_to_async(db.lines_for)(self.user_id)).get(called)
+        if line is not None:
+            call.line, call.ring = called, line.ring  # seed 6-1: which line rings, and how
         await self._open_record(call)
         call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, remote)
         if call.ended:
@@ -481,6 +537,9 @@ class Line:
         first_answer = event.state is CallState.CONNECTED and call.answered_at is None
         if call.referred_from is not None:
             await self._referral_progress(call, event)
+        if call.picks_up is not None:
+            await self._pickup_progress(call, event)
+            return
         if not call.on_ua_state(event.state, event.status, event.reason):
             return
         if call.ended:
@@ -573,8 +632,10 @@ class Line:
                 await self._transfer_blind(session, call_id, number)
             case Swap(call_id=call_id):
                 await self._swap(session, call_id)
-            case Park() | ParkPickup():
-                await self._refuse(session, "not_allowed", command, "park is not available yet")
+            case Park(call_id=call_id, slot=slot):
+                await self._park(session, call_id, slot)
+            case ParkPickup(slot=slot):
+                await self._park_pickup(session, slot)
             case WebrtcOffer(sdp=sdp):
                 await self._webrtc_offer(session, sdp)
 
@@ -635,6 +696,7 @@ class Line:
         target: SipUri | None = None,
         headers: list[tuple[str, str]] | None = None,
         referred_from: str | None = None,
+        picks_up: str | None = None,
     ) -> LineCall | None:
         media = await self.host.open_media()
         if self.transport is None or self.config is None:
@@ -656,6 +718,7 @@ class Line:
             consult_of=consult_of,
             line=line,
             referred_from=referred_from,
+            picks_up=picks_up,
         )
         self.calls[call_id] = call
         try:
@@ -664,6 +727,8 @@ class Line:
             log.warning("line %s: dial %s failed: %s", self.user_id, number, exc)
             await self._finish(call, "failed")
             return None
+        if call.internal:
+            return call
         self.route_media()
         await self._open_record(call)
         # The phonebook name once the INVITE is on its way (no database before it leaves).
@@ -675,6 +740,10 @@ class Line:
     async def _answer(self, session: str, call_id: str) -> None:
         command = Answer(call_id)
         call = self.calls.get(call_id)
+        if call is not None and call.recalling and call.phase is Phase.HELD:
+            call.recalling = False  # the parker answers the park recall: the call comes back
+            await self._hold(session, call_id, False)
+            return
         if call is None or call.phase is not Phase.INCOMING:
             await self._refuse(session, "no_call", command)
             return
@@ -867,7 +936,11 @@ class Line:
         await self._ended_for_the_user(call)
 
     async def _ended_for_the_user(self, call: LineCall) -> None:
+        if call.park_slot is not None:
+            await self._unpark(call)
         self.route_media()
+        if call.internal:
+            return
         try:
             await database_sync_to_async(actions.do_close_call)(
                 self.user_id, call.record_id, call.history_fields(self.user_id, self._user_name)
@@ -938,7 +1011,7 @@ class Line:
         self._hangup(old)
         await self._finish(old, "replaced")
 
-    async def _join(self, held_id: str, consult_id: str) -> None:
+    async def _join(self, held_id: str, consult_id: str, reason: str = "transferred") -> None:
         held, consult = self.calls.get(held_id), self.calls.get(consult_id)
         if (
             held is None
@@ -962,7 +1035,7 @@ class Line:
         for call in (held, consult):
             self.joined[call.id] = pair
             del self.calls[call.id]
-            call.end("transferred")
+            call.end(reason)
             await self._ended_for_the_user(call)
 
     async def _unjoin(self, pair: Joined) -> None:
@@ -977,6 +1050,167 @@ class Line:
                 self.ua.forget(call.id)
         if not self.sessions and not self.calls and not self.joined:
             self.post(Release())
+
+    # -- park (seed 3-4): slots shared by a park group, state in the database ----------------
+
+    async def _park(self, session: str, call_id: str, slot: int) -> None:
+        command = Park(call_id, slot)
+        call = self.calls.get(call_id)
+        if call is None or not call.live or call.consult_of or call.park_slot is not None:
+            await self._refuse(session, "bad_state", command)
+            return
+        info = await database_sync_to_async(db.park_group_for)(self.user_id)
+        if info is None:
+            await self._refuse(session, "not_allowed", command, "not in a park group")
+            return
+        if not 1 <= slot <= info.slot_count:
+            await self._refuse(session, "no_slot", command)
+            return
+        parked = await database_sync_to_async(actions.do_park)(
+            self.user_id,
+            info.group_id,
+            slot,
+            call.id,
+            self.host.worker_id,
+            call.remote,
+            call.remote_name,
+        )
+        if not parked:
+            await self._refuse(session, "slot_busy", command)
+            return
+        if call.phase is Phase.INCALL and call.pending is None:
+            try:  # the far end hears music on hold while the call waits in the slot
+                self._sip(functools.partial(self._ua_hold, call_id=call.id))
+                call.request_hold(True)
+            except SipError as exc:
+                log.info("line %s: hold for park failed: %s", self.user_id, exc)
+        call.park_slot, call.park_group = slot, info.group_id
+        call.session = None  # nobody's page hears it until someone takes it
+        self.route_media()
+        asyncio.get_running_loop().call_later(info.timeout, self.post, ParkTimeout(call.id, slot))
+        await self.broadcast(call.message())
+
+    async def _unpark(self, call: LineCall) -> None:
+        if call.park_slot is None or call.park_group is None:
+            return
+        slot, call.park_slot = call.park_slot, None
+        await database_sync_to_async(actions.do_unpark)(call.park_group, slot, call.id)
+        if not call.ended:
+            await self.broadcast(call.message())
+
+    async def _park_pickup(self, session: str, slot: int) -> None:
+        command = ParkPickup(slot)
+        info = await database_sync_to_async(db.park_group_for)(self.user_id)
+        if info is None:
+            await self._refuse(session, "not_allowed", command, "not in a park group")
+            return
+        parked = (
+            await database_sync_to_async(db.parked_in)(info.group_id, slot)
+            if 1 <= slot <= info.slot_count
+            else None
+        )
+        if parked is None or self.config is None:
+            await self._refuse(session, "no_slot", command)
+            return
+        if parked.owner_id == self.user_id:
+            call = self.calls.get(parked.call_id)
+            if call is None:
+                await self._refuse(session, "no_slot", command)
+                return
+            # The parker takes it back: off hold, into this page.
+            await self._unpark(call)
+            call.recalling = False
+            await self._hold(session, call.id, False)
+            return
+        token = secrets.token_urlsafe(16)
+        self.pickups[token] = Pickup(slot, session, parked.remote, parked.remote_name)
+        handover = protocol.Handover(
+            user_id=parked.owner_id,
+            call_id=parked.call_id,
+            slot=slot,
+            to_extension=self.config.extension,
+            to_session=session,
+            token=token,
+        )
+        await self.host.to_worker(handover)
+
+    async def _hand_over(self, handover: protocol.Handover) -> None:
+        """A colleague takes our parked call: call their line with the token; once answered the
+        worker joins the two calls (the far end is not re-INVITEd anywhere: it works whatever
+        the far end supports, and wherever the colleague's line runs)."""
+        call = self.calls.get(handover.call_id)
+        if call is None or call.park_slot != handover.slot:
+            await self.send(handover.to_session, error_message("no_slot", request="park.pickup"))
+            return
+        await self._unpark(call)
+        pick = await self._place_call(
+            None,
+            handover.to_extension,
+            headers=[(PICKUP_HEADER, handover.token)],
+            picks_up=call.id,
+        )
+        if pick is None:
+            await self._recall(call)
+
+    async def _pickup_progress(self, pick: LineCall, event: CallStateChanged) -> None:
+        parked_id = pick.picks_up
+        assert parked_id is not None
+        if event.state is CallState.CONNECTED and pick.answered_at is None:
+            pick.on_ua_state(event.state, event.status, event.reason)
+            self.calls[pick.id] = pick
+            await self._join(parked_id, pick.id, reason="picked-up")
+        elif event.state is CallState.TERMINATED and pick.id in self.calls:
+            await self._finish(pick, event.reason, event.status)
+            parked = self.calls.get(parked_id)
+            if parked is not None:
+                await self._recall(parked)  # the colleague never got it: back to us
+
+    async def _picked_up(self, call: LineCall, pickup: Pickup) -> None:
+        """The owner's line calls us for a park pickup we asked for: answer at once; the page
+        that clicked the slot hears the parked caller."""
+        call.remote, call.remote_name = pickup.remote, pickup.remote_name
+        media = await self.host.open_media()
+        ua_call = self.ua.calls.get(call.id)
+        if call.ended or ua_call is None or ua_call.state is not CallState.INCOMING:
+            await media.close()
+            return
+        try:
+            sdp = self._answer_sdp(call.offer, media)
+        except SdpNegotiationError:
+            await media.close()
+            self._sip(lambda now: self.ua.reject(now, call.id, 488))
+            return
+        call.media, call.session = media, pickup.session
+        await self._hold_others(call)
+        await self._open_record(call)
+        self._sip(lambda now: self.ua.answer(now, call.id, sdp))
+
+    async def _park_timeout(self, call_id: str, slot: int) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.park_slot != slot:
+            return
+        await self._unpark(call)
+        await self._recall(call)
+
+    async def _recall(self, call: LineCall) -> None:
+        """A parked call nobody took rings its parker again (seed 3-4)."""
+        call.recalling = True
+        await self.broadcast(call.message())
+        await self.broadcast(
+            server_message("notice", level="info", code="park-timeout", text=call.remote)
+        )
+        target = self.newest_session
+        if target is not None:
+            await self.send(
+                target,
+                server_message(
+                    "incoming",
+                    id=call.id,
+                    remote=call.remote,
+                    remote_name=call.remote_name,
+                    called=call.called,
+                ),
+            )
 
     async def _failed(self, call: LineCall, status: int | None) -> None:
         """Tell the user why the call did not go through, in words and (where it fits) with the

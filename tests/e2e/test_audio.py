@@ -5,7 +5,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import login, wait_until
-from tests.support.tones import dominant_frequency, write_tone
+from tests.support.tones import dominant_frequency, tone_windows, write_tone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -109,19 +109,6 @@ def test_it_keeps_the_call_and_its_audio_across_a_reload(
     assert abs(dominant_frequency(bob.received_wavs()[-1]) - PAGE_TONE) < 20
 
 
-def _windows(pcm, rate=8000, seconds=0.5):
-    """(dominant Hz, or None for silence) of each half second of what a far end heard."""
-    from tests.support.analysis import dominant_frequency as dominant
-    from tests.support.analysis import rms_dbfs
-
-    step = int(rate * seconds)
-    result = []
-    for start in range(0, len(pcm) - step, step):
-        chunk = pcm[start : start + step]
-        result.append(None if rms_dbfs(chunk) < -45 else round(dominant(chunk, rate)))
-    return result
-
-
 @pytest.fixture
 def far_phone(on_pbx):
     from tests.e2e.far_end import ThreadedPhone
@@ -162,7 +149,7 @@ def test_it_plays_ringback_then_music_on_hold_to_the_far_end(
     page.wait_for_timeout(2000)
     page.get_by_test_id("hangup-btn").click()
     bob.wait_ended(call_id)
-    windows = _windows(bob.heard(call_id))
+    windows = tone_windows(bob.heard(call_id))
     voice = [i for i, hz in enumerate(windows) if hz is not None and abs(hz - PAGE_TONE) < 20]
     music = [i for i, hz in enumerate(windows) if hz is not None and abs(hz - PAGE_TONE) >= 20]
     # The page's 1000 Hz before and after the hold, music on hold (other notes) in between.

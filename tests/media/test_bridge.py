@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import logging
 import random
 import time
 
-import av
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from phone.media import g711
 from phone.media.bridge import BridgeError, MediaBridge, ice_host_addresses
@@ -27,6 +23,7 @@ from phone.media.leg import PortRange, RtpLeg
 from phone.media.rtp import RtpPacket
 from phone.media.tones import JapaneseRingback, SineTone
 from tests.support import analysis
+from tests.support.fake_browser import FakeBrowser, wait_for
 
 HOST = "127.0.0.1"
 BROWSER_HZ, FAR_HZ = 1000, 700
@@ -53,83 +50,6 @@ def ports():
     return PortRange(base, base + 199)
 
 
-class ToneTrack(MediaStreamTrack):
-    """A microphone that hears a sine tone: 20 ms AudioFrames at 8 kHz, paced in real time."""
-
-    kind = "audio"
-
-    def __init__(self, frequency: float) -> None:
-        super().__init__()
-        self.tone = SineTone(frequency)
-        self.start: float | None = None
-        self.pts = 0
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.start is None:
-            self.start = time.monotonic()
-        else:
-            await asyncio.sleep(max(0.0, self.start + self.pts / 8000 - time.monotonic()))
-        frame = av.AudioFrame.from_ndarray(
-            self.tone.next_frame().reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = 8000
-        frame.pts = self.pts
-        frame.time_base = fractions.Fraction(1, 8000)
-        self.pts += 160
-        return frame
-
-
-class FakeBrowser:
-    """The browser's side: sends a tone, records (arrival time, mono PCM) of what it hears."""
-
-    def __init__(self, frequency: float = BROWSER_HZ, codecs: list[str] | None = None) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        transceiver = self.pc.addTransceiver(ToneTrack(frequency), direction="sendrecv")
-        if codecs:
-            caps = RTCRtpSender.getCapabilities("audio").codecs
-            transceiver.setCodecPreferences(
-                [c for name in codecs for c in caps if c.mimeType == f"audio/{name}"]
-            )
-        self.heard: list[tuple[float, np.ndarray]] = []
-        self.rate = 8000
-        self._reader: asyncio.Task | None = None
-        self.pc.on("track", lambda track: self._start_reading(track))
-
-    def _start_reading(self, track: MediaStreamTrack) -> None:
-        self._reader = asyncio.ensure_future(self._read(track))
-
-    async def _read(self, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                frame = await track.recv()
-                pcm = frame.to_ndarray()[0]
-                if frame.layout.nb_channels == 2:
-                    pcm = pcm[0::2]  # packed stereo: left channel
-                self.rate = frame.sample_rate
-                self.heard.append((time.monotonic(), pcm))
-        except MediaStreamError:
-            pass
-
-    async def call(self, bridge: MediaBridge) -> None:
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        answer = await bridge.accept_offer(self.pc.localDescription.sdp)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        await wait_for(
-            lambda: bridge.state == "connected" and self.pc.connectionState == "connected"
-        )
-
-    def since(self, t: float) -> np.ndarray:
-        chunks = [pcm for at, pcm in self.heard if at >= t]
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-
-    async def close(self) -> None:
-        await self.pc.close()
-        if self._reader is not None:
-            self._reader.cancel()
-
-
 class FarEnd:
     """The PBX side of the call: an RtpLeg playing a tone and recording what arrives."""
 
@@ -152,14 +72,6 @@ class FarEnd:
     async def close(self) -> None:
         self._task.cancel()
         await self.leg.aclose()
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 async def leg_pair(ports, far_hz: float = FAR_HZ, payload_type: int = g711.PAYLOAD_TYPE_PCMU):

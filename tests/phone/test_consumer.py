@@ -313,3 +313,44 @@ async def test_it_keeps_the_call_through_bad_messages(cast, on_pbx, make_baresip
         pass
     await bob.wait_event_async("CALL_CLOSED", timeout=10)
     await ws.disconnect()
+
+
+@pytest.fixture
+def park_groups(cast):
+    from phone.models import ParkGroup
+
+    group = ParkGroup.objects.create(tenant=cast.tenant_a, name="Sales")
+    group.members.add(cast.alice, cast.bob)
+    other = ParkGroup.objects.create(tenant=cast.tenant_b, name="B")
+    other.members.add(cast.charlie)
+    return group
+
+
+async def test_it_shows_the_park_slots_to_the_group_and_nobody_else(cast, park_groups):
+    from phone import actions
+
+    alice, bob, charlie = (
+        await connected(cast.alice),
+        await connected(cast.bob),
+        await connected(cast.charlie),
+    )
+    initial = await until(alice, "park.slots")
+    assert [s["state"] for s in initial["slots"]] == ["free"] * 6
+    await until(bob, "park.slots")
+    await until(charlie, "park.slots")
+    await database_sync_to_async(actions.do_park)(
+        cast.bob.pk, park_groups.pk, 2, "c1@x", "w", "0312345678", "山田"
+    )
+    seen_by_bob = (await until(bob, "park.slots"))["slots"][1]
+    seen_by_alice = (await until(alice, "park.slots"))["slots"][1]
+    assert seen_by_bob["state"] == "mine" and seen_by_alice["state"] == "parked"
+    assert (seen_by_alice["parked_by"], seen_by_alice["caller"]) == ("Bob", "0312345678")
+    messages = []
+    while not await charlie.receive_nothing(timeout=0.3):
+        messages.append(await charlie.receive_json_from())
+    assert not [m for m in messages if m["type"] == "park.slots"]
+    # Another tenant's user naming the slot gets nothing of it.
+    await charlie.send_json_to({"type": "park.pickup", "slot": 2})
+    assert (await until(charlie, "error"))["code"] in ("no_slot", "no_account")
+    for ws in (alice, bob, charlie):
+        await ws.disconnect()

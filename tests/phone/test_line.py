@@ -15,60 +15,9 @@ from phone.models import CallRecord
 from phone.signalling import protocol
 from phone.sip.useragent import CallState, CallStateChanged, HoldChanged
 from phone.worker.host import SipWorkerHost
-from tests.support.memsip import FarEnd, MemoryNetwork
+from tests.support.memsip import PBX, FarEnd, MemoryNetwork, Page
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PBX = ("127.0.0.1", 5999)
-
-
-class Page:
-    """One phone page: a channel of the layer, what the worker sent it, and its commands."""
-
-    def __init__(self, host, user_id, session):
-        self.host, self.user_id, self.session = host, user_id, session
-        self.messages: list[dict] = []
-        self._changed = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, host, user):
-        page = cls(host, user.pk, await host.layer.new_channel())
-        host.dispatch(protocol.Attach(user.pk, page.session, 1.0))
-        return page
-
-    async def _read(self):
-        while True:
-            wire = await self.host.layer.receive(self.session)
-            message = protocol.from_wire(wire)
-            assert isinstance(message, protocol.ToPage)
-            self.messages.append(message.message)
-            self._changed.set()
-
-    def send(self, command):
-        self.host.dispatch(protocol.Command(self.user_id, self.session, command))
-
-    def mark(self) -> int:
-        """For wait(after=...): only messages that arrive from now on."""
-        return len(self.messages)
-
-    async def wait(self, kind, timeout=3.0, after=0, **fields):
-        async def find():
-            seen = after
-            while True:
-                for message in self.messages[seen:]:
-                    if message["type"] == kind and all(
-                        message.get(k) == v for k, v in fields.items()
-                    ):
-                        return message
-                seen = len(self.messages)
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(find(), timeout)
-
-    def close(self):
-        self._reader.cancel()
 
 
 @dataclass
@@ -535,3 +484,102 @@ async def test_it_takes_an_invite_with_replaces_in_place_of_the_call(world, cast
     await page.wait("call", id=old, state="ended", reason="replaced")
     assert not [m for m in page.messages if m["type"] == "incoming" and m["id"] == new_id]
     assert line.calls[new_id].session == page.session
+
+
+@pytest.fixture
+def park_group(cast):
+    from phone.models import ParkGroup
+
+    group = ParkGroup.objects.create(tenant=cast.tenant_a, name="Sales", park_timeout=60)
+    group.members.add(cast.alice, cast.bob)
+    other = ParkGroup.objects.create(tenant=cast.tenant_b, name="B")
+    other.members.add(cast.charlie)
+    return group
+
+
+async def slot_row(group, number):
+    from phone.models import ParkSlot
+
+    return await database_sync_to_async(
+        lambda: ParkSlot.objects.filter(group=group, number=number).first()
+    )()
+
+
+async def test_it_parks_a_call_and_tells_the_group(park_group, world, cast):
+    from phone.signalling import events
+
+    host, far, page, line = world.host, world.far, world.page, world.line
+    listener = await host.layer.new_channel()
+    await host.layer.group_add(events.park_group(park_group.pk), listener)
+    call_id = await connected_call(far, page, line)
+    page.send(protocol.Park(call_id, 2))
+    parked = await page.wait("call", id=call_id, park=2)
+    event = await asyncio.wait_for(host.layer.receive(listener), 2)
+    assert event["type"] == events.PARK_CHANGED
+    slot = event["slots"][1]
+    assert (slot["slot"], slot["parked_by_id"], slot["caller"]) == (
+        2,
+        cast.alice.pk,
+        parked["remote"],
+    )
+    await page.wait("call", id=call_id, state="held")  # the far end hears music meanwhile
+    row = await slot_row(park_group, 2)
+    assert row.call_id == call_id and row.worker == host.worker_id
+    # The parker takes it back by clicking the slot.
+    mark = page.mark()
+    page.send(protocol.ParkPickup(2))
+    await page.wait("call", after=mark, id=call_id, state="incall", park=None, pending=None)
+    assert (await slot_row(park_group, 2)).call_id == ""
+
+
+async def test_it_refuses_parking_where_it_cannot(park_group, world, cast):
+    far, page, line = world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    page.send(protocol.Park(call_id, 7))  # the group has six slots
+    assert (await page.wait("error", request="park"))["code"] == "no_slot"
+    page.send(protocol.Park(call_id, 1))
+    await page.wait("call", id=call_id, park=1)
+    second = await incoming(far, page, line)
+    page.send(protocol.Answer(second))
+    await page.wait("call", id=second, state="incall")
+    page.send(protocol.Park(second, 1))  # taken
+    assert (await page.wait("error", request="park", code="slot_busy"))["code"] == "slot_busy"
+    page.send(protocol.ParkPickup(5))  # nothing there
+    assert (await page.wait("error", request="park.pickup"))["code"] == "no_slot"
+
+
+async def test_a_parked_call_nobody_takes_rings_the_parker_again(park_group, world, cast):
+    await database_sync_to_async(
+        lambda: park_group.__class__.objects.filter(pk=park_group.pk).update(park_timeout=1)
+    )()
+    far, page, line = world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    page.send(protocol.Park(call_id, 3))
+    await page.wait("call", id=call_id, park=3)
+    notice = await page.wait("notice", timeout=4, code="park-timeout")
+    assert notice["level"] == "info"
+    await page.wait("incoming", id=call_id)  # the parker's page rings
+    assert (await slot_row(park_group, 3)).call_id == ""
+    mark = page.mark()
+    page.send(protocol.Answer(call_id))  # answering the recall takes the call back
+    await page.wait("call", after=mark, id=call_id, state="incall", pending=None)
+
+
+async def test_a_user_without_a_park_group_cannot_park(world, cast):
+    far, page, line = world.far, world.page, world.line
+    call_id = await connected_call(far, page, line)
+    page.send(protocol.Park(call_id, 1))
+    assert (await page.wait("error", request="park"))["code"] == "not_allowed"
+
+
+async def test_a_starting_worker_frees_the_slots_of_a_dead_one(park_group, cast):
+    from phone.models import ParkSlot
+
+    await database_sync_to_async(
+        lambda: ParkSlot.objects.create(
+            group=park_group, number=4, call_id="gone@x", worker="dead", parked_by=cast.bob
+        )
+    )()
+    host = SipWorkerHost("sipworker-test")
+    await host.recover()
+    assert (await slot_row(park_group, 4)).call_id == ""

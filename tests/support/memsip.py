@@ -19,12 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from phone.signalling import protocol
 from phone.sip.message import SipRequest, make_response, parse_message
 from phone.sip.sdp import build_offer
 from phone.sip.transport import SipTransport
 from phone.sip.useragent import UserAgent, UserAgentConfig
 
 Addr = tuple[str, int]
+# Where the FarEnd playing the PBX sits; a line's outbound proxy points here.
+PBX: Addr = ("127.0.0.1", 5999)
 
 
 @dataclass
@@ -153,3 +156,52 @@ class FarEnd:
                 await self._changed.wait()
 
         return await asyncio.wait_for(find(), timeout)
+
+
+class Page:
+    """One phone page: a channel of the layer, what the worker sent it, and its commands."""
+
+    def __init__(self, host, user_id, session):
+        self.host, self.user_id, self.session = host, user_id, session
+        self.messages: list[dict] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, host, user):
+        page = cls(host, user.pk, await host.layer.new_channel())
+        host.dispatch(protocol.Attach(user.pk, page.session, 1.0))
+        return page
+
+    async def _read(self):
+        while True:
+            wire = await self.host.layer.receive(self.session)
+            message = protocol.from_wire(wire)
+            assert isinstance(message, protocol.ToPage)
+            self.messages.append(message.message)
+            self._changed.set()
+
+    def send(self, command):
+        self.host.dispatch(protocol.Command(self.user_id, self.session, command))
+
+    def mark(self) -> int:
+        """For wait(after=...): only messages that arrive from now on."""
+        return len(self.messages)
+
+    async def wait(self, kind, timeout=3.0, after=0, **fields):
+        async def find():
+            seen = after
+            while True:
+                for message in self.messages[seen:]:
+                    if message["type"] == kind and all(
+                        message.get(k) == v for k, v in fields.items()
+                    ):
+                        return message
+                seen = len(self.messages)
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    def close(self):
+        self._reader.cancel()

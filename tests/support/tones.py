@@ -62,3 +62,15 @@ def dominant_frequency(path: Path | str, threshold_dbfs: float = SOUND_DBFS) -> 
     if len(sound) < rate // 10:
         return None
     return analysis.dominant_frequency(sound, rate)
+
+
+def tone_windows(pcm, rate: int = 8000, seconds: float = 0.5) -> list[int | None]:
+    """The dominant frequency (Hz, rounded; None for silence) of each window of a recording,
+    to follow what a far end heard over a call (ringback, the other party, music on hold)."""
+    step = int(rate * seconds)
+    result: list[int | None] = []
+    for start in range(0, len(pcm) - step, step):
+        chunk = pcm[start : start + step]
+        quiet = analysis.rms_dbfs(chunk) < -45
+        result.append(None if quiet else round(analysis.dominant_frequency(chunk, rate)))
+    return result
