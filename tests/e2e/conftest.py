@@ -161,3 +161,41 @@ def wait_until(page, expression: str, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout} s: {expression}")
         time.sleep(0.05)
+
+
+# The page's received audio: the remote stream's dominant frequency by a WebAudio AnalyserNode.
+ANALYSE = """async (ms) => {
+  const audio = document.querySelector('[data-testid="remote-audio"]');
+  const context = new AudioContext();
+  const source = context.createMediaStreamSource(audio.srcObject);
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 8192;
+  source.connect(analyser);
+  const sums = new Float32Array(analyser.frequencyBinCount);
+  const frame = new Float32Array(analyser.frequencyBinCount);
+  for (let t = 0; t < ms; t += 100) {
+    await new Promise((r) => setTimeout(r, 100));
+    analyser.getFloatFrequencyData(frame);
+    for (let i = 0; i < frame.length; i++) sums[i] += Math.pow(10, frame[i] / 20);
+  }
+  let best = 1;
+  for (let i = 2; i < sums.length; i++) if (sums[i] > sums[best]) best = i;
+  const result = best * context.sampleRate / analyser.fftSize;
+  await context.close();
+  return result;
+}"""
+
+
+@pytest.fixture
+def far_phone(on_pbx):
+    from tests.e2e.far_end import ThreadedPhone
+
+    phones = []
+
+    def make(ext, tone_hz=700):
+        phones.append(ThreadedPhone(on_pbx, ext, tone_hz))
+        return phones[-1]
+
+    yield make
+    for phone in phones:
+        phone.close()

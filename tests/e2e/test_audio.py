@@ -4,7 +4,7 @@ the page's fake microphone plays 1000 Hz, baresip plays 700 Hz."""
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import login, wait_until
+from tests.e2e.conftest import ANALYSE, login, wait_until
 from tests.support.tones import dominant_frequency, tone_windows, write_tone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -18,29 +18,6 @@ def browser_args(folder):
         f"--use-file-for-fake-audio-capture={wav}",
         "--autoplay-policy=no-user-gesture-required",
     ]
-
-
-# The page's received audio: the remote stream's dominant frequency by a WebAudio AnalyserNode.
-ANALYSE = """async (ms) => {
-  const audio = document.querySelector('[data-testid="remote-audio"]');
-  const context = new AudioContext();
-  const source = context.createMediaStreamSource(audio.srcObject);
-  const analyser = context.createAnalyser();
-  analyser.fftSize = 8192;
-  source.connect(analyser);
-  const sums = new Float32Array(analyser.frequencyBinCount);
-  const frame = new Float32Array(analyser.frequencyBinCount);
-  for (let t = 0; t < ms; t += 100) {
-    await new Promise((r) => setTimeout(r, 100));
-    analyser.getFloatFrequencyData(frame);
-    for (let i = 0; i < frame.length; i++) sums[i] += Math.pow(10, frame[i] / 20);
-  }
-  let best = 1;
-  for (let i = 2; i < sums.length; i++) if (sums[i] > sums[best]) best = i;
-  const result = best * context.sampleRate / analyser.fftSize;
-  await context.close();
-  return result;
-}"""
 
 
 def test_it_carries_audio_both_ways_on_an_outgoing_call(
@@ -107,21 +84,6 @@ def test_it_keeps_the_call_and_its_audio_across_a_reload(
     page.get_by_test_id("hangup-btn").click()
     bob.wait_event("CALL_CLOSED", timeout=10)
     assert abs(dominant_frequency(bob.received_wavs()[-1]) - PAGE_TONE) < 20
-
-
-@pytest.fixture
-def far_phone(on_pbx):
-    from tests.e2e.far_end import ThreadedPhone
-
-    phones = []
-
-    def make(ext, tone_hz=FAR_TONE):
-        phones.append(ThreadedPhone(on_pbx, ext, tone_hz))
-        return phones[-1]
-
-    yield make
-    for phone in phones:
-        phone.close()
 
 
 def test_it_plays_ringback_then_music_on_hold_to_the_far_end(
