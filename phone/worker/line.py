@@ -107,6 +107,13 @@ class TransferDeadline:
     held_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class EndDialog:
+    """Hang up a dialog the user is already done with, if its peer has not."""
+
+    call_id: str
+
+
 @dataclass
 class Joined:
     """Two calls the worker relays between after the user handed them over (a transfer the
@@ -142,12 +149,20 @@ class Pickup:
 PICKUP_HEADER = "X-BrowserPhone-Pickup"
 
 LineInput = (
-    protocol.ToWorker | Release | ToneDone | TransferDeadline | ParkTimeout | Any  # Any: UA events
+    protocol.ToWorker
+    | Release
+    | ToneDone
+    | TransferDeadline
+    | ParkTimeout
+    | EndDialog
+    | Any  # Any: the UserAgent's events
 )
 
 # 転送実行: how long the peers get to complete a transfer themselves before the worker joins
 # the two calls (the user always sees the transfer succeed).
 TRANSFER_GRACE_SECONDS = 4.0
+# After we completed a transfer as the transferee: how long the transferor gets to BYE us.
+TRANSFERRED_BYE_SECONDS = 5.0
 
 # A failed outgoing call, by SIP final status (RFC 3261 §21): what the page tells the user
 # (seed 3-2), and whether the busy tone (話中音) plays.
@@ -316,6 +331,11 @@ class Line:
                 await self._hand_over(item)
             case ParkTimeout(call_id=call_id, slot=slot):
                 await self._park_timeout(call_id, slot)
+            case EndDialog(call_id=call_id):
+                if self.transport is not None and call_id not in self.calls:
+                    with contextlib.suppress(SipError):
+                        self._sip(lambda now: self.ua.hangup(now, call_id))
+                    self.ua.forget(call_id)
             case TransferDeadline(held_id=held_id):
                 consult_id = self.transferring.pop(held_id, None)
                 if consult_id is not None:
@@ -989,8 +1009,13 @@ class Line:
             call.referred_from = None
         old = self.calls.get(old_id)
         if status == 200 and old is not None:
-            self._hangup(old)
+            # Over for the user now. The transferor ends the old dialog (RFC 5589 §6.1: its BYE
+            # follows our NOTIFY; sending ours too could overtake the NOTIFY at the PBX and
+            # make the transfer look failed); if it never does, we do, a little later.
             await self._finish(old, "transferred")
+            asyncio.get_running_loop().call_later(
+                TRANSFERRED_BYE_SECONDS, self.post, EndDialog(old_id)
+            )
 
     async def _replace(self, old: LineCall, new: LineCall) -> None:
         """Answer an INVITE with Replaces at once and end the call it replaces (RFC 3891 §3)."""

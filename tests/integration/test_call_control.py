@@ -343,3 +343,61 @@ async def test_a_busy_callee_gives_a_message_and_the_busy_tone(desks, cast, make
     # A number nobody has: the PBX says 404, the page says so, no busy tone needed.
     await alice.send("dial", number="1099")
     assert (await alice.next("notice"))["code"] == "not-found"
+
+
+async def test_the_in_call_keypad_sends_dtmf_the_far_end_receives(desks, cast, make_baresip):
+    alice = await desks(cast.alice, ALICE_HZ)
+    dave = await asyncio.to_thread(lambda: make_baresip("1004", tone_hz=900, auto_answer=True))
+    await alice.send("dial", number="1004")
+    call = await alice.next("call", state="incall")
+    await dave.wait_event_async("CALL_ESTABLISHED", timeout=10)
+    for digit in "12#":
+        await alice.send("dtmf", call_id=call["id"], digits=digit)
+        await asyncio.sleep(0.25)
+    received = [(await dave.wait_event_async("CALL_DTMF_START"))["param"] for _ in range(3)]
+    assert received == ["1", "2", "#"]  # RFC 4733 events, in order
+    await alice.send("dtmf", call_id="someone-elses@call", digits="9")
+    assert (await alice.next("error", request="dtmf"))["code"] == "bad_state"
+
+
+@pytest.fixture
+def carol_user(office, cast):
+    """A third colleague of tenant A: 1003 on the PBX."""
+    from django.contrib.auth import get_user_model
+
+    from portal.models import Profile
+
+    user = get_user_model().objects.create_user(username="carol", password=cast.password)
+    Profile.objects.create(user=user, tenant=cast.tenant_a, display_name="Carol")
+    SipAccount.objects.create(
+        tenant=cast.tenant_a, user=user, slot=1, extension="1003", password="pw1003"
+    )
+    return user
+
+
+async def test_attended_transfer_of_a_colleague_to_a_colleague(desks, cast, carol_user):
+    """Both peers are our lines: alice acts on the REFER (INVITE with Replaces to carol's
+    address at the PBX) and carol's line takes it in place of bob's consultation call."""
+    alice, bob = await desks(cast.alice, ALICE_HZ), await desks(cast.bob, BOB_HZ)
+    carol = await desks(carol_user, 1600)
+    await alice.send("dial", number="1002")
+    ringing = await bob.next("incoming")
+    await bob.send("answer", call_id=ringing["id"])
+    await alice.next("call", state="incall")
+    await bob.send("hold", call_id=ringing["id"])
+    await bob.next("call", id=ringing["id"], state="held")
+    await bob.send("transfer.start", call_id=ringing["id"], number="1003")
+    consulted = await carol.next("incoming")
+    await carol.send("answer", call_id=consulted["id"])
+    consultation = await bob.next("call", state="incall", transfer={"of": ringing["id"]})
+    await bob.send("transfer.complete", call_id=consultation["id"])
+    await bob.next("call", id=ringing["id"], state="ended", reason="transferred")
+    await bob.next("call", id=consultation["id"], state="ended")
+    replaced = await carol.next("call", id=consulted["id"], state="ended", reason="replaced")
+    assert replaced["reason"] == "replaced"  # the peers did it: no join in bob's worker
+    new = await carol.next("call", state="incall", remote="1001")  # alice, in its place
+    assert new["id"] != consulted["id"]
+    since = time.monotonic()
+    await asyncio.sleep(2.0)
+    assert alice.hears(since) == pytest.approx(1600, abs=15)
+    assert carol.hears(since) == pytest.approx(ALICE_HZ, abs=15)
