@@ -15,6 +15,9 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from phone.signalling.routing import websocket_urlpatterns  # noqa: E402
 from phone.worker.embedded import StartsEmbeddedWorker  # noqa: E402
+from portal.http_limits import answer_overlong_request_lines  # noqa: E402
+
+answer_overlong_request_lines()
 
 application = StartsEmbeddedWorker(
     ProtocolTypeRouter(

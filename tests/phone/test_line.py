@@ -350,7 +350,8 @@ async def test_it_holds_the_call_that_is_up_to_answer_a_second_and_swaps(world, 
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "tone"), [(486, "busy", True), (404, "not-found", False)]
+    ("status", "code", "tone"),
+    [(486, "busy", True), (404, "not-found", False), (480, "no-answer", False)],
 )
 async def test_it_tells_why_a_call_failed_and_plays_the_busy_tone(
     world, cast, monkeypatch, status, code, tone
