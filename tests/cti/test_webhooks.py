@@ -176,7 +176,7 @@ def test_it_checks_the_url_again_right_before_it_calls_it(
     assert hook.requests == []
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts) == ("failed", 1)  # refused, not retried
-    assert delivery.error.startswith("refused: 127.0.0.1 is a loopback")
+    assert delivery.error.startswith("refused: 127.0.0.1 ")  # the reason, in any language
 
 
 def test_it_retries_a_host_that_does_not_resolve_like_a_failed_connection(

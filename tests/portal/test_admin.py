@@ -90,7 +90,13 @@ def test_it_pins_new_objects_to_the_admins_tenant(cast, login):
     client = login(cast.admin_a)
     response = client.post(
         add_url(ParkGroup),
-        {"name": "営業", "slot_count": 6, "members": [cast.alice.pk], "tenant": cast.tenant_b.pk},
+        {
+            "name": "営業",
+            "slot_count": 6,
+            "park_timeout": 60,
+            "members": [cast.alice.pk],
+            "tenant": cast.tenant_b.pk,
+        },
     )
     assert response.status_code == 302
     group = ParkGroup.objects.get(name="営業")
@@ -103,7 +109,8 @@ def test_it_offers_only_own_tenant_users_as_choices(cast, login):
     choices = {u.username for u in page.context["adminform"].form.fields["members"].queryset}
     assert choices == {"alice", "bob", "admin_a"}
     response = client.post(
-        add_url(ParkGroup), {"name": "混在", "slot_count": 6, "members": [cast.charlie.pk]}
+        add_url(ParkGroup),
+        {"name": "混在", "slot_count": 6, "park_timeout": 60, "members": [cast.charlie.pk]},
     )
     assert response.status_code == 200
     assert "members" in response.context["adminform"].form.errors
