@@ -106,14 +106,15 @@ def do_close_call(user_id: int, record_id: int | None, record: dict) -> CallReco
     return call
 
 
-def do_close_orphaned_calls(worker: str) -> int:
+def do_close_orphaned_calls(worker: str, alive: frozenset[str] = frozenset()) -> int:
     """A sipworker starting: close the rows a dead worker left open (ended "worker restart"),
     so history shows those calls and the pages that re-attach show them ended.
 
-    Every row not owned by `worker` counts as orphaned: one sipworker owns all lines today.
-    (Several workers with leases will pass the ids of the dead ones instead.)"""
+    Rows of the workers in `alive` (with several sipworkers: those still beating) are theirs."""
     closed = 0
     open_rows = CallRecord.objects.exclude(worker="").exclude(worker=worker)
+    if alive:
+        open_rows = open_rows.exclude(worker__in=alive)
     for record_id in list(open_rows.values_list("pk", flat=True)[:10_000]):
         with transaction.atomic():
             call = (
@@ -195,18 +196,19 @@ def do_unpark(group_id: int, number: int, call_id: str) -> None:
         _announce_park(group)
 
 
-def do_clear_orphaned_slots(worker: str) -> int:
-    """A sipworker starting: free the slots whose calls died with another worker (no ghost
-    slots). One sipworker owns every line today; leases will name the dead ones."""
+def do_clear_orphaned_slots(worker: str, alive: frozenset[str] = frozenset()) -> int:
+    """Free the slots whose calls died with another worker (no ghost slots); the slots of the
+    workers in `alive` are theirs."""
     cleared = 0
-    groups = ParkGroup.objects.filter(slots__worker__gt="").exclude(slots__worker=worker)
+    keep = {worker, *alive}
+    groups = ParkGroup.objects.filter(slots__worker__gt="").exclude(slots__worker__in=keep)
     for group in groups.distinct():
         with transaction.atomic():
             locked = ParkGroup.objects.select_for_update().get(pk=group.pk)
             cleared += (
                 ParkSlot.objects.filter(group=locked)
                 .exclude(worker="")
-                .exclude(worker=worker)
+                .exclude(worker__in=keep)
                 .update(
                     call_id="",
                     worker="",

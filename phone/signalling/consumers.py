@@ -21,7 +21,7 @@ from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.serializers.json import DjangoJSONEncoder
 
-from phone.signalling import events, protocol
+from phone.signalling import events, owners, protocol
 from phone.signalling.protocol import WORKER_LOST_SECONDS, WORKERS_GROUP
 from phone.signalling.schema import SchemaError, error_message, parse_client_message, server_message
 from portal.models import Profile
@@ -94,10 +94,18 @@ class PhoneConsumer(AsyncWebsocketConsumer):
         if park is not None:
             await self.send_message(self._slots_message(park[1]))
         self.opened_at = time.time()
-        self.worker: str | None = None  # the worker whose heartbeat we hear
+        self.worker: str | None = None  # the worker whose heartbeat we hear (the line's owner)
         self.worker_lost = False
         self.last_beat = time.monotonic()
-        await self._attach()
+        if owners.enabled():
+            self.worker = await owners.claim(self.user_id)
+        if owners.enabled() and self.worker is None:
+            # No live worker can take the line yet (none runs, or a dead one's lease has not
+            # lapsed): the page shows it; the next heartbeat of a live worker claims again.
+            self.worker_lost = True
+            await self._tell_worker_lost()
+        else:
+            await self._attach()
         self._watchdog = asyncio.create_task(self._watch_worker())
 
     async def disconnect(self, code):
@@ -131,8 +139,14 @@ class PhoneConsumer(AsyncWebsocketConsumer):
         await self._to_worker(protocol.Detach(self.user_id, self.channel_name))
 
     async def _to_worker(self, message: protocol.ToWorker):
+        if owners.enabled() and self.worker is None:
+            if isinstance(message, protocol.Command):
+                request = protocol.command_name(message.command)
+                await self.send_message(error_message("worker_unavailable", request=request))
+            return
         try:
-            await self.channel_layer.send(protocol.WORKER_CHANNEL, protocol.to_wire(message))
+            channel = owners.channel_of(self.worker)
+            await self.channel_layer.send(channel, protocol.to_wire(message))
         except ChannelFull:
             # Nobody reads the worker channel (the sipworker is down): say so, keep the page.
             request = (
@@ -147,12 +161,18 @@ class PhoneConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(WORKER_LOST_SECONDS / 3)
             if not self.worker_lost and time.monotonic() - self.last_beat > WORKER_LOST_SECONDS:
                 self.worker_lost = True
-                await self.send_message(
-                    server_message("worker", state="lost", reason="phone service not responding")
-                )
+                await self._tell_worker_lost()
+
+    async def _tell_worker_lost(self):
+        await self.send_message(
+            server_message("worker", state="lost", reason="phone service not responding")
+        )
 
     async def worker_heartbeat(self, event):
         worker = event["worker"]
+        if owners.enabled():
+            await self._owned_heartbeat(worker)
+            return
         self.last_beat = time.monotonic()
         restarted = self.worker is not None and worker != self.worker
         self.worker = worker
@@ -162,6 +182,21 @@ class PhoneConsumer(AsyncWebsocketConsumer):
             self.worker_lost = False
             await self.send_message(server_message("worker", state="ok", reason=""))
             await self._attach()
+
+    async def _owned_heartbeat(self, worker: str):
+        """Several workers beat: only the owner's beat counts for this page; while the owner
+        is lost, any live worker's beat is a chance to claim the line again."""
+        if worker == self.worker and not self.worker_lost:
+            self.last_beat = time.monotonic()
+            return
+        if not self.worker_lost and self.worker is not None:
+            return
+        owner = await owners.claim(self.user_id)
+        if owner is None:
+            return  # the dead owner's lease has not lapsed yet
+        self.worker, self.worker_lost, self.last_beat = owner, False, time.monotonic()
+        await self.send_message(server_message("worker", state="ok", reason=""))
+        await self._attach()
 
     # -- to the page ---------------------------------------------------------------------------
 
@@ -178,7 +213,12 @@ class PhoneConsumer(AsyncWebsocketConsumer):
 
     async def phone_message(self, event):
         """A server message from the sipworker host for this page."""
-        await self.send_message(event["message"])
+        message = event["message"]
+        if message.get("type") == "worker" and message.get("state") == "lost":
+            # The line's worker lost its lease (it stopped the line): find the new owner.
+            self.worker_lost = True
+            self.worker = None
+        await self.send_message(message)
 
     async def phone_account_changed(self, event):
         await self.send_message(server_message("settings.changed", what="account"))

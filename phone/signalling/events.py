@@ -8,7 +8,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from phone.signalling import protocol
+from phone.signalling import owners, protocol
 
 # Channel-layer event types this module's callers send (consumer method = type with . → _).
 ACCOUNT_CHANGED = "phone.account_changed"  # the user's SIP account settings changed
@@ -44,9 +44,19 @@ def send_on_commit(group: str, event: dict) -> None:
 
 
 def send_to_worker_on_commit(message: protocol.ToWorker) -> None:
-    """A message for the sipworker host (phone.signalling.protocol), after commit."""
+    """A message for the sipworker that owns the user's line (phone.signalling.owners), after
+    commit; nothing when no worker runs a line for the user."""
     layer = get_channel_layer()
     if layer is None:
         return
     wire = protocol.to_wire(message)
-    transaction.on_commit(lambda: async_to_sync(layer.send)(protocol.WORKER_CHANNEL, wire))
+
+    def send() -> None:
+        owner = None
+        if owners.enabled():
+            owner = owners.owner_of_sync(message.user_id)
+            if owner is None:
+                return
+        async_to_sync(layer.send)(owners.channel_of(owner), wire)
+
+    transaction.on_commit(send)

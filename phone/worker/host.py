@@ -11,10 +11,13 @@ closed tab does not drop it. The embedded default runs this host inside the web 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import re
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,10 +26,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from phone import actions
-from phone.signalling import protocol
+from phone.signalling import owners, protocol
 from phone.signalling.protocol import (
     HEARTBEAT_SECONDS,
-    WORKER_CHANNEL,
     WORKERS_GROUP,
     Attach,
     Command,
@@ -42,13 +44,15 @@ from phone.sip.transaction import Addr
 from phone.sip.transport import SipTransport
 from phone.sip.useragent import UserAgent
 from phone.worker.db import LineConfig
-from phone.worker.line import Line, SipPort
+from phone.worker.line import LeaseLost, Line, SipPort
 from phone.worker.media import CallMedia, MediaHub
 
 log = logging.getLogger(__name__)
 
 # After a failed channel-layer receive, wait this long before the next one (no busy loop).
 RECEIVE_RETRY_SECONDS = 1.0
+# With several workers, each looks for calls and park slots of dead workers this often.
+SWEEP_SECONDS = 10.0
 
 
 async def open_sip_transport(
@@ -63,10 +67,14 @@ async def open_sip_transport(
 class SipWorkerHost:
     """Hosts the Lines of every user with an open phone page (many per process)."""
 
-    def __init__(self, channel: str = WORKER_CHANNEL) -> None:
-        self.channel = channel
+    def __init__(self, channel: str | None = None) -> None:
         # One id per boot: pages that see it change know this worker restarted.
-        self.worker_id = f"{socket.gethostname()[:20]}:{os.getpid()}:{secrets.token_hex(4)}"
+        # (A channel-name part: letters, digits, hyphens.)
+        host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:20]
+        self.worker_id = f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+        # With several workers (Redis) each reads its own channel; pages reach the owner of
+        # their line there (phone.signalling.owners).
+        self.channel = channel or owners.channel_of(self.worker_id)
         self.layer = get_channel_layer()
         self.lines: dict[int, Line] = {}
         self.media = MediaHub()
@@ -110,8 +118,13 @@ class SipWorkerHost:
         """Close the history rows of calls a dead worker left open ("worker restart") and free
         the park slots it held (no ghost slots)."""
         try:
-            closed = await database_sync_to_async(actions.do_close_orphaned_calls)(self.worker_id)
-            freed = await database_sync_to_async(actions.do_clear_orphaned_slots)(self.worker_id)
+            alive = frozenset(await owners.live_workers()) if owners.enabled() else frozenset()
+            closed = await database_sync_to_async(actions.do_close_orphaned_calls)(
+                self.worker_id, alive
+            )
+            freed = await database_sync_to_async(actions.do_clear_orphaned_slots)(
+                self.worker_id, alive
+            )
         except Exception:
             log.exception("sipworker: could not close orphaned calls")
             return
@@ -140,21 +153,54 @@ class SipWorkerHost:
         await self.layer.send(session, protocol.to_wire(ToPage(message)))
 
     async def to_worker(self, message: protocol.ToWorker) -> None:
-        """A message for another line, wherever it runs (today: the one worker channel)."""
-        await self.layer.send(WORKER_CHANNEL, protocol.to_wire(message))
+        """A message for another line, wherever it runs: the worker that owns it."""
+        owner = await owners.owner_of(message.user_id) if owners.enabled() else None
+        if owners.enabled() and owner is None:
+            log.info("sipworker: no owner for user %s; %s dropped", message.user_id, message)
+            return
+        await self.layer.send(owners.channel_of(owner), protocol.to_wire(message))
 
     async def _beat(self) -> None:
         beat = protocol.to_wire(Heartbeat(self.worker_id))
+        renewed = swept = time.monotonic()
         while True:
+            if owners.enabled():
+                renewed = await self._hold_leases(renewed)
+                if time.monotonic() - swept > SWEEP_SECONDS:
+                    # A worker that died while another was starting was still "alive" then.
+                    swept = time.monotonic()
+                    await self.recover()
             try:
                 await self.layer.group_send(WORKERS_GROUP, beat)
             except Exception:
                 log.exception("sipworker: heartbeat failed")
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
+    async def _hold_leases(self, renewed: float) -> float:
+        """Renew the leases of our lines (and say we live); a line whose lease is gone, or all
+        of them when renewing has failed for FENCE_MS, stops at once (fencing)."""
+        try:
+            await owners.announce(self.worker_id, len(self.lines))
+            lost = await owners.renew(self.worker_id, list(self.lines))
+            renewed = time.monotonic()
+        except Exception:
+            log.exception("sipworker: renewing leases failed")
+            lost = set()
+            if (time.monotonic() - renewed) * 1000 > owners.FENCE_MS:
+                lost = set(self.lines)
+        for user_id in lost:
+            line = self.lines.get(user_id)
+            if line is not None:
+                log.warning("sipworker: lost the lease of user %s; stopping the line", user_id)
+                line.post(LeaseLost())
+        return renewed
+
     async def shutdown(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if owners.enabled():
+            with contextlib.suppress(Exception):
+                await owners.retire(self.worker_id)
         # Every line at once: each waits ~0.2 s for its un-REGISTER to leave, so one after the
         # other 100 lines took 20 s, past a service manager's stop timeout (then SIGKILL, and
         # the rest stay registered); and one line failing must not keep the others registered.
@@ -165,4 +211,8 @@ class SipWorkerHost:
         for line, result in zip(lines, results, strict=True):
             if isinstance(result, Exception):
                 log.error("line %s: stopping failed", line.user_id, exc_info=result)
+        if owners.enabled():
+            for line in lines:
+                with contextlib.suppress(Exception):
+                    await owners.release(self.worker_id, line.user_id)
         await self.media.close()

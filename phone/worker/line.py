@@ -32,7 +32,7 @@ from phone import actions
 from phone.media.join import LegJoin
 from phone.media.tones import JapaneseBusy, ToneSource
 from phone.numbers import clean_number
-from phone.signalling import protocol
+from phone.signalling import owners, protocol
 from phone.signalling.protocol import (
     Answer,
     Attach,
@@ -108,6 +108,12 @@ class TransferDeadline:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseLost:
+    """Another sipworker owns this user's line now, or this one could not prove it still does
+    (phone.signalling.owners): stop at once, without another SIP message (fencing)."""
+
+
+@dataclass(frozen=True, slots=True)
 class EndDialog:
     """Hang up a dialog the user is already done with, if its peer has not."""
 
@@ -155,6 +161,7 @@ LineInput = (
     | TransferDeadline
     | ParkTimeout
     | EndDialog
+    | LeaseLost
     | Any  # Any: the UserAgent's events
 )
 
@@ -331,6 +338,8 @@ class Line:
                 await self._hand_over(item)
             case ParkTimeout(call_id=call_id, slot=slot):
                 await self._park_timeout(call_id, slot)
+            case LeaseLost():
+                await self._fenced()
             case EndDialog(call_id=call_id):
                 if self.transport is not None and call_id not in self.calls:
                     with contextlib.suppress(SipError):
@@ -402,6 +411,30 @@ class Line:
         self.host.forget(self)
         self.closed = True
         await self.stop()
+        if owners.enabled():
+            with contextlib.suppress(Exception):
+                await owners.release(self.host.worker_id, self.user_id)
+
+    async def _fenced(self) -> None:
+        """The lease is gone: not one more SIP message for this account (the new owner may be
+        registering it already); the calls end for the user here and the pages look for the
+        new owner."""
+        self.host.forget(self)
+        self.closed = True
+        for call in list(self.calls.values()):
+            await self._finish(call, "lease lost")
+        for pair in list(self.joined.values()):
+            pair.join.close()
+            for call in (pair.a, pair.b):
+                self.joined.pop(call.id, None)
+                if call.media is not None:
+                    await call.media.close()
+        if self.transport is not None:
+            await self.transport.close()  # no un-REGISTER: that is the new owner's binding now
+            self.transport = None
+        await self.broadcast(
+            server_message("worker", state="lost", reason="the line moved to another worker")
+        )
 
     # -- registration -----------------------------------------------------------------------
 
@@ -453,6 +486,13 @@ class Line:
             )
 
         self.transport = await self.host.open_sip(config, make_ua, self.post)
+        if owners.enabled():
+            log.info(
+                "line %s: owned by %s (fence %s)",
+                self.user_id,
+                self.host.worker_id,
+                await owners.fence_token(self.user_id),
+            )
         await self._set_registration("registering")
         self._sip(self.ua.register)
 

@@ -112,6 +112,7 @@ def workers(settings, redis_url, on_pbx, tmp_path):
     """Tenant A on the test PBX; this process's consumers on the Redis layer; sipworkers."""
     settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
     settings.SIPWORKER_EMBEDDED = False
+    settings.REDIS_URL = redis_url  # leases: pages reach the worker that owns their line
     pool = Workers(redis_url, tmp_path)
     yield pool
     pool.close()
@@ -217,3 +218,113 @@ async def test_it_recovers_from_a_killed_sipworker_without_a_reload(
     assert incoming["remote"] == "1003"
     await ws.send_json_to({"type": "reject", "call_id": incoming["id"]})
     await ws.disconnect()
+
+
+STAFF = [f"30{i:02d}" for i in range(10)]  # ten users' extensions on a PBX of their own
+OUTSIDE = "3099"
+
+
+@pytest.fixture
+def staff(cast, make_kamailio):
+    """Ten users of tenant A on a Kamailio that knows them (and an outside phone, 3099)."""
+    from django.contrib.auth import get_user_model
+
+    from portal.models import Profile, SipAccount
+
+    pbx = make_kamailio(users={ext: f"pw{ext}" for ext in [*STAFF, OUTSIDE]})
+    cast.tenant_a.pbx_domain = pbx.domain
+    cast.tenant_a.outbound_proxy = pbx.hostport
+    cast.tenant_a.save()
+    users = []
+    for ext in STAFF:
+        user = get_user_model().objects.create_user(username=f"u{ext}", password="x")
+        Profile.objects.create(user=user, tenant=cast.tenant_a, display_name=f"User {ext}")
+        SipAccount.objects.create(
+            tenant=cast.tenant_a, user=user, slot=1, extension=ext, password=f"pw{ext}"
+        )
+        users.append(user)
+    return pbx, users
+
+
+def owner_map(redis_url, users):
+    import redis
+
+    client = redis.from_url(redis_url)
+    return {user.pk: (client.get(f"bp:owner:{user.pk}") or b"").decode() for user in users}
+
+
+def wait_live_workers(redis_url, count, timeout=15):
+    import redis
+
+    client = redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while len(list(client.scan_iter("bp:worker:*"))) != count:
+        assert time.monotonic() < deadline, f"{count} sipworkers did not come up"
+        time.sleep(0.1)
+
+
+async def test_two_sipworkers_share_the_lines_and_take_over_when_one_dies(
+    workers, staff, redis_url, make_baresip
+):
+    # (`staff` after `workers`: it points tenant A at its own PBX, after on_pbx did.)
+    import asyncio
+    import signal
+
+    pbx, users = staff
+    first, second = workers.start(), workers.start()
+    await asyncio.to_thread(wait_live_workers, redis_url, 2)
+    pages = {}
+    for user in users:
+        ws = await database_sync_to_async(communicator)(user)
+        assert (await ws.connect())[0]
+        pages[user.pk] = ws
+    for ws in pages.values():
+        while (await next_of(ws, "registration"))["state"] != "registered":
+            pass
+    owners = owner_map(redis_url, users)
+    by_pid = {proc.pid: proc for proc in (first, second)}
+    pids = {int(owner.split("-")[-2]) for owner in owners.values()}
+    assert pids == set(by_pid), f"lines not spread over both workers: {owners}"
+    for ext in STAFF:  # one binding per account: no line registered by two workers
+        assert len(await asyncio.to_thread(pbx.registered, ext)) == 1, ext
+
+    # A call on the worker that survives.
+    doomed_pid = int(owners[users[0].pk].split("-")[-2])
+    survivor = next(u for u in users if int(owners[u.pk].split("-")[-2]) != doomed_pid)
+    outside = await asyncio.to_thread(
+        make_baresip, OUTSIDE, f"pw{OUTSIDE}", pbx=pbx, auto_answer=True
+    )
+    await pages[survivor.pk].send_json_to({"type": "dial", "number": OUTSIDE})
+    while (call := await next_of(pages[survivor.pk], "call"))["state"] != "incall":
+        pass
+
+    moved = [u for u in users if int(owners[u.pk].split("-")[-2]) == doomed_pid]
+    by_pid[doomed_pid].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    back = {}
+    for user in moved:
+        ws = pages[user.pk]
+        assert (await next_of(ws, "worker", timeout=15))["state"] == "lost"
+        while (await next_of(ws, "registration", timeout=20))["state"] != "registered":
+            pass
+        back[user.pk] = time.monotonic() - killed
+    print(
+        f"\nsipworker killed: {len(moved)} lines registered again on the other after "
+        f"{min(back.values()):.2f}-{max(back.values()):.2f} s"
+    )
+    after = owner_map(redis_url, users)
+    assert {int(after[u.pk].split("-")[-2]) for u in users} == set(by_pid) - {doomed_pid}
+    # The survivor's call went on untouched.
+    await asyncio.sleep(1.0)
+    assert not outside.event_types().count("CALL_CLOSED")
+    await pages[survivor.pk].send_json_to({"type": "hold", "call_id": call["id"]})
+    while (await next_of(pages[survivor.pk], "call"))["state"] != "held":
+        pass
+
+    # A worker starting again takes nothing back: owners stay as they are.
+    workers.start()
+    await asyncio.to_thread(wait_live_workers, redis_url, 2)
+    await asyncio.sleep(2.5)
+    assert owner_map(redis_url, users) == after
+    for ws in pages.values():
+        await ws.disconnect()

@@ -10,14 +10,16 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from phone.worker.host import WORKER_CHANNEL, SipWorkerHost
+from phone.worker.host import SipWorkerHost
 
 
 class Command(BaseCommand):
     help = "Run a sipworker: SIP user agents, calls and media for connected phone pages."
 
     def add_arguments(self, parser):
-        parser.add_argument("--channel", default=WORKER_CHANNEL)
+        # By default each sipworker reads its own channel and owns lines through Redis leases
+        # (phone.signalling.owners), so several run side by side.
+        parser.add_argument("--channel", default=None)
 
     def handle(self, *args, **options):
         if not settings.REDIS_URL:
@@ -33,7 +35,7 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        self.stdout.write(f"sipworker on channel {channel}")
+        self.stdout.write(f"sipworker {host.worker_id} on channel {host.channel}")
         await stop.wait()
         runner.cancel()
         await host.shutdown()
