@@ -13,42 +13,85 @@ from cti.models import (
     WebhookEndpoint,
 )
 from cti.tokens import create_token
+from portal.admin import LabelledFieldsMixin, column
 from portal.admin_scoping import TenantScopedAdmin, TenantScopedInline, admin_tenant_id
 from portal.models import Tenant
 
 
-class CustomerPhoneInline(TenantScopedInline):
+class CustomerPhoneInline(LabelledFieldsMixin, TenantScopedInline):
     model = CustomerPhone
     fields = ["label", "number"]
 
 
 @admin.register(Customer)
-class CustomerAdmin(TenantScopedAdmin):
+class CustomerAdmin(LabelledFieldsMixin, TenantScopedAdmin):
     list_display = ["name", "kana", "owner1", "owner2"]
     search_fields = ["name", "kana", "phones__number_normalized"]
     inlines = [CustomerPhoneInline]
 
 
 @admin.register(CustomerContact)
-class CustomerContactAdmin(TenantScopedAdmin):
-    list_display = ["name", "kana", "department", "number", "customer"]
+class CustomerContactAdmin(LabelledFieldsMixin, TenantScopedAdmin):
+    list_display = ["name", "kana", "department", "number", "customer_col"]
+    customer_col = column("customer")
     search_fields = ["name", "kana", "number_normalized"]
 
 
 @admin.register(Reception)
-class ReceptionAdmin(TenantScopedAdmin):
-    list_display = ["created_at", "caller_number", "customer", "taken_by"]
+class ReceptionAdmin(LabelledFieldsMixin, TenantScopedAdmin):
+    list_display = ["created_at", "caller_number", "customer_col", "taken_by_col"]
+    customer_col = column("customer")
+    taken_by_col = column("taken_by")
     search_fields = ["caller_number", "memo"]
 
 
 @admin.register(CtiSettings)
-class CtiSettingsAdmin(TenantScopedAdmin):
-    list_display = ["user", "enabled", "show_on", "target"]
+class CtiSettingsAdmin(LabelledFieldsMixin, TenantScopedAdmin):
+    list_display = ["user_col", "enabled", "show_on", "target"]
+    user_col = column("user")
+
+
+def _https_by_default(db_field, **kwargs):
+    if db_field.name == "url":
+        kwargs["assume_scheme"] = "https"
+    return db_field.formfield(**kwargs)
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    """The events as checkboxes, not the JSON list the model stores."""
+
+    events = forms.MultipleChoiceField(
+        label=_("Events"),
+        choices=WebhookEndpoint.Event.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text=_("None checked: every event."),
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["tenant", "url", "secret", "events", "active"]
+        # The admin builds the fields again with its own formfield_for_dbfield (below); this
+        # only keeps the form class itself from using the old http default.
+        formfield_callback = _https_by_default
+
+    def clean_events(self):
+        # In the order of the choices, whatever order the browser sent them in.
+        chosen = set(self.cleaned_data["events"])
+        return [value for value, _label in WebhookEndpoint.Event.choices if value in chosen]
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(TenantScopedAdmin):
-    list_display = ["url", "active", "events"]
+class WebhookEndpointAdmin(LabelledFieldsMixin, TenantScopedAdmin):
+    form = WebhookEndpointForm
+    list_display = ["url", "active", "event_names"]
+
+    @admin.display(description=_("Events"))
+    def event_names(self, obj):
+        if not obj.events:
+            return _("Every event")
+        labels = dict(WebhookEndpoint.Event.choices)
+        return ", ".join(str(labels.get(event, event)) for event in obj.events)
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "secret":
@@ -59,10 +102,11 @@ class WebhookEndpointAdmin(TenantScopedAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(TenantScopedAdmin):
+class WebhookDeliveryAdmin(LabelledFieldsMixin, TenantScopedAdmin):
     """The delivery log: read-only."""
 
-    list_display = ["created_at", "event", "endpoint", "status", "attempts", "response_code"]
+    list_display = ["created_at", "event", "endpoint_col", "status", "attempts", "response_code"]
+    endpoint_col = column("endpoint")
     list_filter = ["status", "event"]
     list_select_related = ["endpoint"]
 
@@ -74,7 +118,7 @@ class WebhookDeliveryAdmin(TenantScopedAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(TenantScopedAdmin):
+class ApiTokenAdmin(LabelledFieldsMixin, TenantScopedAdmin):
     """Click-to-dial keys.  The key is shown once, when the token is created."""
 
     list_display = ["name", "prefix", "active", "created_at", "last_used_at"]

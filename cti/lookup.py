@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from cti.models import CtiSettings, Customer, CustomerContact
 from phone.models import CallRecord
-from phone.numbers import normalize_number
+from phone.numbers import normalize_number, tenant_region
 from phone.phonebook import phonebook_name
 
 
@@ -41,8 +41,10 @@ def _user_name(user) -> str:
     return profile.name if profile else user.get_username()
 
 
-def find_customer(tenant_id: int, number: str) -> Customer | None:
-    digits = normalize_number(number)
+def find_customer(tenant_id: int, number: str, region: str | None = None) -> Customer | None:
+    # The stored *_normalized columns hold this same form (phone.numbers.normalize_number), so
+    # +81312345678 from the PBX finds the customer saved as 03-1234-5678.
+    digits = normalize_number(number, region)
     if not digits:
         return None
     customer = (
@@ -62,8 +64,10 @@ def find_customer(tenant_id: int, number: str) -> Customer | None:
     return customer
 
 
-def last_call(tenant_id: int, number: str, before_call_id: str = "") -> LastCall | None:
-    digits = normalize_number(number)
+def last_call(
+    tenant_id: int, number: str, before_call_id: str = "", region: str | None = None
+) -> LastCall | None:
+    digits = normalize_number(number, region)
     if not digits:
         return None
     records = CallRecord.objects.filter(
@@ -80,16 +84,17 @@ def last_call(tenant_id: int, number: str, before_call_id: str = "") -> LastCall
 
 def caller_info(user, number: str, called: str = "", call_id: str = "") -> CallerInfo:
     tenant_id = user.profile.tenant_id
-    customer = find_customer(tenant_id, number)
+    region = tenant_region(user.profile.tenant)
+    customer = find_customer(tenant_id, number, region)
     return CallerInfo(
         number=number,
         called=called,
         customer_id=customer.pk if customer else None,
         customer_name=customer.name if customer else "",
-        contact_name=phonebook_name(user, number),
+        contact_name=phonebook_name(user, number, region),
         owner1=_user_name(customer.owner1) if customer else "",
         owner2=_user_name(customer.owner2) if customer else "",
-        last_call=last_call(tenant_id, number, before_call_id=call_id),
+        last_call=last_call(tenant_id, number, before_call_id=call_id, region=region),
     )
 
 

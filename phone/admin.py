@@ -1,19 +1,24 @@
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
 from phone.models import CallRecord, Contact, LineButton, ParkGroup, Phonebook
+from phone.numbers import display_number
+from portal.admin import LabelledFieldsMixin, column
 from portal.admin_scoping import TenantScopedAdmin, TenantScopedInline, admin_tenant_id
 
 
-class ContactInline(TenantScopedInline):
+class ContactInline(LabelledFieldsMixin, TenantScopedInline):
     model = Contact
     fields = ["name", "kana", "number"]
 
 
 @admin.register(Phonebook)
-class PhonebookAdmin(TenantScopedAdmin):
+class PhonebookAdmin(LabelledFieldsMixin, TenantScopedAdmin):
     """Tenant admins manage the shared phonebooks; personal ones stay with their owners."""
 
-    list_display = ["name", "owner", "tenant"]
+    list_display = ["name", "owner_col", "tenant_col"]
+    owner_col = column("owner")
+    tenant_col = column("tenant")
     inlines = [ContactInline]
 
     def get_queryset(self, request):
@@ -30,23 +35,45 @@ class PhonebookAdmin(TenantScopedAdmin):
 
 
 @admin.register(ParkGroup)
-class ParkGroupAdmin(TenantScopedAdmin):
-    list_display = ["name", "slot_count", "tenant"]
+class ParkGroupAdmin(LabelledFieldsMixin, TenantScopedAdmin):
+    list_display = ["name", "slot_count", "tenant_col"]
+    tenant_col = column("tenant")
     filter_horizontal = ["members"]
 
 
 @admin.register(LineButton)
-class LineButtonAdmin(TenantScopedAdmin):
-    list_display = ["position", "kind", "number", "label", "user", "tenant"]
+class LineButtonAdmin(LabelledFieldsMixin, TenantScopedAdmin):
+    list_display = ["position", "kind", "number", "label", "user_col", "tenant_col"]
+    user_col = column("user")
+    tenant_col = column("tenant")
     list_filter = ["kind"]
     list_select_related = ["user", "tenant"]
 
 
 @admin.register(CallRecord)
-class CallRecordAdmin(TenantScopedAdmin):
+class CallRecordAdmin(LabelledFieldsMixin, TenantScopedAdmin):
     """History is written by the server; admins read it."""
 
-    list_display = ["started_at", "direction", "remote_number", "remote_name", "user"]
+    list_display = ["started_at", "direction", "remote", "remote_name", "user_col"]
+    user_col = column("user")
+    # Read-only: every field shown by name, those without a translated verbose_name by a method.
+    fields = readonly_fields = [
+        "started_at", "direction", "remote", "remote_name", "called", "user_col",
+        "answered_by_name", "answered_at", "ended_at", "end_reason", "call_id",
+    ]  # fmt: skip
+
+    @admin.display(description=_("Caller number"), ordering="remote_number")
+    def remote(self, obj):
+        return display_number(obj.remote_number)
+
+    @admin.display(description=_("Called number"), ordering="called_number")
+    def called(self, obj):
+        return display_number(obj.called_number)
+
+    @admin.display(description=_("SIP Call-ID"))
+    def call_id(self, obj):
+        return obj.sip_call_id
+
     list_filter = ["direction"]
     search_fields = ["remote_number", "remote_name", "called_number"]
     list_select_related = ["user"]

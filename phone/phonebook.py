@@ -432,9 +432,10 @@ def export_contacts(book: Phonebook) -> str:
     return export_csv(ContactResource(), contacts)
 
 
-def phonebook_name(user, number: str) -> str:
-    """The caller's name from the user's personal phonebook, else the tenant's shared ones."""
-    digits = normalize_number(number)
+def phonebook_name(user, number: str, region: str | None = None) -> str:
+    """The caller's name from the user's personal phonebook, else the tenant's shared ones.
+    Any way of writing the number finds it (+81312345678 the contact saved as 03-1234-5678)."""
+    digits = normalize_number(number, region)
     if not digits:
         return ""
     contacts = Contact.objects.filter(

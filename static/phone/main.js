@@ -1,7 +1,8 @@
 // Phone page entry: keypad and keyboard entry, side panels, and the call path
 // (socket.js → ui.js for signalling, webrtc.js for media).
-import "./panels.js";
+import { DIAL_CHANNEL } from "./panels.js";
 import "./cti.js";
+import { isCommandKey, setUpShortcuts } from "./shortcuts.js";
 import { PhoneSocket } from "./socket.js";
 import { PhoneUI } from "./ui.js";
 import { PhoneMedia } from "./webrtc.js";
@@ -27,19 +28,21 @@ $("dial-clear").addEventListener("click", () => {
   dialInput.focus();
 });
 
-// The PC keyboard dials too (seed 3-1 ④), unless the user is typing in another field.
+// The PC keyboard dials too (seed 3-1 ④), unless the user is typing in another field; Enter
+// calls or answers, also right after a key of the phone was clicked (it then has the focus).
+// The other shortcuts (Esc, H, M, T, ?) are in shortcuts.js. Enter on a focused button, link or
+// row elsewhere (a side panel, the top bar) is that element's own.
+const ACTIVATES = "button, a[href], [tabindex], summary, dialog";
+const ownsEnter = (target) => Boolean(target.closest?.(ACTIVATES)) && !target.closest(".phone");
 document.addEventListener("keydown", (event) => {
-  const target = event.target;
-  const typing = target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement
-    || target instanceof HTMLSelectElement || target?.isContentEditable;
-  if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (!isCommandKey(event) || document.querySelector("dialog[open]")) return;
   if (DIALABLE.test(event.key)) {
     appendDigit(event.key);
     event.preventDefault();
   } else if (event.key === "Backspace") {
     dialInput.value = dialInput.value.slice(0, -1);
     event.preventDefault();
-  } else if (event.key === "Enter") {
+  } else if (event.key === "Enter" && !event.repeat && !ownsEnter(event.target)) {
     $("call-btn").click();
     event.preventDefault();
   }
@@ -50,10 +53,11 @@ dialInput.addEventListener("input", () => {
   dialInput.value = dialInput.value.replace(/[^0-9*#+]/g, "");
 });
 dialInput.addEventListener("keydown", (event) => {
-  if (event.key === "Enter") $("call-btn").click();
+  if (event.key === "Enter" && !event.repeat && !event.isComposing) $("call-btn").click();
 });
 
 const toggles = document.querySelectorAll(".toggles [data-panel]");
+const ONE_COLUMN = window.matchMedia("(max-width: 760px)"); // as phone.css
 export function showPanel(name) {
   toggles.forEach((toggle) => {
     const open = toggle.dataset.panel === name && toggle.getAttribute("aria-expanded") !== "true";
@@ -64,9 +68,19 @@ export function showPanel(name) {
     if (open && section.dataset.src) {
       window.htmx.ajax("GET", section.dataset.src, { target: section.querySelector(".panel-body"), swap: "innerHTML" });
     }
+    // On a narrow screen the panel opens below the phone: bring it into view.
+    if (open && ONE_COLUMN.matches) section.scrollIntoView({ block: "start" });
   });
 }
 toggles.forEach((toggle) => toggle.addEventListener("click", () => showPanel(toggle.dataset.panel)));
+
+// A call was logged (the server says `settings.changed` what=history, ui.js turns it into this
+// event): an open history panel shows it, with its filter, sort and page kept.
+document.body.addEventListener("history-changed", () => {
+  const panel = document.getElementById("history-panel");
+  if (!panel || panel.closest("[hidden]") || !panel.dataset.url) return;
+  window.htmx.ajax("GET", panel.dataset.url, { target: panel, swap: "outerHTML" });
+});
 
 // Guidance when the browser refuses the microphone or notifications (seed 2-3).
 document.addEventListener("phone:mic-denied", () => {
@@ -87,3 +101,61 @@ const socket = new PhoneSocket();
 const ui = new PhoneUI(socket);
 const media = new PhoneMedia(socket, $("remote-audio"));
 window.browserPhone = { socket, ui, media }; // for support staff and end-to-end tests
+
+// -- mute (issue 13, item 7) ---------------------------------------------------------------------
+// 消音: the microphone's track stays in the call but sends silence (track.enabled = false), so
+// nothing is renegotiated and unmuting is instant. Only while there is a call; a call that ends
+// unmutes, so the next one never starts silent by surprise.
+let muted = false;
+const muteButton = (() => {
+  const template = document.getElementById("mute-btn-template");
+  if (!template) return null;
+  const button = template.content.firstElementChild.cloneNode(true);
+  $("hold-btn").after(button);
+  return button;
+})();
+
+function applyMute() {
+  media.stream?.getAudioTracks().forEach((track) => {
+    track.enabled = !muted;
+  });
+  if (!muteButton) return;
+  muteButton.dataset.state = muted ? "on" : "off";
+  muteButton.setAttribute("aria-pressed", String(muted));
+}
+
+export function setMuted(value) {
+  muted = Boolean(value);
+  applyMute();
+}
+
+muteButton?.addEventListener("click", () => setMuted(!muted));
+// ui.js marks the selected call's state on <body>, webrtc.js the media connection (a new one
+// after a failure takes the same stream, but a new stream must be muted too).
+new MutationObserver(() => {
+  const idle = (document.body.dataset.callState || "idle") === "idle";
+  if (muteButton) muteButton.disabled = idle;
+  if (idle && muted) setMuted(false);
+  else applyMute();
+}).observe(document.body, { attributes: true, attributeFilter: ["data-call-state", "data-media"] });
+
+// -- numbers from other windows ------------------------------------------------------------------
+// A CRM window's tel: link (panels.js) hands its number over a BroadcastChannel; of several open
+// phone pages only the one holding the lock takes it (the next one when that page closes).
+function takeDialRequests() {
+  const channel = new BroadcastChannel(DIAL_CHANNEL);
+  channel.onmessage = (event) => {
+    const { type, id, number } = event.data || {};
+    if (type !== "dial" || typeof number !== "string") return;
+    channel.postMessage({ type: "dial.taken", id });
+    window.focus();
+    document.dispatchEvent(new CustomEvent("phone:dial", { detail: { number } }));
+  };
+  return new Promise(() => {}); // held while this page lives
+}
+if ("BroadcastChannel" in window) {
+  if (navigator.locks) navigator.locks.request(DIAL_CHANNEL, takeDialRequests);
+  else takeDialRequests();
+}
+
+setUpShortcuts();
