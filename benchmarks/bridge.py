@@ -12,14 +12,23 @@ round trip browser -> bridge -> leg -> echo -> leg -> bridge -> browser, so echo
 their round-trip time are counted exactly. In opus mode payloads are transcoded twice, so the
 browser counts received frames and decodes call 0's audio to check the tone frequency.
 
+Modes: passthrough (the normal call: packets forwarded as they arrive), retimed (the same
+calls with MediaBridge(direct=False): every packet waits for the 20 ms tick, the leg's playout
+buffer and its send queue - what every call paid before forwarding), moh (every call held the
+way the worker holds one: the leg plays music on hold to the far end on the tick, the bridge
+carries nothing; no round trip to measure) and opus (transcoding).
+
 Prints per run: CPU seconds per call per second of the bridge process (and the resulting calls
-per core), the load processes' CPU, frames echoed/received per call per second, gaps > 60 ms
-between packets arriving at the fake browsers (count and max), echo round trip p50, MediaTicker
-slots missed in the bridge process, and call setup time p50/p95 (bridge: accept_offer() ->
-"connected"; browser: createOffer() -> "connected"). Figures only; no asserts.
+per core), the load processes' CPU and how busy the whole machine was, the round trip the
+bridge adds (tagged frames browser -> bridge -> leg -> echo -> leg -> bridge -> browser; the
+echo itself adds ~nothing) p50/p95/p99, frames echoed/received per call per second, gaps
+> 60 ms between packets arriving at the fake browsers and at the far end (count and max),
+MediaTicker slots missed in the bridge process, and call setup time p50/p95 (bridge:
+accept_offer() -> "connected"; browser: createOffer() -> "connected"); then a table. Figures
+only; no asserts.
 
     .venv/bin/python benchmarks/bridge.py [--seconds 5] [--load-procs 1]
-        [--passthrough 1 10 25 50 100] [--opus 10 25] [--naive]
+        [--passthrough 1 10 25 50 100] [--retimed 10 50] [--moh 10 50] [--opus 10 25] [--naive]
 
 --naive measures, in the same harness, the straightforward bridge (aiortc's tracks, decoder
 thread and encoder thread pool, PCM into the leg) as a baseline.
@@ -55,7 +64,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from phone.media import g711
 from phone.media.bridge import MediaBridge, _drive, _SilentTrack, ice_host_addresses
 from phone.media.leg import MediaTicker, PortRange, RtpLeg
-from phone.media.tones import SineTone
+from phone.media.tones import MusicOnHold, SineTone
 from tests.support import analysis
 
 HOST = "127.0.0.1"
@@ -99,13 +108,32 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Echo(asyncio.DatagramProtocol):
-    """The far end: every RTP/RTCP datagram goes straight back where it came from."""
+    """The far end: every RTP datagram goes straight back where it came from. It also times
+    what arrives per leg (gaps > 60 ms between packets: what the PBX side would hear)."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, int], float] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.gaps = 0
+        self.max_gap = 0.0
+        self.last.clear()
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.transport.sendto(data, addr)
+        now = time.monotonic()
+        last = self.last.get(addr)
+        if last is not None:
+            gap = now - last
+            if gap > GAP:
+                self.gaps += 1
+            if gap > self.max_gap:
+                self.max_gap = gap
+        self.last[addr] = now
 
 
 def opus_frames(count: int = 50) -> list[bytes]:
@@ -205,6 +233,7 @@ class Load:
         self.answers: dict[int, asyncio.Future[str]] = {}
         self.sending = False
         self.g711 = [g711.ulaw_encode(f) for f in SineTone(1000).frames(50)]
+        self.lag = 0.0
         self.opus = opus_frames()
 
     def emit(self, msg: dict[str, Any]) -> None:
@@ -212,7 +241,7 @@ class Load:
         sys.stdout.flush()
 
     async def setup(self, first: int, n: int, codec: str, parallel: int) -> None:
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        transport, self.echo_end = await asyncio.get_running_loop().create_datagram_endpoint(
             Echo, local_addr=(HOST, 0)
         )
         self.echo = transport
@@ -242,6 +271,8 @@ class Load:
         while self.sending:
             k += 1
             await asyncio.sleep(max(0.0, t0 + k * 0.02 - loop.time()))
+            # How late this process sends (its own stalls show up downstream as gaps).
+            self.lag = max(self.lag, loop.time() - (t0 + k * 0.02))
             for b in self.browsers.values():
                 if b.dtls is None:
                     continue
@@ -272,6 +303,11 @@ class Load:
             "max_gap": max((b.max_gap for b in browsers), default=0.0),
             "rtt_p50": percentile(rtts, 0.5),
             "rtt_p95": percentile(rtts, 0.95),
+            "rtt_p99": percentile(rtts, 0.99),
+            "rtts": len(rtts),
+            "send_lag": self.lag,
+            "far_gaps": self.echo_end.gaps,
+            "far_max_gap": self.echo_end.max_gap,
             "freq": freq,
             "gc_ms": GC.longest * 1000,
         }
@@ -292,6 +328,8 @@ class Load:
             elif op == "measure":
                 for b in self.browsers.values():
                     b.reset()
+                self.echo_end.reset()
+                self.lag = 0.0
                 GC.reset()
                 self.cpu0, self.wall0 = time.process_time(), time.monotonic()
             elif op == "report":
@@ -306,6 +344,127 @@ class Load:
                 self.emit({"op": "done"})
             elif op == "exit":
                 return
+
+
+# -- per-packet cost of the forwarding path, stage by stage (--stages) -------------------------
+
+
+async def stages(count: int = 20000) -> None:
+    """Microseconds per packet of each stage of forwarding, in this process with real sockets
+    and real SRTP (libsrtp, AES-128-CM/HMAC-SHA1-80) but no peer: what one packet costs the
+    sipworker in each direction, and which part is ours."""
+    import socket
+    import timeit
+
+    import pylibsrtp
+    from aiortc.rtcrtpreceiver import StreamStatistics
+
+    from phone.media.bridge import _G711Codec, _Probe
+    from phone.media.rtp import ReceiverStats, RtpForwarder, RtpSender, payload_bounds
+
+    key = bytes(range(30))
+    tx = pylibsrtp.Session(pylibsrtp.Policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    rx = pylibsrtp.Session(pylibsrtp.Policy(key, pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((HOST, 0))
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # overflows: dropped, fine
+    sink_addr = sink.getsockname()
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.setblocking(False)
+    payload = g711.ulaw_encode(SineTone(1000).next_frame())
+    seqs = iter(range(1 << 30))
+
+    def wire() -> bytes:
+        n = next(seqs)
+        return _RTP.pack(0x80, 0, n & 0xFFFF, n * 160 & 0xFFFFFFFF, 0x55) + payload
+
+    packets = [wire() for _ in range(count)]
+    protected = [tx.protect(_RTP.pack(0x80, 0, n, n * 160, 0x77) + payload) for n in range(count)]
+
+    def per_packet(fn: Any, n: int = count) -> float:
+        return timeit.timeit(fn, number=n) / n * 1e6
+
+    ports = PortRange(32000, 32199)
+    leg = await RtpLeg.open(HOST, ports)
+    leg.set_remote(*sink_addr)
+    bridge = MediaBridge()
+
+    class Peer:
+        async def close(self) -> None:
+            pass
+
+    bridge._pc = Peer()  # type: ignore[assignment]
+    bridge._codec = _G711Codec(0)
+    bridge._pt, bridge._send_ok = 0, True
+    bridge._out.ssrc = 0x1234
+    bridge._sender = type("Sender", (), {})()  # type: ignore[assignment]
+    bridge._browser_send = lambda data: out.sendto(tx.protect(data), sink_addr)
+    bridge.connect(leg)
+    assert bridge.forwarding
+    addr = (HOST, 40000)
+    leg.remote = addr  # the far end the packets "come from" (symmetric RTP latched to it)
+    leg._latched = True
+
+    it = iter(packets)
+    full_in = per_packet(lambda: leg._on_rtp(next(it), addr))
+    it = iter(packets)
+    stats = ReceiverStats(0x55)
+    parse = per_packet(lambda: (payload_bounds(d := next(it)), _RTP.unpack_from(d)))
+    it2 = iter(range(count))
+    stat = per_packet(lambda: stats.on_packet(next(it2), 0, 0.0, 160))
+    fwd = RtpForwarder(RtpSender(0))
+    it2 = iter(range(count))
+    forward = per_packet(lambda: fwd.forward(0x55, next(it2) & 0xFFFF, 0, False, 160, 0.0))
+    header = per_packet(lambda: _RTP.pack(0x90, 0, 1, 2, 3) + b"\xbe\xde\0\x01\x10a\0\0" + payload)
+    tx2 = pylibsrtp.Session(pylibsrtp.Policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    it = iter([_RTP.pack(0x80, 0, n & 0xFFFF, n * 160, 0x99) + payload for n in range(count)])
+    protect = per_packet(lambda: tx2.protect(next(it)))
+    srtp_data = protected[0]
+    send = per_packet(lambda: out.sendto(srtp_data, sink_addr))
+    it = iter(protected)
+    unprotect = per_packet(lambda: rx.unprotect(next(it)))
+    probe, rxstats = _Probe(), StreamStatistics(8000)
+    it2 = iter(range(count))
+
+    def aiortc_stats() -> None:
+        probe.sequence_number = next(it2) & 0xFFFF
+        probe.timestamp = 0
+        rxstats.add(probe)  # type: ignore[arg-type]
+
+    rstat = per_packet(aiortc_stats)
+    it2 = iter(range(count))
+    relay = per_packet(
+        lambda: leg.relay(payload, 0x77, next(it2) & 0xFFFF, 0, False, time.monotonic())
+    )
+    rx2 = pylibsrtp.Session(pylibsrtp.Policy(key, pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    it = iter(protected)
+    full_out = per_packet(lambda: bridge._on_browser_datagram(rx2.unprotect(next(it))))
+    await bridge.close()
+    await leg.aclose()
+    out.close()
+    sink.close()
+    ours_in = full_in - protect - send
+    ours_out = full_out - unprotect - send
+    print(
+        f"per-packet cost of forwarding, microseconds ({count} packets each; CPU of this"
+        " process, syscalls included):\n"
+        f"  PBX -> browser, leg datagram to SRTP sendto: {full_in:5.1f}\n"
+        f"      header unpack + payload bounds   {parse:5.1f}\n"
+        f"      RTCP receive statistics (A.1/A.8) {stat:5.1f}\n"
+        f"      RtpForwarder.forward             {forward:5.1f}\n"
+        f"      new header (+MID ext) + payload  {header:5.1f}\n"
+        f"      SRTP protect (libsrtp)           {protect:5.1f}\n"
+        f"      sendto (kernel, loopback)        {send:5.1f}\n"
+        f"      => our Python, all of it         {ours_in:5.1f}\n"
+        f"  browser -> PBX, SRTP datagram to the leg's sendto: {full_out:5.1f}\n"
+        f"      SRTP unprotect (libsrtp)         {unprotect:5.1f}\n"
+        f"      aiortc receive statistics (RR)   {rstat:5.1f}\n"
+        f"      RtpLeg.relay (forward+header+send) {relay:5.1f}\n"
+        f"      => our Python, all of it         {ours_out:5.1f}\n"
+        "  (not counted: the event loop's wake-up and recvfrom per datagram, ~10 us here,\n"
+        "   and aiortc's RTCP and ICE consent timers, per call not per packet)",
+        flush=True,
+    )
 
 
 def load_main() -> None:
@@ -416,9 +575,25 @@ class LoadProc:
         return json.loads(line)
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs together, from /proc/stat (what else runs here)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)  # minus idle and iowait
+
+
 async def run(
-    loads: list[LoadProc], n: int, codec: str, seconds: float, ports: PortRange, naive: bool
+    loads: list[LoadProc],
+    n: int,
+    mode: str,
+    seconds: float,
+    ports: PortRange,
+    naive: bool,
 ) -> dict[str, Any]:
+    """One run of n calls. mode: "passthrough" (forwarding), "retimed" (the same calls with
+    MediaBridge(direct=False): every packet waits for the tick, the playout buffer and the
+    send queue), "moh" (every call held as the worker holds it: the far end gets music on
+    hold on the tick, the page's bridge carries nothing) or "opus" (transcoding)."""
+    codec = "opus" if mode == "opus" else "PCMU"
     ticker = MediaTicker.shared()
     bridges: list[MediaBridge] = []
     legs: list[RtpLeg] = []
@@ -441,10 +616,15 @@ async def run(
                 bridges.append(baseline)  # type: ignore[arg-type]
                 answer_sdp = await baseline.accept_offer(sdp, leg)
             else:
-                bridge = MediaBridge(prefer_passthrough=codec != "opus")
+                # (direct= only when asked: the harness also runs against older bridges.)
+                retimed: dict[str, Any] = {"direct": False} if mode == "retimed" else {}
+                bridge = MediaBridge(prefer_passthrough=codec != "opus", **retimed)
                 bridges.append(bridge)
                 answer_sdp = await bridge.accept_offer(sdp)
-                bridge.connect(leg)
+                if mode == "moh":
+                    leg.source = MusicOnHold()  # what phone.worker.media does on hold
+                else:
+                    bridge.connect(leg)
             load.send({"op": "answer", "i": i, "sdp": answer_sdp})
 
         while True:
@@ -469,6 +649,8 @@ async def run(
     for load in loads:
         load.send({"op": "measure"})
     missed0 = ticker.missed_slots
+    forwarding = sum(getattr(b, "forwarding", False) for b in bridges)
+    busy0, total0 = machine_busy()
     GC.reset()
     profiler = cProfile.Profile() if PROFILE else None
     rusage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -480,6 +662,7 @@ async def run(
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    busy1, total1 = machine_busy()
     preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - rusage0.ru_nivcsw
     missed = ticker.missed_slots - missed0
     for load in loads:
@@ -499,6 +682,15 @@ async def run(
     return {
         "n": n,
         "codec": codec,
+        "mode": mode,
+        "forwarding": forwarding,
+        "machine": (busy1 - busy0) / max(1, total1 - total0),
+        "rtt_p95_ms": reports[0]["rtt_p95"] * 1000,
+        "rtt_p99_ms": reports[0]["rtt_p99"] * 1000,
+        "rtts": sum(rep["rtts"] for rep in reports),
+        "far_gaps": sum(rep["far_gaps"] for rep in reports),
+        "send_lag_ms": max(rep["send_lag"] for rep in reports) * 1000,
+        "far_max_gap_ms": max(rep["far_max_gap"] for rep in reports) * 1000,
         "naive": naive,
         "cpu_per_call": cpu / wall / n,
         "cpu_total": cpu / wall,
@@ -523,25 +715,50 @@ async def run(
 
 def show(r: dict[str, Any], seconds: float) -> None:
     per_core = 1 / r["cpu_per_call"] if r["cpu_per_call"] else float("inf")
-    mode = "passthrough" if r["codec"] != "opus" else "opus"
+    mode = r["mode"]
     if r["naive"]:
         mode = "naive " + ("PCMU" if r["codec"] != "opus" else "opus")
     freq = f" tone {r['freq']:.0f} Hz" if r["freq"] else ""
+    rtt = (
+        f"added rtt p50/p95/p99 {r['rtt_p50_ms']:.1f}/{r['rtt_p95_ms']:.1f}/"
+        f"{r['rtt_p99_ms']:.1f} ms ({r['rtts']} tagged frames)"
+        if r["rtts"]
+        else "added rtt n/a"
+    )
     print(
         f"{mode:>11} N={r['n']:>3}  cpu/call {r['cpu_per_call'] * 1000:6.2f} ms/s"
         f"  -> {per_core:5.0f} calls/core  (bridge proc {r['cpu_total'] * 100:5.1f}%,"
-        f" load {r['load_cpu'] * 100:5.1f}%)\n"
+        f" load {r['load_cpu'] * 100:5.1f}%; all CPUs busy {r['machine'] * 100:3.0f}%)"
+        f"  forwarding {r['forwarding']}/{r['n']}\n"
+        f"{'':>17}{rtt}\n"
         f"{'':>17}frames/call/s recv {r['recv_per_call_s']:5.1f}"
-        f" (min {r['min_recv_per_call_s']:5.1f})"
-        f" echoed {r['echo_per_call_s']:5.1f}  gaps>60ms {r['gaps']}"
-        f" (max {r['max_gap_ms']:.0f} ms)  rtt p50 {r['rtt_p50_ms']:.0f} ms"
-        f"  missed ticks {r['missed']}{freq}\n"
+        f" (min {r['min_recv_per_call_s']:5.1f}) echoed {r['echo_per_call_s']:5.1f};"
+        f" gaps>60ms at browsers {r['gaps']} (max {r['max_gap_ms']:.0f} ms),"
+        f" at far end {r['far_gaps']} (max {r['far_max_gap_ms']:.0f} ms; the fake browsers"
+        f" sent up to {r['send_lag_ms']:.0f} ms late);"
+        f" missed ticks {r['missed']}{freq}\n"
         f"{'':>17}longest GC pause: bridge {r['gc_ms']:.0f} ms, load {r['load_gc_ms']:.0f} ms;"
-        f" bridge involuntary ctx switches {r['preempted']}\n"
-        f"{'':>17}setup p50/p95: bridge {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms,"
+        f" bridge involuntary ctx switches {r['preempted']};"
+        f" setup p50/p95: bridge {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms,"
         f" browser {r['bsetup_p50']:.0f}/{r['bsetup_p95']:.0f} ms",
         flush=True,
     )
+
+
+def table(results: list[dict[str, Any]]) -> None:
+    print(
+        "\n       mode    N  cpu ms/call/s  calls/core  rtt p50   rtt p99  gaps>60 browser/far"
+        "  all CPUs busy"
+    )
+    for r in results:
+        per_core = 1 / r["cpu_per_call"] if r["cpu_per_call"] else float("inf")
+        p50 = f"{r['rtt_p50_ms']:6.1f}" if r["rtts"] else "   n/a"
+        p99 = f"{r['rtt_p99_ms']:6.1f}" if r["rtts"] else "   n/a"
+        print(
+            f"{r['mode']:>11} {r['n']:>4}  {r['cpu_per_call'] * 1000:13.2f}  {per_core:10.0f}"
+            f"  {p50} ms {p99} ms  {r['gaps']:>7}/{r['far_gaps']:<7}"
+            f"  {r['machine'] * 100:10.0f}%"
+        )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -549,18 +766,22 @@ async def main(args: argparse.Namespace) -> None:
     loads = [await LoadProc.start() for _ in range(args.load_procs)]
     print(
         f"bridge benchmark: {args.seconds:.0f} s per run, {args.load_procs} load process(es),"
-        f" {os.cpu_count()} CPUs; CPU is this (bridge) process only",
+        f' {os.cpu_count()} CPUs; CPU is this (bridge) process only; "all CPUs busy" is'
+        " the whole machine (load processes and anything else running) during the run",
         flush=True,
     )
+    results = []
     try:
-        for n in args.passthrough:
-            show(await run(loads, n, "PCMU", args.seconds, ports, args.naive), args.seconds)
-        for n in args.opus:
-            show(await run(loads, n, "opus", args.seconds, ports, args.naive), args.seconds)
+        for mode in ("passthrough", "retimed", "moh", "opus"):
+            for n in getattr(args, mode):
+                result = await run(loads, n, mode, args.seconds, ports, args.naive)
+                show(result, args.seconds)
+                results.append(result)
     finally:
         for load in loads:
             load.send({"op": "exit"})
             await load.proc.wait()
+    table(results)
 
 
 if __name__ == "__main__":
@@ -569,13 +790,28 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--load-procs", type=int, default=1)
     parser.add_argument("--passthrough", type=int, nargs="*", default=[1, 10, 25, 50, 100])
+    parser.add_argument(
+        "--retimed",
+        type=int,
+        nargs="*",
+        default=[10, 50],
+        help="the same calls, every packet re-timed on the 20 ms tick (MediaBridge direct=False)",
+    )
+    parser.add_argument(
+        "--moh", type=int, nargs="*", default=[10, 50], help="every call held, music on hold"
+    )
     parser.add_argument("--opus", type=int, nargs="*", default=[10, 25])
     parser.add_argument(
         "--naive", action="store_true", help="measure the baseline aiortc-tracks bridge instead"
     )
+    parser.add_argument(
+        "--stages", action="store_true", help="only time the forwarding path stage by stage"
+    )
     args = parser.parse_args()
     if args.role == "load":
         load_main()
+    elif args.stages:
+        asyncio.run(stages())
     else:
         with ice_host_addresses([HOST]):
             asyncio.run(main(args))

@@ -34,11 +34,16 @@ each other; a machine with only loopback cannot run this benchmark.
 Per N it prints: call setup (dial sent -> `call` state incall at the session channel) p50/p95,
 the sipworker's CPU per call (ms of CPU per second of call) and the resulting calls per core,
 frames received/echoed per call per second, gaps > 60 ms between packets arriving at the
-browsers (count, max), echo round trip p50, and the sipworker's CPU spent on setting the calls
-up. Target (the issue): >= 100 calls per core with no gap > 60 ms in passthrough mode.
+browsers (count, max), the round trip the sipworker adds p50/p95/p99 (tagged frames through
+the echo and back; SIPp's echo and the loopback network add ~nothing, so the round trip is
+what the worker adds), how busy the whole machine was, and the sipworker's CPU spent on setting
+the calls up. Target (the issue): >= 100 calls per core with no gap > 60 ms in passthrough
+mode. --moh N,... runs again with every call put on hold after it connects (the worker's own
+hold: re-INVITE, music on hold to SIPp on the 20 ms tick, the page's bridge carries nothing):
+the sipworker's CPU per call when it produces the audio of every call.
 
-    .venv/bin/python benchmarks/bridge_fullstack.py [--n 1,10,25,50,100] [--seconds 10]
-        [--dial-rate 25]
+    .venv/bin/python benchmarks/bridge_fullstack.py [--n 1,10,25,50,100] [--moh 10,50]
+        [--seconds 10] [--dial-rate 25]
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -135,6 +141,7 @@ class Stack:
         self.sipp: Sipp | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_log = self.tmp / "sipworker.log"
+        self.worker_channel = "sipworker"
         self.db_created = False
         self.env: dict[str, str] = {}
 
@@ -209,7 +216,7 @@ class Stack:
     def start_far_end(self) -> None:
         assert self.pbx is not None
         self.sipp = Sipp(
-            SCENARIO,
+            hold_scenario(self.tmp),
             calls=1_000_000,
             timeout=3600,
             extra_args=["-rtp_echo"],
@@ -246,10 +253,13 @@ class Stack:
         )
         children.track(self.worker)
         deadline = time.monotonic() + 30
-        while "sipworker on channel" not in self.worker_log.read_text(errors="replace"):
+        while not (started := re.search(r" on channel (\S+)", self.worker_log.read_text())):
             if self.worker.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"sipworker did not start:\n{self.worker_log_tail()}")
             time.sleep(0.1)
+        # With Redis each worker reads its own channel (phone.signalling.owners); a page's
+        # consumer finds it there. This process plays the consumers of one worker.
+        self.worker_channel = started.group(1)
 
     def worker_log_tail(self, lines: int = 40) -> str:
         try:
@@ -315,6 +325,54 @@ class Stack:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+_REINVITE_OK = """
+  <label id="1"/>
+  <recv request="INVITE" optional="true" next="2"/>
+  <recv request="BYE" next="3"/>
+  <label id="2"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 53655765 2353687638 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+      a=ptime:20
+      a=recvonly
+
+    ]]>
+  </send>
+  <recv request="ACK" next="1"/>
+  <label id="3"/>
+"""
+
+
+def hold_scenario(directory: Path) -> Path:
+    """benchmarks/sipp/uas_echo.xml, also answering a re-INVITE (hold: --moh) with recvonly;
+    SIPp's -rtp_echo then returns the music on hold to our leg."""
+    text = SCENARIO.read_text()
+    bye = '  <recv request="BYE">\n  </recv>\n'
+    if bye not in text:
+        raise RuntimeError(f"{SCENARIO} changed: cannot add the re-INVITE branch")
+    path = directory / "uas_echo_hold.xml"
+    path.write_text(text.replace(bye, _REINVITE_OK, 1))
+    return path
+
+
 def populate(pbx: Kamailio) -> list[int]:
     """Tenant + MAX_USERS staff users with SIP accounts 1000..; returns their user ids."""
     from django.contrib.auth import get_user_model
@@ -375,6 +433,7 @@ class Session:
         self.sent_at: dict[int, float] = {}
         self.setup: float | None = None
         self.call_id: str | None = None
+        self.worker_channel = bench.stack.worker_channel
         self.failure = ""
         self.reset()
 
@@ -412,7 +471,7 @@ class Session:
         while True:
             sent = time.perf_counter()
             try:
-                await self.bench.layer.send("sipworker", message)
+                await self.bench.layer.send(self.worker_channel, message)
                 return sent
             except Exception as exc:  # channels.exceptions.ChannelFull
                 if type(exc).__name__ != "ChannelFull":
@@ -448,6 +507,17 @@ class Session:
 
     async def attach(self) -> None:
         await self.open()
+        from phone.signalling import owners
+
+        if owners.enabled():
+            # As PhoneConsumer.connect: lease the line to a live worker (the only one here),
+            # or it stops the line as soon as it renews its leases.
+            deadline = time.monotonic() + STEP_TIMEOUT
+            while (worker := await owners.claim(self.user_id)) is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no live sipworker to own the line")
+                await asyncio.sleep(0.1)
+            self.worker_channel = owners.channel_of(worker)
         await self.to_worker("worker.attach", opened_at=time.time())
         await self.wait_for(lambda m: m["type"] == "registration" and m["state"] == "registered")
 
@@ -480,6 +550,11 @@ class Session:
             raise RuntimeError(f"call ended before it connected: {msg['reason']}")
         self.call_id = msg["id"]
         self.setup = at - sent
+
+    async def hold(self) -> None:
+        """Hold the call: the sipworker re-INVITEs the far end and plays it music on hold."""
+        await self.command("hold", call_id=self.call_id)
+        await self.wait_for(lambda m: m["type"] == "call" and m["state"] in ("held", "ended"))
 
     async def hangup(self) -> None:
         await self.command("hangup", call_id=self.call_id)
@@ -578,7 +653,7 @@ class Bench:
         await asyncio.gather(*(one(s) for s in sessions))
         return [s for s in sessions if not s.failure]
 
-    async def run(self, n: int) -> dict[str, Any]:
+    async def run(self, n: int, moh: bool = False) -> dict[str, Any]:
         from channels.layers import channel_layers
 
         pid = self.stack.worker.pid  # type: ignore[union-attr]
@@ -607,6 +682,9 @@ class Bench:
             cpu_setup = proc_cpu(pid) - cpu_setup0
             setup_wall = time.monotonic() - t_setup0
             live = [s for s in sessions if not s.failure]
+            if moh:
+                await self.step("hold", live, lambda s: s.hold(), GATE)
+                live = [s for s in live if not s.failure]
             await asyncio.sleep(1.0)  # warm-up: playout buffers fill, RTCP starts
             for s in sessions:
                 s.reset()
@@ -633,6 +711,7 @@ class Bench:
         rtts = [r for m in measured for r in m[4]]
         return {
             "n": n,
+            "mode": "moh" if moh else "passthrough",
             "ok": ok,
             "failures": failures,
             "attach_s": attach_s,
@@ -654,6 +733,7 @@ class Bench:
             "max_gap_ms": max((m[3] for m in measured), default=0.0) * 1000,
             "rtt_p50": percentile(rtts, 0.5) * 1000,
             "rtt_p95": percentile(rtts, 0.95) * 1000,
+            "rtt_p99": percentile(rtts, 0.99) * 1000,
             "bench_cpu": bench_cpu,
             "sipp_cpu": sipp_cpu,
             "channel_full": self.channel_full,
@@ -667,14 +747,19 @@ class Bench:
 
 def show(r: dict[str, Any]) -> None:
     per_core = 1 / r["cpu_per_call"] if r["cpu_per_call"] else float("inf")
+    rtt = (
+        f"added rtt p50/p95/p99 {r['rtt_p50']:.1f}/{r['rtt_p95']:.1f}/{r['rtt_p99']:.1f} ms"
+        if r["echoed"]
+        else "added rtt n/a (held: nothing comes back to the page)"
+    )
     print(
-        f"N={r['n']:>3}  connected {r['ok']}/{r['n']}  setup p50/p95 {r['setup_p50']:.0f}/"
-        f"{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f})  sipworker cpu/call"
-        f" {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
+        f"{r['mode']:>11} N={r['n']:>3}  connected {r['ok']}/{r['n']}  setup p50/p95"
+        f" {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f})"
+        f"  sipworker cpu/call {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
         f" (process {r['worker_cpu'] * 100:.1f}%; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
         f"{'':7}frames/call/s recv {r['recv']:.1f} echoed {r['echoed']:.1f}"
         f" (min {r['min_echoed']:.1f})  gaps>60ms {r['gaps']} (max {r['max_gap_ms']:.0f} ms)"
-        f"  echo rtt p50/p95 {r['rtt_p50']:.0f}/{r['rtt_p95']:.0f} ms\n"
+        f"  {rtt}\n"
         f"{'':7}attach+register {r['attach_s']:.1f} s, offers {r['offer_s']:.1f} s;"
         f" sipworker setup CPU {r['setup_cpu_per_call']:.0f} ms/call;"
         f" load: this process {r['bench_cpu'] * 100:.0f}% (send grid max lag"
@@ -691,15 +776,17 @@ def show(r: dict[str, Any]) -> None:
 
 def table(results: list[dict[str, Any]]) -> None:
     print(
-        "\n   N  conn  setup p50/p95 ms  cpu ms/call/s  calls/core  echoed/call/s"
-        "  gaps>60ms  max gap ms  rtt p50 ms"
+        "\n       mode    N  conn  setup p50/p95 ms  cpu ms/call/s  calls/core  echoed/call/s"
+        "  gaps>60ms  max gap ms  rtt p50/p99 ms  all CPUs busy"
     )
     for r in results:
         per_core = 1 / r["cpu_per_call"] if r["cpu_per_call"] else float("inf")
+        rtt = f"{r['rtt_p50']:.1f}/{r['rtt_p99']:.1f}" if r["echoed"] else "n/a"
         print(
-            f"{r['n']:>4}  {r['ok']:>4}  {r['setup_p50']:>7.0f}/{r['setup_p95']:<8.0f}"
+            f"{r['mode']:>11} {r['n']:>4}  {r['ok']:>4}"
+            f"  {r['setup_p50']:>7.0f}/{r['setup_p95']:<8.0f}"
             f"  {r['cpu_per_call'] * 1000:>13.2f}  {per_core:>10.0f}  {r['echoed']:>13.1f}"
-            f"  {r['gaps']:>9}  {r['max_gap_ms']:>10.0f}  {r['rtt_p50']:>10.0f}"
+            f"  {r['gaps']:>9}  {r['max_gap_ms']:>10.0f}  {rtt:>14}  {r['machine'] * 100:>12.0f}%"
         )
 
 
@@ -717,8 +804,9 @@ async def bench_main(stack: Stack, user_ids: list[int], args: argparse.Namespace
     bench.idle = await bench.idle_cpu()
     print(f"sipworker idle (no pages): {bench.idle * 100:.1f}% of a core", flush=True)
     results = []
-    for n in args.n:
-        result = await bench.run(n)
+    runs = [(n, False) for n in args.n] + [(n, True) for n in args.moh]
+    for n, moh in runs:
+        result = await bench.run(n, moh)
         show(result)
         results.append(result)
         if stack.worker is not None and stack.worker.poll() is not None:
@@ -735,6 +823,12 @@ def main() -> None:
         default=[1, 10, 25, 50, 100],
         help="comma-separated call counts (at most 100)",
     )
+    parser.add_argument(
+        "--moh",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[],
+        help="comma-separated call counts to run again with every call held (music on hold)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="steady-state window")
     parser.add_argument(
         "--dial-rate", type=float, default=25.0, help="calls dialled per second (0: all at once)"
@@ -748,7 +842,7 @@ def main() -> None:
     )
     parser.add_argument("--keep-log", action="store_true", help="print the sipworker log at end")
     args = parser.parse_args()
-    if max(args.n) > MAX_USERS:
+    if max(args.n + args.moh) > MAX_USERS:
         parser.error(f"at most {MAX_USERS} calls")
     for program, found in (
         ("kamailio", kamailio_binary()),

@@ -2,7 +2,8 @@
 
 The sipworker is a back-to-back user agent. Per call there is an RtpLeg towards the PBX
 (G.711); per browser session there is a MediaBridge holding an aiortc RTCPeerConnection. The
-bridge moves 20 ms frames between the two, both ways:
+bridge moves audio between the two, both ways - each packet the moment it arrives, or re-timed
+on a 20 ms tick while the worker adds audio of its own (see "Two ways to carry a call"):
 
     bridge = MediaBridge(ice_servers=[], prefer_passthrough=True, on_state=callback)
     answer_sdp = await bridge.accept_offer(offer_sdp)  # non-trickle: full SDP with candidates
@@ -11,7 +12,7 @@ bridge moves 20 ms frames between the two, both ways:
     bridge.play(JapaneseRingback())   # send a generated sound to the browser instead ...
     bridge.play(None)                 # ... and back to the leg's audio
     bridge.state              # "new" | "connecting" | "connected" | "failed" | "closed"
-    bridge.codec, bridge.passthrough, bridge.stats
+    bridge.codec, bridge.passthrough, bridge.forwarding, bridge.stats
     await bridge.close()      # closes the peer connection, never the leg
 
 One MediaBridge per browser peer connection: a reloaded page makes a new offer, so the call
@@ -27,7 +28,8 @@ Codec choice (answer to the browser's offer)
 The answer carries exactly one audio codec, chosen from what the browser offered:
 
 - the G.711 law the leg uses (`payload_type=` before `connect()`, the leg's once connected):
-  payloads pass through untouched in both directions ("passthrough");
+  payloads pass through untouched in both directions ("passthrough"), forwarded as they
+  arrive (below);
 - the other G.711 law: each payload byte is mapped through a 256-entry table
   (`bytes.translate`, still no PCM in between);
 - opus only when the browser offers no G.711 (or `prefer_passthrough=False`): transcoded,
@@ -36,6 +38,29 @@ The answer carries exactly one audio codec, chosen from what the browser offered
 aiortc picks codecs from a transceiver's preferences only if that transceiver exists before
 `setRemoteDescription`, so the bridge reads the offer first, creates its transceiver with
 `setCodecPreferences([chosen])`, and only then applies the offer.
+
+Two ways to carry a call: forwarding and re-timing
+-------------------------------------------------
+Forwarding (direct) is what a call normally uses: when the browser's codec is G.711 and the
+worker adds no audio of its own, every packet leaves the moment it arrives, both ways -
+browser -> PBX from aiortc's receive hook straight to the leg's socket (`RtpLeg.relay`),
+PBX -> browser from the leg's `datagram_received` straight to the SRTP send towards the
+browser (`RtpLeg.listen`). Nothing waits for a tick, a playout buffer or a send queue; each
+direction adds what one pass through the event loop costs. The payload is untouched (or
+mapped through the 256-entry law table when the browser picked the other G.711 law); the
+header is rewritten: our SSRC, and sequence number and timestamp shifted by an offset chosen
+at each splice (`phone.media.rtp.RtpForwarder`), so each direction stays one continuous
+stream to its receiver (RFC 3550 §5.1, §8.2), losses upstream stay visible as gaps, and the
+first packet after a splice carries the marker bit.
+
+Re-timing runs only while the worker produces or mixes audio: a tone to the browser
+(`play()`), music on hold or DTMF on the leg (the leg suspends direct output by itself while
+it has a source or digits to send), opus transcoding, or `direct=False`. Then frames cross on
+the shared 20 ms `MediaTicker`: the leg's playout buffer releases one frame per tick and the
+bridge's tick hook (registered after the leg) forwards it in the same tick; browser payloads
+are queued on the leg and sent on its tick. Switching between the two modes keeps both
+streams continuous: whichever numbering takes over continues the other's sequence number
+and media clock (with the time that passed in between added to the clock).
 
 How the media bypasses aiortc's media pipeline
 ----------------------------------------------
@@ -49,27 +74,25 @@ public "encoded frames" API, and a custom pass-through encoder/decoder pair woul
 for all of the above, so the bridge hooks in one level lower, at two narrow points:
 
 - receive: the DTLS transport hands every SRTP-decrypted, parsed RTP packet to
-  `receiver._handle_rtp_packet(packet, arrival_time_ms)`. The bridge replaces that method on
-  its own receiver instance (nothing global is patched) with one that hands
-  `packet.payload` to the leg (`leg.send_payload`, after translation/transcoding if needed).
-  aiortc's decoder thread for this receiver is started but stays idle. The handler also
-  feeds aiortc's per-SSRC receive statistics (loss, jitter), so the receiver's RTCP task
-  keeps sending receiver reports (RFC 3550 §6.4.2) to the browser as before.
-- send: the leg's frames are taken on the leg's own 20 ms `MediaTicker` tick (the bridge
-  registers a tiny hook object on the same ticker, after the leg, so a frame the leg's playout
-  buffer releases goes to the browser in the same tick: no extra timer, task or queue). The
-  bridge builds the RTP packet itself (own sequence number and timestamp, the SSRC aiortc
-  announced in the answer, the negotiated payload type and MID header extension) and passes
-  it to the DTLS transport's `_send_rtp` - the coroutine aiortc's own sender uses - driving
-  it synchronously: SRTP protect + `sendto` complete without suspending, so no task is
-  created per packet (should a future aiortc suspend there, the coroutine is resumed from
-  the awaited future's callback instead; see `_drive`). The aiortc sender gets a track that
-  never yields a frame, so its RTP loop sleeps; its RTCP loop keeps sending sender reports,
-  whose counters the bridge keeps up to date.
+  `receiver._handle_rtp_packet(packet, arrival_time_ms)` and awaits the result. The bridge
+  replaces that method on its own receiver instance (nothing global is patched) with a plain
+  function (no coroutine per packet: it returns an already-finished awaitable) that hands
+  `packet.payload` to the leg. aiortc's decoder thread for this receiver is started but stays
+  idle. The handler also feeds aiortc's per-SSRC receive statistics (loss, jitter), so the
+  receiver's RTCP task keeps sending receiver reports (RFC 3550 §6.4.2) to the browser.
+- send: the bridge builds the RTP packet itself (own sequence number and timestamp, the SSRC
+  aiortc announced in the answer, the negotiated payload type and MID header extension),
+  protects it with the DTLS transport's SRTP session and hands it to the nominated ICE pair's
+  datagram transport - what `RTCDtlsTransport._send_rtp` does, minus its two coroutine
+  layers. (A TURN-relayed pair, or an aiortc that no longer has these attributes, goes
+  through `_send_rtp` itself, driven without a task: see `_drive`.) The aiortc sender gets
+  a track that never yields a frame, so its RTP loop sleeps; its RTCP loop keeps sending
+  sender reports, whose counters the bridge keeps up to date.
 
-A lost leg frame (playout concealment) is not sent at all: the browser's own jitter buffer
-conceals better than a repeated G.711 frame, and the RTP timestamp keeps counting so the gap
-is visible to it. The first packet after a pause carries the marker bit (RFC 3551 §4.1).
+In the re-timed mode, a lost leg frame (playout concealment) is not sent at all: the browser's
+own jitter buffer conceals better than a repeated G.711 frame, and the RTP timestamp keeps
+counting so the gap is visible to it. The first packet after a pause carries the marker bit
+(RFC 3551 §4.1).
 
 ICE and addresses
 -----------------
@@ -101,6 +124,8 @@ from typing import Any
 
 import av
 import numpy as np
+import pylibsrtp
+from aioice.ice import StunProtocol
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -114,8 +139,15 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import StreamStatistics
 
 from phone.media import g711
-from phone.media.leg import MediaTicker, RtpLeg
-from phone.media.rtp import FRAME_SAMPLES, SAMPLE_RATE
+from phone.media.leg import LegListener, MediaTicker, RtpLeg
+from phone.media.rtp import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    RtpForwarder,
+    RtpParseError,
+    RtpSender,
+    payload_bounds,
+)
 from phone.media.tones import ToneSource
 
 __all__ = ["BridgeError", "BridgeStats", "MediaBridge", "ice_host_addresses"]
@@ -138,8 +170,8 @@ class BridgeError(ValueError):
 @dataclass(slots=True)
 class BridgeStats:
     from_browser: int = 0  # RTP packets of the negotiated codec received from the browser
-    to_leg: int = 0  # 20 ms G.711 frames handed to the leg
-    from_leg: int = 0  # frames taken from the leg (lost ones included)
+    to_leg: int = 0  # G.711 payloads handed to the leg (relayed, or queued as 20 ms frames)
+    from_leg: int = 0  # audio packets/frames taken from the leg (lost frames included)
     to_browser: int = 0  # RTP packets sent to the browser
     played: int = 0  # of which generated by a play() source
     decode_errors: int = 0
@@ -233,6 +265,10 @@ class _BrowserCodec:
     def encode_pcm(self, pcm: np.ndarray) -> bytes | None:
         raise NotImplementedError
 
+    def from_source(self, source: ToneSource) -> bytes | None:
+        """The source's next 20 ms (8 kHz) frame, for the browser."""
+        return self.encode_pcm(source.next_frame())
+
 
 class _G711Codec(_BrowserCodec):
     clock_rate = SAMPLE_RATE
@@ -257,6 +293,9 @@ class _G711Codec(_BrowserCodec):
 
     def encode_pcm(self, pcm: np.ndarray) -> bytes:
         return g711.encode(pcm, self.law)
+
+    def from_source(self, source: ToneSource) -> bytes:
+        return source.next_payload(self.law)  # periodic tones: sliced, not encoded per frame
 
 
 class _OpusCodec(_BrowserCodec):
@@ -338,6 +377,57 @@ def _ice_server(entry: str | RTCIceServer) -> RTCIceServer:
     return entry if isinstance(entry, RTCIceServer) else RTCIceServer(urls=entry)
 
 
+class _Finished:
+    """An awaitable that is already done: what the receive hook returns instead of a
+    coroutine (aiortc awaits the hook's result; nothing in the hook ever waits)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+
+_FINISHED = _Finished()
+
+
+def _browser_sender(dtls: Any) -> Callable[[bytes], None]:
+    """A synchronous send of one RTP packet to the browser over `dtls` (see module doc)."""
+
+    def via_aiortc(data: bytes) -> None:
+        _drive(dtls._send_rtp(data))
+
+    try:
+        protect = dtls._tx_srtp.protect
+        nominated = dtls.transport._connection._nominated
+        connected = dtls._state.__class__.CONNECTED
+    except AttributeError:
+        return via_aiortc
+
+    def send(data: bytes) -> None:
+        if dtls._state is not connected:
+            return  # what aiortc does: ConnectionError, the packet is dropped
+        pair = nominated.get(1)  # ICE component 1 (RTP; BUNDLE + rtcp-mux: everything)
+        if pair is None:
+            return
+        protocol = pair.protocol
+        if type(protocol) is not StunProtocol:
+            via_aiortc(data)  # a TURN allocation wraps data its own way
+            return
+        protocol.transport.sendto(protect(data), pair.remote_addr)
+
+    return send
+
+
+class _Probe:
+    """What aiortc's StreamStatistics.add() reads of a packet."""
+
+    __slots__ = ("sequence_number", "timestamp")
+
+    def __init__(self) -> None:
+        self.sequence_number = 0
+        self.timestamp = 0
+
+
 class _TickHook:
     """What MediaTicker drives: it calls `_on_tick(now, slots)` each 20 ms and `close()` if
     that raised (the ticker logs the exception; the call must go on without this bridge)."""
@@ -351,8 +441,9 @@ class _TickHook:
         self.bridge._tick(slots)
 
     def close(self) -> None:
-        self.bridge.disconnect()
         self.bridge._source = None
+        self.bridge.disconnect()
+        self.bridge._update_mode()
 
 
 class MediaBridge:
@@ -366,40 +457,51 @@ class MediaBridge:
         payload_type: int = g711.PAYLOAD_TYPE_PCMU,
         on_state: Callable[[str], None] | None = None,
         ticker: MediaTicker | None = None,
+        direct: bool = True,
     ) -> None:
         """ice_servers: "stun:host:port" / "turn:host:port" URLs (or RTCIceServer objects
         with credentials); empty = host candidates only. payload_type: the G.711 law the
         call's leg uses, for answering before `connect()`. prefer_passthrough=False answers
-        opus whenever the browser offers it (transcoding)."""
+        opus whenever the browser offers it (transcoding). direct=False re-times every packet
+        on the 20 ms tick even when it could be forwarded (for comparisons)."""
         if payload_type not in _LAW_NAME:
             raise ValueError(f"not a G.711 payload type: {payload_type}")
         self.ice_servers = [_ice_server(s) for s in ice_servers]
         self.prefer_passthrough = prefer_passthrough
         self.payload_type = payload_type
         self.on_state = on_state
+        self.direct = direct
         self.stats = BridgeStats()
         self.setup_seconds: float | None = None  # accept_offer() start -> "connected"
         self._state = "new"
         self._ticker = ticker
         self._hook = _TickHook(self)
+        self._hooked = False
         self._pc: RTCPeerConnection | None = None
         self._codec: _BrowserCodec | None = None
         self._leg: RtpLeg | None = None
         self._source: ToneSource | None = None
         self._dtls: Any = None  # RTCDtlsTransport once the answer is set
+        self._browser_send: Callable[[bytes], None] | None = None
         self._sender: RTCRtpSender | None = None
         self._send_ok = False
         self._pt = 0
-        self._ssrc = 0
         self._ext = b""
         self._first_byte = 0x80
-        self._seq = random.randrange(1 << 15)  # low half: see aiortc random_sequence_number
-        self._ts = random.randrange(1 << 32)
+        # The stream to the browser: our numbering, whichever mode feeds it. Sequence numbers
+        # start in the low half (see aiortc random_sequence_number: SRTP and early wraps).
+        self._out = RtpSender(0, ssrc=0, sequence=random.randrange(1 << 15))
+        self._forwarder = RtpForwarder(self._out)
         self._marker = True
-        self._octets = 0
+        # Forwarding state (module doc): leg -> browser, browser -> leg.
+        self._direct_in = False
+        self._direct_out = False
+        self._listener: LegListener = self._on_leg_rtp
         self._t0 = 0.0
         self._rx_ssrc: int | None = None
         self._rx_stats: StreamStatistics | None = None
+        self._rx_probe = _Probe()
+        self._fast_receive = False
         self._rx_streams: dict[int, StreamStatistics] | None = None
         self._closing: asyncio.Future[None] | None = None
         self._close_task: asyncio.Future[None] | None = None
@@ -420,6 +522,12 @@ class MediaBridge:
         """True when payloads cross untouched (browser codec == the leg's G.711 law)."""
         law = self._leg.payload_type if self._leg is not None else self.payload_type
         return isinstance(self._codec, _G711Codec) and self._codec.law == law
+
+    @property
+    def forwarding(self) -> bool:
+        """True while packets cross both ways the moment they arrive (no tick, no buffer)."""
+        leg = self._leg
+        return self._direct_in and leg is not None and leg.direct
 
     @property
     def leg(self) -> RtpLeg | None:
@@ -445,7 +553,7 @@ class MediaBridge:
             transceiver.setCodecPreferences([capability])
             # Hook the receive path before any packet can arrive (see module doc).
             receiver = transceiver.receiver
-            receiver._handle_rtp_packet = self._on_browser_rtp  # type: ignore[method-assign]
+            receiver._handle_rtp_packet = self._on_browser_rtp  # type: ignore[method-assign,assignment]
             # aiortc's RTCP task builds receiver reports from this (name-mangled) dict.
             self._rx_streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -455,7 +563,7 @@ class MediaBridge:
             raise
         answer = pc.localDescription.sdp
         self._configure_sender(answer, transceiver.sender)
-        self._add_hook()
+        self._update_mode()
         return answer
 
     def connect(self, leg: RtpLeg) -> None:
@@ -467,15 +575,21 @@ class MediaBridge:
         self.disconnect()
         self._leg = leg
         self._marker = True
-        if self._pc is not None:
-            # Tick after the leg: MediaTicker calls in insertion order, so re-adding the hook
-            # puts it behind the leg and a frame released this tick is forwarded this tick.
-            self._remove_hook()
-            self._add_hook()
+        # Re-timed, the hook must tick after the leg: MediaTicker calls in insertion order,
+        # so re-adding the hook puts it behind the leg and a frame released this tick is
+        # forwarded this tick.
+        self._remove_hook()
+        self._update_mode()
 
     def disconnect(self) -> None:
         """Stop bridging. The leg keeps running (it sends silence or its own source)."""
+        leg = self._leg
+        if leg is None:
+            return
+        leg.unlisten(self._listener)
+        leg.release_relay(self)
         self._leg = None
+        self._update_mode()
 
     @property
     def source(self) -> ToneSource | None:
@@ -487,17 +601,18 @@ class MediaBridge:
         leg's audio; None goes back to the leg. The browser's audio still reaches the leg."""
         self._source = source
         self._marker = True
+        self._update_mode()
 
     async def close(self) -> None:
         """Close the browser side. The leg is left alone. Idempotent."""
-        self.disconnect()
         self._source = None
-        self._remove_hook()
         self._send_ok = False
         if self._closing is not None:
             await asyncio.shield(self._closing)
             return
         self._closing = asyncio.get_running_loop().create_future()
+        self.disconnect()
+        self._update_mode()  # no leg, no source, closing: off the ticker
         try:
             if self._pc is not None:
                 await self._pc.close()
@@ -524,7 +639,8 @@ class MediaBridge:
         if payload_type is None:
             raise BridgeError("the answer names no payload type")
         self._pt = payload_type
-        self._ssrc = sender._ssrc  # the SSRC announced in the answer's a=ssrc
+        self._out.payload_type = payload_type
+        self._out.ssrc = sender._ssrc  # the SSRC announced in the answer's a=ssrc
         self._sender = sender
         self._dtls = sender.transport
         mid_id = next((e.id for e in media.rtp.headerExtensions if e.uri == _MID_URI), None)
@@ -545,13 +661,16 @@ class MediaBridge:
         if state == "connected":
             if self.setup_seconds is None:
                 self.setup_seconds = time.monotonic() - self._t0
+            self._browser_send = _browser_sender(self._dtls)
+            if not self._fast_receive:
+                self._install_fast_receive()
             self._send_ok = True
         elif state in ("failed", "closed"):
             # The browser is gone; the call is not. Stop feeding the leg, free the peer.
             self._send_ok = False
-            self.disconnect()
             self._source = None
-            self._remove_hook()
+            self.disconnect()
+            self._update_mode()
             if state == "failed" and self._closing is None:
                 self._close_task = asyncio.ensure_future(self.close())
         if self._state != "closed":
@@ -567,43 +686,178 @@ class MediaBridge:
             except Exception:
                 log.exception("on_state callback failed")
 
+    # -- which mode (module doc) ------------------------------------------------------------
+
+    def _update_mode(self) -> None:
+        """Forward or re-time, per direction, from what the bridge carries right now."""
+        leg = self._leg
+        live = self._pc is not None and self._closing is None
+        g711_direct = live and self.direct and isinstance(self._codec, _G711Codec)
+        direct_in = leg is not None and g711_direct and self._source is None
+        direct_out = leg is not None and g711_direct
+        if leg is not None:
+            if direct_in:
+                leg.listen(self._listener)
+            else:
+                # Before the hook is (re-)added below: the leg goes back on the ticker first,
+                # so the hook ticks after it.
+                leg.unlisten(self._listener)
+            if direct_out:
+                leg.relay_from(self)
+            else:
+                leg.release_relay(self)
+        self._direct_out = direct_out
+        hooked = (
+            live
+            and self._codec is not None
+            and (self._source is not None or (leg is not None and not direct_in))
+        )
+        if direct_in != self._direct_in or hooked != self._hooked:
+            # Whichever numbering comes next continues the old one: the tick from now (the
+            # clock is brought up to date), forwarding from its first packet (the clock
+            # also counts the time until that packet arrives).
+            now = time.monotonic()
+            if hooked:
+                self._forwarder.interrupt(now)
+            else:
+                self._forwarder.pause(now)
+            self._marker = True
+        self._direct_in = direct_in
+        if hooked:
+            self._add_hook()
+        else:
+            self._remove_hook()
+
     def _add_hook(self) -> None:
+        if self._hooked:
+            return
         if self._ticker is None:
             self._ticker = MediaTicker.shared()
         self._ticker.add(self._hook)  # type: ignore[arg-type]  # duck-typed: _on_tick/close
+        self._hooked = True
 
     def _remove_hook(self) -> None:
         if self._ticker is not None:
             self._ticker.discard(self._hook)  # type: ignore[arg-type]
+        self._hooked = False
 
     # -- media: browser -> leg ----------------------------------------------------------------
 
-    async def _on_browser_rtp(self, packet: Any, arrival_time_ms: int = 0) -> None:
-        # Replaces RTCRtpReceiver._handle_rtp_packet for this bridge's receiver only.
-        if packet.payload_type != self._pt:
-            return  # comfort noise, events, anything not negotiated
+    def _on_browser_rtp(self, packet: Any, arrival_time_ms: int = 0) -> _Finished:
+        # Replaces RTCRtpReceiver._handle_rtp_packet for this bridge's receiver only (the
+        # path until the fast receive below is in place, and for a TURN-relayed pair).
+        if packet.payload_type == self._pt:
+            self._from_browser(
+                packet.payload,
+                packet.ssrc,
+                packet.sequence_number,
+                packet.timestamp,
+                packet.marker,
+            )
+        return _FINISHED
+
+    def _on_browser_datagram(self, data: bytes) -> None:
+        # The fast receive (_install_fast_receive): one decrypted SRTP packet, as bytes.
+        try:
+            start, end = payload_bounds(data)
+        except RtpParseError:
+            return
+        _, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
+        if b1 & 0x7F == self._pt:
+            self._from_browser(data[start:end], ssrc, seq, ts, b1 > 0x7F)
+
+    def _from_browser(self, payload: bytes, ssrc: int, seq: int, ts: int, marker: bool) -> None:
         stats = self.stats
         stats.from_browser += 1
-        if packet.ssrc != self._rx_ssrc:
-            self._rx_ssrc = packet.ssrc
-            self._rx_stats = StreamStatistics(self._codec.clock_rate)  # type: ignore[union-attr]
+        rx = self._rx_stats
+        if ssrc != self._rx_ssrc or rx is None:
+            self._rx_ssrc = ssrc
+            rx = self._rx_stats = StreamStatistics(self._codec.clock_rate)  # type: ignore[union-attr]
             if self._rx_streams is not None:
                 self._rx_streams.clear()
-                self._rx_streams[packet.ssrc] = self._rx_stats
-        self._rx_stats.add(packet)  # type: ignore[union-attr]
+                self._rx_streams[ssrc] = rx
+        # aiortc's receiver reports (RTCP RR to the browser) are built from these statistics;
+        # they read a packet's sequence number and timestamp only: one reused probe object.
+        probe = self._rx_probe
+        probe.sequence_number = seq
+        probe.timestamp = ts
+        rx.add(probe)  # type: ignore[arg-type]
         leg = self._leg
-        if leg is None or not packet.payload:
+        if leg is None or not payload:
             return
+        codec: Any = self._codec
+        if self._direct_out:
+            law = leg.payload_type
+            relayed = payload if codec.law == law else g711.convert(payload, codec.law, law)
+            if leg.relay(relayed, ssrc, seq, ts, marker, time.monotonic()):
+                stats.to_leg += 1
+                return
+            # The leg sends audio of its own now (DTMF, a tone): queue ours, re-timed.
         try:
-            payloads = self._codec.to_leg(packet.payload, leg.payload_type)  # type: ignore[union-attr]
+            payloads = codec.to_leg(payload, leg.payload_type)
         except av.FFmpegError:
             stats.decode_errors += 1
             return
-        for payload in payloads:
-            leg.send_payload(payload)
+        for frame in payloads:
+            leg.send_payload(frame)
         stats.to_leg += len(payloads)
 
+    def _install_fast_receive(self) -> None:
+        """Take the browser's SRTP packets at the socket instead of through aiortc.
+
+        aiortc's receive path costs, per packet: aioice trying to parse it as STUN (a raised
+        and caught ValueError), an asyncio.Queue hand-off that wakes the DTLS transport's task,
+        two coroutines, a `datetime.now()`, and a generic packet object with header-extension
+        parsing, before the hook above sees it. Once DTLS is up the bridge wraps
+        `datagram_received` of the nominated ICE pair's socket protocol (this instance only):
+        SRTP packets are decrypted with the transport's own SRTP session and handled on the
+        spot; everything else (STUN consent checks, DTLS, SRTCP for aiortc's RTCP) goes the
+        usual way. Without those internals (another aioice, a TURN pair) nothing changes.
+        """
+        try:
+            unprotect = self._dtls._rx_srtp.unprotect
+            pair = self._dtls.transport._connection._nominated.get(1)
+        except AttributeError:
+            return
+        if pair is None or type(pair.protocol) is not StunProtocol:
+            return
+        protocol = pair.protocol
+        usual = protocol.datagram_received
+        handle = self._on_browser_datagram
+
+        def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
+            # RFC 7983 §7: a first octet of 128..191 is RTP or RTCP; RFC 5761 §4: a second
+            # octet of 192..223 is RTCP (left to aiortc).
+            if len(data) > 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+                try:
+                    plain = unprotect(data)
+                except pylibsrtp.Error:
+                    return  # what aiortc does: replayed or forged, dropped
+                handle(plain)
+            else:
+                usual(data, addr)
+
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
+        self._fast_receive = True
+
     # -- media: leg -> browser ----------------------------------------------------------------
+
+    def _on_leg_rtp(
+        self, payload: bytes, pt: int, seq: int, ts: int, ssrc: int, marker: bool, now: float
+    ) -> None:
+        # The leg's listener while forwarding: called from its datagram_received.
+        law = self._codec.law  # type: ignore[union-attr]  # direct only with G.711
+        if pt != law:
+            if pt not in _LAW_NAME or not payload:
+                self._forwarder.skip()  # comfort noise, events: not for the browser
+                return
+            payload = g711.convert(payload, pt, law)
+        self.stats.from_leg += 1
+        if not self._send_ok:
+            return
+        out = self._forwarder.forward(ssrc, seq, ts, marker, len(payload), now)
+        if out is not None:
+            self._send(payload, *out)
 
     def _tick(self, slots: int) -> None:
         codec = self._codec
@@ -614,7 +868,10 @@ class MediaBridge:
         if leg is not None and leg.closed:
             self.disconnect()
             leg = None
+        if self._direct_in:
+            leg = None  # its packets come through _on_leg_rtp
         source = self._source
+        out = self._out
         for _ in range(slots):
             payload: bytes | None = None
             if leg is not None:
@@ -630,29 +887,33 @@ class MediaBridge:
                     ):
                         payload = codec.from_leg(frame.payload, frame.payload_type)
             if source is not None:
-                payload = codec.encode_pcm(source.next_frame())
+                payload = codec.from_source(source)
                 if payload is not None:
                     self.stats.played += 1
             if payload is not None and self._send_ok:
-                self._send(payload)
+                seq = out.sequence
+                out.sequence = (seq + 1) & 0xFFFF
+                self._send(payload, seq, out.timestamp, self._marker)
+                self._marker = False
             else:
                 self._marker = True  # next packet starts a talkspurt (RFC 3551 §4.1)
-            self._ts = (self._ts + spf) & 0xFFFFFFFF
+            out.timestamp = (out.timestamp + spf) & 0xFFFF_FFFF
 
-    def _send(self, payload: bytes) -> None:
-        marker = 0x80 if self._marker else 0
-        self._marker = False
+    def _send(self, payload: bytes, seq: int, ts: int, marker: bool) -> None:
+        pt = self._pt
         data = (
-            _RTP_HEADER.pack(self._first_byte, marker | self._pt, self._seq, self._ts, self._ssrc)
+            _RTP_HEADER.pack(self._first_byte, 0x80 | pt if marker else pt, seq, ts, self._out.ssrc)
             + self._ext
             + payload
         )
-        self._seq = (self._seq + 1) & 0xFFFF
         stats = self.stats
         stats.to_browser += 1
-        self._octets += len(payload)
+        self._out.stats.count(len(payload), ts)
         try:
-            _drive(self._dtls._send_rtp(data))
+            if self._browser_send is not None:
+                self._browser_send(data)
+            else:
+                _drive(self._dtls._send_rtp(data))
         except Exception:
             stats.send_errors += 1
             if stats.send_errors == 1:
@@ -665,7 +926,8 @@ class MediaBridge:
         # aiortc's RTCRtpSender builds its RTCP SR from these (name-mangled) counters; we send
         # around it, so keep them true or the browser's stats show a silent sender.
         sender = self._sender
+        out = self._out
         sender._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[union-attr]
-        sender._RTCRtpSender__rtp_timestamp = self._ts  # type: ignore[union-attr]
-        sender._RTCRtpSender__packet_count = self.stats.to_browser  # type: ignore[union-attr]
-        sender._RTCRtpSender__octet_count = self._octets  # type: ignore[union-attr]
+        sender._RTCRtpSender__rtp_timestamp = out.stats.last_rtp_timestamp  # type: ignore[union-attr]
+        sender._RTCRtpSender__packet_count = out.stats.packets_sent  # type: ignore[union-attr]
+        sender._RTCRtpSender__octet_count = out.stats.octets_sent  # type: ignore[union-attr]

@@ -4,6 +4,10 @@ The sipworker joins the legs of two calls when it must stay in the middle: an at
 the peers could not complete themselves (a refused REFER, a peer without Replaces), and a parked
 call picked up by a colleague whose line runs elsewhere. G.711 frames cross as they are
 (converted between μ-law and A-law when the two legs differ), paced by the legs' own 20 ms tick.
+
+A join re-times (the legs' playout buffers and send queues; a MediaBridge forwards packets as
+they arrive instead): the legs must not stay connected to a bridge, which takes their packets
+directly (the worker's route_media disconnects the pages from calls it joins).
 """
 
 from __future__ import annotations

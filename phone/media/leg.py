@@ -17,8 +17,25 @@ Two ways to use it — both available at once, choose per direction:
 
 decoded:     leg.source = SineTone(1000)   or  leg.send_pcm(int16 array)
              pcm = await leg.recv_pcm()    or  leg.pull_pcm()
-passthrough: leg.send_payload(g711 bytes)  (already PCMU/PCMA, one 20 ms frame)
+re-timed:    leg.send_payload(g711 bytes)  (already PCMU/PCMA, one 20 ms frame)
              frame = await leg.recv_frame() or leg.pull_frame()   (PlayoutFrame, no decode)
+
+and a third, for a relay that adds nothing (MediaBridge in passthrough), which skips the
+ticker, the playout buffer and the send queue, so a packet leaves the moment it arrives:
+
+direct:      leg.listen(callback)      every received audio packet, as it arrives:
+                                       callback(payload, pt, seq, ts, ssrc, marker, now)
+             leg.relay_from(owner)     then leg.relay(payload, ssrc, seq, ts, marker, now)
+                                       sends the owner's packets at once, renumbered into the
+                                       leg's own stream (RtpForwarder)
+
+Direct output is suspended whenever the leg has something of its own to send - a tone source
+(music on hold), DTMF (RFC 4733 events are paced by the tick), or nothing relayed for
+`RELAY_IDLE` (it sends silence, as before, so the far end keeps a stream) - and resumes with
+the next relayed packet; `relay()` returns False meanwhile and the caller queues the payload
+the re-timed way. The leg is on the shared ticker only while it needs it: when it sends frames
+of its own or a consumer pulls from its playout buffer. Otherwise a slow timer does what the
+tick did besides audio: RTCP reports and the idle check.
 """
 
 from __future__ import annotations
@@ -29,6 +46,7 @@ import ipaddress
 import logging
 import random
 import socket
+import struct
 import time
 import weakref
 from collections import deque
@@ -50,17 +68,21 @@ from phone.media.rtp import (
     RtcpReceiverReport,
     RtcpSdes,
     RtcpSenderReport,
+    RtpForwarder,
     RtpPacket,
     RtpParseError,
     RtpSender,
     build_compound,
     ntp_from_unix,
     parse_rtcp,
+    payload_bounds,
     round_trip_time,
 )
 from phone.media.tones import ToneSource
 
 __all__ = [
+    "RELAY_IDLE",
+    "LegListener",
     "LegStats",
     "MediaTicker",
     "PortRange",
@@ -72,6 +94,20 @@ log = logging.getLogger(__name__)
 
 TICK = FRAME_MS / 1000
 _DONE = object()
+_RTP_HEADER = struct.Struct("!BBHII")
+# Direct output with nothing relayed for this long: the relay's source has paused (browser
+# gone quiet, ICE not up yet); the leg falls back to sending silence so the far end keeps a
+# stream (symmetric-RTP latching, RTP timeouts), until the next relayed packet.
+RELAY_IDLE = 0.2
+# How often the slow timer of a leg off the ticker looks at RTCP and the idle check.
+_HOUSEKEEPING = RELAY_IDLE / 2
+# The re-timed send queue: a standing backlog above this many frames, seen over
+# _DRAIN_TICKS ticks, is dropped (a queue that never empties is only delay).
+_TX_KEEP = 1
+_DRAIN_TICKS = 50
+
+# listen() callback: (payload, payload type, sequence, timestamp, ssrc, marker, monotonic now)
+LegListener = Callable[[bytes, int, int, int, int, bool, float], None]
 
 
 class PortRangeExhausted(RuntimeError):
@@ -272,7 +308,7 @@ class RtpLeg:
         self.send_silence = send_silence
         self.on_dtmf = on_dtmf
         self.rtcp_interval = rtcp_interval
-        self.source: ToneSource | None = None
+        self._source: ToneSource | None = None
         self.sender = RtpSender(payload_type)
         self.playout = PlayoutBuffer(target_delay=target_delay)
         self.dtmf_receiver = DtmfReceiver(dtmf_payload_type)
@@ -281,6 +317,8 @@ class RtpLeg:
         self._rx: deque[PlayoutFrame] = deque(maxlen=rx_queue_frames)
         self._rx_waiter: asyncio.Future[None] | None = None
         self._tx: deque[bytes] = deque(maxlen=tx_queue_frames)
+        self._tx_floor = 1 << 30  # smallest send-queue depth seen in this drain window
+        self._tx_ticks = 0
         self._silence = g711.silence_payload(payload_type)
         self._dtmf_jobs: deque[tuple[Iterator[DtmfPacket | None], asyncio.Future[None]]] = deque()
         self._dtmf_ts: int | None = None
@@ -310,6 +348,20 @@ class RtpLeg:
         self._rtcp_sent = 0
         self._rtcp_received = 0
         self.closed = False
+        # Direct mode (module doc): who takes received packets as they arrive, whose packets
+        # are sent as they arrive, and whether that is happening right now.
+        self._listener: LegListener | None = None
+        self._relay_owner: object | None = None
+        self._relay_idle = False
+        self._last_relay = 0.0
+        self._forwarder = RtpForwarder(self.sender)
+        self.direct = False  # relayed packets leave at once (no tick, no queue)
+        self._mark_next = False  # the next ticked audio packet carries the marker bit
+        self._started = False
+        self._ticking = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.relayed = 0  # packets sent directly
+        self.listened = 0  # packets handed to the listener
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -355,20 +407,28 @@ class RtpLeg:
         )
 
     def _start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         # RFC 3550 §6.3.5: randomise report times (0.5..1.5 x interval) so legs don't sync up.
         self._next_rtcp = loop.time() + self.rtcp_interval * random.uniform(0.5, 1.5)
         if self._ticker is None:
             self._ticker = MediaTicker.shared()
-        self._ticker.add(self)
+        self._started = True
+        self._update_mode()
 
     def close(self) -> None:
         """Stop sending, send RTCP BYE (RFC 3550 §6.6), release both ports. Idempotent."""
         if self.closed:
             return
         self.closed = True
+        self._listener = None
+        self._relay_owner = None
+        self.direct = False
         if self._ticker is not None:
             self._ticker.discard(self)
+        self._ticking = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         with contextlib.suppress(Exception):
             if self.remote_rtcp is not None and self._rtcp_transport is not None:
                 report = self._build_report(time.monotonic())
@@ -453,8 +513,18 @@ class RtpLeg:
 
     # -- sending API ------------------------------------------------------------------------
 
+    @property
+    def source(self) -> ToneSource | None:
+        """A tone the far end hears when nothing is queued or relayed (music on hold)."""
+        return self._source
+
+    @source.setter
+    def source(self, source: ToneSource | None) -> None:
+        self._source = source
+        self._update_mode()
+
     def send_payload(self, payload: bytes) -> None:
-        """Queue one already-encoded 20 ms G.711 frame (passthrough; no transcoding)."""
+        """Queue one already-encoded 20 ms G.711 frame (re-timed; no transcoding)."""
         self._tx.append(payload)
 
     def trim_queue(self, keep: int) -> None:
@@ -474,10 +544,142 @@ class RtpLeg:
     def send_dtmf(
         self, digits: str, duration_ms: int = 100, gap_ms: int = 60
     ) -> asyncio.Future[None]:
-        """Send digits as RFC 4733 events; the future completes after the last end packet."""
+        """Send digits as RFC 4733 events; the future completes after the last end packet.
+
+        Events are paced by the 20 ms tick, so a leg in direct mode hands its output back to
+        the tick until the last digit is out (relayed audio is queued meanwhile, and dropped
+        while an event is on the wire: RFC 4733 §2.5.1.2, audio pauses)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._dtmf_jobs.append((dtmf_ticks(digits, duration_ms, gap_ms), fut))
+        self._update_mode()
         return fut
+
+    # -- direct mode (see the module doc) ---------------------------------------------------
+
+    def listen(self, listener: LegListener | None) -> None:
+        """Hand every received audio packet to `listener` as it arrives (no playout buffer);
+        None goes back to the playout buffer, which starts afresh."""
+        if listener is self._listener:
+            return
+        self._listener = listener
+        self.playout.reset()
+        self._rx.clear()
+        self._update_mode()
+
+    def unlisten(self, listener: LegListener) -> None:
+        """listen(None), if `listener` is still the one listening."""
+        if self._listener is listener:
+            self.listen(None)
+
+    def relay_from(self, owner: object | None) -> None:
+        """`owner` will relay() a live packet stream into this leg (None: nobody does)."""
+        if owner is self._relay_owner:
+            return
+        self._relay_owner = owner
+        self._relay_idle = False
+        self._update_mode()
+
+    def release_relay(self, owner: object) -> None:
+        """relay_from(None), if `owner` is still the one relaying."""
+        if self._relay_owner is owner:
+            self.relay_from(None)
+
+    def relay(
+        self, payload: bytes, ssrc: int, seq: int, timestamp: int, marker: bool, now: float
+    ) -> bool:
+        """Send a relayed packet (G.711 in the leg's law) now, renumbered into the leg's stream.
+
+        False if the leg is not in direct mode (tone, DTMF, no relay_from): then the caller
+        queues the audio with send_payload() instead. `now` is time.monotonic()."""
+        if not self.direct:
+            if self.closed:
+                return True  # the call is over: nothing to queue either
+            if not self._relay_idle or self._relay_owner is None:
+                return False
+            self._relay_idle = False  # the stream is back: forward again
+            self._update_mode()
+            if not self.direct:
+                return False
+        self._last_relay = now
+        out = self._forwarder.forward(ssrc, seq, timestamp, marker, len(payload), now)
+        transport, remote = self._rtp_transport, self.remote
+        if out is None or transport is None or remote is None:
+            return True
+        out_seq, out_ts, out_marker = out
+        transport.sendto(
+            _RTP_HEADER.pack(
+                0x80,
+                0x80 | self.payload_type if out_marker else self.payload_type,
+                out_seq,
+                out_ts,
+                self.sender.ssrc,
+            )
+            + payload,
+            remote,
+        )
+        self.sender.stats.count(len(payload), out_ts)
+        self._sent_since_report = True
+        self.relayed += 1
+        return True
+
+    def _update_mode(self) -> None:
+        """Choose direct or ticked output, and whether the leg needs the ticker at all."""
+        if self.closed or not self._started:
+            return
+        direct = (
+            self._relay_owner is not None
+            and self._source is None
+            and not self._dtmf_jobs
+            and not self._relay_idle
+        )
+        if direct != self.direct:
+            self.direct = direct
+            now = time.monotonic()
+            # Whichever numbering ran so far, the other continues it (RtpForwarder): relayed
+            # packets from the first one on (the clock counts the wait for it), the tick now.
+            if direct:
+                self._forwarder.pause(now)
+                self._tx.clear()
+                self._last_relay = now
+            else:
+                self._forwarder.interrupt(now)
+                self._mark_next = True  # another source starts: RFC 3551 §4.1
+        # The tick is needed to send frames of our own, or to feed the playout buffer's
+        # consumers (pull_frame/recv_pcm/LegJoin/a re-timing bridge).
+        ticking = not self.direct or self._listener is None
+        if ticking != self._ticking:
+            self._ticking = ticking
+            assert self._ticker is not None
+            if ticking:
+                self._ticker.add(self)
+            else:
+                self._ticker.discard(self)
+        if ticking:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        elif self._timer is None:
+            assert self._loop is not None
+            self._timer = self._loop.call_later(_HOUSEKEEPING, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closed or self._ticking:
+            return
+        assert self._loop is not None
+        self._timer = self._loop.call_later(_HOUSEKEEPING, self._on_timer)
+        self._housekeeping(self._loop.time(), time.monotonic())
+
+    def _housekeeping(self, now: float, mono: float) -> None:
+        """What runs besides audio: the relay idle check and RTCP reports."""
+        if self.direct and mono - self._last_relay > RELAY_IDLE:
+            self._relay_idle = True
+            self._update_mode()
+        if now >= self._next_rtcp and self.remote is not None:
+            self._next_rtcp = now + self.rtcp_interval * random.uniform(0.5, 1.5)
+            self._send_rtcp(
+                build_compound(self._build_report(mono), RtcpSdes(self.sender.ssrc, self.cname))
+            )
 
     # -- receiving API ----------------------------------------------------------------------
 
@@ -522,12 +724,14 @@ class RtpLeg:
     def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.closed:
             return
+        # Only the fixed header is unpacked (no packet object): a listener gets the payload
+        # bytes; the playout buffer and the DTMF receiver get an RtpPacket.
         try:
-            packet = RtpPacket.parse(data)
+            start, end = payload_bounds(data)
         except RtpParseError:
             self._parse_errors += 1
             return
-        src = _addr_key(addr[0], addr[1])
+        src = addr if len(addr) == 2 else (addr[0], addr[1])
         if src != self.remote:
             if self.symmetric and not self._latched and src != self._previous_remote:
                 # RFC 4961 symmetric RTP: answer where the media really comes from.
@@ -538,21 +742,30 @@ class RtpLeg:
                 self._foreign += 1
                 return
         self._latched = True
+        _, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
+        pt = b1 & 0x7F
         now = time.monotonic()
         stats = self._remote_stats
-        if stats is None or stats.ssrc != packet.ssrc:
-            stats = self._remote_stats = ReceiverStats(packet.ssrc)
-        is_event = packet.payload_type == self.dtmf_payload_type
+        if stats is None or stats.ssrc != ssrc:
+            stats = self._remote_stats = ReceiverStats(ssrc)
+        is_event = pt == self.dtmf_payload_type
         # Events share the sequence space (loss counts them) but not the media clock.
-        stats.on_packet(
-            packet.sequence_number, packet.timestamp, now, len(packet.payload), timing=not is_event
-        )
+        stats.on_packet(seq, ts, now, end - start, timing=not is_event)
         if is_event:
-            event = self.dtmf_receiver.on_packet(packet)
+            event = self.dtmf_receiver.on_packet(
+                RtpPacket(pt, seq, ts, ssrc, bytes(data[start:end]), bool(b1 & 0x80))
+            )
             if event is not None and self.on_dtmf is not None:
                 self.on_dtmf(event)
+            if self._listener is not None:
+                self._listener(b"", pt, seq, ts, ssrc, False, now)  # not audio: a gap
             return
-        self.playout.put(packet, now)
+        listener = self._listener
+        if listener is not None:
+            self.listened += 1
+            listener(data[start:end], pt, seq, ts, ssrc, b1 > 0x7F, now)
+            return
+        self.playout.put(RtpPacket(pt, seq, ts, ssrc, data[start:end], b1 > 0x7F), now)
 
     def _on_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.closed:
@@ -585,22 +798,19 @@ class RtpLeg:
     def _on_tick(self, now: float, slots: int) -> None:
         # Receive side first: one frame per elapsed slot into the (bounded) receive queue.
         mono = time.monotonic()
-        for _ in range(slots):
-            frame = self.playout.get(mono)
-            if frame is not None:
-                self._rx.append(frame)
-        if self._rx and self._rx_waiter is not None and not self._rx_waiter.done():
-            self._rx_waiter.set_result(None)
-        if self.remote is not None:
+        if self._listener is None:
+            for _ in range(slots):
+                frame = self.playout.get(mono)
+                if frame is not None:
+                    self._rx.append(frame)
+            if self._rx and self._rx_waiter is not None and not self._rx_waiter.done():
+                self._rx_waiter.set_result(None)
+        if self.remote is not None and not self.direct:
             # Slots the loop missed are lost media: advance the clock so timing stays true.
             if slots > 1:
                 self.sender.skip(FRAME_SAMPLES * (slots - 1))
             self._send_frame()
-            if now >= self._next_rtcp:
-                self._next_rtcp = now + self.rtcp_interval * random.uniform(0.5, 1.5)
-                self._send_rtcp(
-                    build_compound(self._build_report(mono), RtcpSdes(self.sender.ssrc, self.cname))
-                )
+        self._housekeeping(now, mono)
 
     def _send_frame(self) -> None:
         while self._dtmf_jobs:
@@ -611,6 +821,10 @@ class RtpLeg:
                 self._dtmf_ts = None
                 if not fut.done():
                     fut.set_result(None)
+                if not self._dtmf_jobs:
+                    self._update_mode()  # back to direct output, if that is what we had
+                    if self.direct:
+                        return  # the relay sends this slot's audio
                 continue
             if isinstance(step, DtmfPacket):
                 if step.marker:
@@ -618,8 +832,8 @@ class RtpLeg:
                     self._dtmf_ts = self.sender.timestamp
                 if self._tx:
                     self._tx.popleft()  # audio is paused, not delayed: drop this frame's audio
-                if self.source is not None:
-                    self.source.next_frame()
+                if self._source is not None:
+                    self._source.skip()
                 packet = self.sender.next_packet(
                     step.payload,
                     marker=step.marker,
@@ -631,16 +845,34 @@ class RtpLeg:
                 self._sendto(packet)
                 return
             break  # a gap between digits: an ordinary audio frame goes out
-        if self._tx:
-            payload = self._tx.popleft()
-        elif self.source is not None:
-            payload = g711.encode(self.source.next_frame(), self.payload_type)
+        tx = self._tx
+        self._drain()
+        if tx:
+            payload = tx.popleft()
+        elif self._source is not None:
+            payload = self._source.next_payload(self.payload_type)
         elif self.send_silence:
             payload = self._silence
         else:
             self.sender.skip()
             return
-        self._sendto(self.sender.next_packet(payload))
+        self._sendto(self.sender.next_packet(payload, marker=self._mark_next))
+        self._mark_next = False
+
+    def _drain(self) -> None:
+        """Drop a standing backlog of the send queue: a queue that never held fewer than
+        _TX_KEEP + n frames over a window of ticks delays every frame by n frames for good
+        (the deque's bound alone would keep up to its length of delay forever)."""
+        depth = len(self._tx)
+        if depth < self._tx_floor:
+            self._tx_floor = depth
+        self._tx_ticks += 1
+        if self._tx_ticks < _DRAIN_TICKS:
+            return
+        for _ in range(self._tx_floor - _TX_KEEP):
+            self._tx.popleft()
+        self._tx_ticks = 0
+        self._tx_floor = 1 << 30
 
     def _sendto(self, packet: RtpPacket) -> None:
         if self._rtp_transport is None or self.remote is None:

@@ -27,6 +27,7 @@ __all__ = [
     "RtcpSdes",
     "RtcpSenderReport",
     "RtpExtension",
+    "RtpForwarder",
     "RtpPacket",
     "RtpParseError",
     "RtpSender",
@@ -36,6 +37,7 @@ __all__ = [
     "ntp_from_unix",
     "ntp_middle32",
     "parse_rtcp",
+    "payload_bounds",
     "random_sequence",
     "random_ssrc",
     "random_timestamp",
@@ -204,6 +206,38 @@ class RtpPacket:
         return b"".join(parts)
 
 
+def payload_bounds(data: bytes) -> tuple[int, int]:
+    """(start, end) of the payload of an RTP packet, checked as `RtpPacket.parse` checks it.
+
+    For forwarding, which needs the header's fixed fields (`struct` unpacks those) and the
+    payload bytes, but no object per packet. The common header (V=2, no padding, extension or
+    CSRC: first octet 0x80) costs one comparison.
+    """
+    end = len(data)
+    if end < _RTP_HEADER.size:
+        raise RtpParseError(f"RTP packet too short: {end} bytes")
+    b0 = data[0]
+    if b0 == 0x80:
+        return _RTP_HEADER.size, end
+    if b0 >> 6 != RTP_VERSION:
+        raise RtpParseError(f"RTP version {b0 >> 6}, expected 2")
+    pos = _RTP_HEADER.size + 4 * (b0 & 0x0F)
+    if end < pos:
+        raise RtpParseError(f"RTP CSRC list truncated (CC={b0 & 0x0F})")
+    if b0 & 0x10:
+        if end < pos + 4:
+            raise RtpParseError("RTP extension header truncated")
+        pos += 4 + 4 * ((data[pos + 2] << 8) | data[pos + 3])
+        if end < pos:
+            raise RtpParseError("RTP extension data truncated")
+    if b0 & 0x20:
+        padding = data[-1] if end > pos else 0
+        if padding == 0 or pos + padding > end:
+            raise RtpParseError(f"RTP padding length {padding} invalid")
+        end -= padding
+    return pos, end
+
+
 class RtpSender:
     """Numbers outgoing packets of one stream: SSRC, sequence and timestamp per RFC 3550 §5.1.
 
@@ -253,6 +287,163 @@ class RtpSender:
     def skip(self, samples: int = FRAME_SAMPLES) -> None:
         """Advance the media clock without sending (silence suppression, paused audio)."""
         self.timestamp = (self.timestamp + samples) & 0xFFFF_FFFF
+
+
+# A forwarded sequence number this far from the last one is a restarted source (RFC 3550
+# §8.2 / §A.1 treat big jumps as a restart; the playout buffer uses the same bound).
+_MAX_JUMP = 100
+
+
+class RtpForwarder:
+    """Forwarded packets as part of one outgoing stream numbered by an RtpSender.
+
+    A back-to-back agent that forwards packets the moment they arrive must still present one
+    stream per direction (RFC 3550 §5.1): its own SSRC, sequence numbers that run on, one media
+    clock - also across switches between forwarding and sending frames of its own (music on
+    hold, tones, DTMF, the re-timed path). So a forwarded packet keeps its distance to its
+    neighbours - out = in + offset for sequence number and timestamp alike, which shows the
+    receiver what really happened upstream (a loss as a gap, reordering as reordering, a pause
+    as a timestamp jump) - and the offsets are chosen at a *splice* so that the packet
+    continues exactly where the sender's numbering stands (sequence + 1, the timestamp the
+    sender's clock has reached). A splice happens
+
+    - at the first packet, and after `interrupt()` (the sender numbered packets of its own in
+      between, or is about to: its clock is brought up to date first, see `_catch_up`);
+    - when the incoming SSRC changes or its sequence jumps (RFC 3550 §8.2: a new source, its
+      numbering has nothing to do with the old one);
+    - for the sequence number only, after incoming packets that were not forwarded (`skip()`:
+      comfort noise, events), so the receiver does not count them as lost; the timestamp
+      keeps its offset, so the pause stays visible.
+
+    The first packet after a splice carries the marker bit (RFC 3551 §4.1: the start of a
+    talkspurt - the receiver may re-adjust its playout there), and so does a packet whose
+    timestamp jumps past its predecessor's end (the source paused); otherwise the incoming
+    marker is kept. Sans-I/O: `now` is passed in.
+    """
+
+    __slots__ = (
+        "_base",
+        "_high",
+        "_high_ts",
+        "_last_at",
+        "_last_samples",
+        "_resync",
+        "_seq_off",
+        "_splice",
+        "_ssrc",
+        "_ts_off",
+        "frame_samples",
+        "frame_seconds",
+        "sender",
+        "splices",
+    )
+
+    def __init__(
+        self,
+        sender: RtpSender,
+        frame_samples: int = FRAME_SAMPLES,
+        frame_seconds: float = FRAME_MS / 1000,
+    ) -> None:
+        self.sender = sender
+        self.frame_samples = frame_samples
+        self.frame_seconds = frame_seconds
+        self.splices = 0
+        self._ssrc: int | None = None
+        self._seq_off = 0
+        self._ts_off = 0
+        self._high = 0  # highest incoming sequence number forwarded ...
+        self._high_ts = 0  # ... and its timestamp
+        self._base = 0  # incoming sequence number at the last splice: older ones are dropped
+        self._splice = True
+        self._resync = False
+        self._last_at: float | None = None  # when a forwarded packet last set the clock
+        self._last_samples = 0
+
+    def forward(
+        self, ssrc: int, seq: int, timestamp: int, marker: bool, samples: int, now: float
+    ) -> tuple[int, int, bool] | None:
+        """(sequence, timestamp, marker) for an incoming packet of `samples` samples, or None
+        if it must not be sent (a duplicate, or older than the last splice)."""
+        if self._splice or ssrc != self._ssrc:
+            return self._start(ssrc, seq, timestamp, samples, now)
+        d = ((seq - self._high + 0x8000) & 0xFFFF) - 0x8000
+        if d > 0:
+            if d > _MAX_JUMP:
+                return self._start(ssrc, seq, timestamp, samples, now)
+            sender = self.sender
+            if self._resync:
+                self._resync = False
+                self._seq_off = (sender.sequence - seq) & 0xFFFF
+                self._base = seq
+                marker = True
+            elif d == 1 and (timestamp - self._high_ts) & 0xFFFF_FFFF > self._last_samples:
+                marker = True  # the source paused (silence suppression) and did not say so
+            self._high = seq
+            self._high_ts = timestamp
+            out_seq = (seq + self._seq_off) & 0xFFFF
+            out_ts = (timestamp + self._ts_off) & 0xFFFF_FFFF
+            sender.sequence = (out_seq + 1) & 0xFFFF
+            sender.timestamp = (out_ts + samples) & 0xFFFF_FFFF
+            self._last_at = now
+            self._last_samples = samples
+            return out_seq, out_ts, marker
+        if d < -_MAX_JUMP:
+            return self._start(ssrc, seq, timestamp, samples, now)
+        if d == 0 or ((seq - self._base + 0x8000) & 0xFFFF) - 0x8000 < 0:
+            return None  # duplicate, or from before the splice (its number may be taken)
+        # Reordered: same mapping, so it lands between its neighbours; the clock stays.
+        return (seq + self._seq_off) & 0xFFFF, (timestamp + self._ts_off) & 0xFFFF_FFFF, marker
+
+    def skip(self) -> None:
+        """An incoming packet was not forwarded: renumber from the next one (no false loss)."""
+        self._resync = True
+
+    def interrupt(self, now: float) -> None:
+        """The sender's own numbering takes over (or has just run): splice at the next packet.
+
+        Brings the sender's clock up to the time elapsed since the last forwarded packet, so
+        frames the sender numbers next carry timestamps that match the pause.
+        """
+        self._catch_up(now)
+        self._splice = True
+
+    def pause(self, now: float) -> None:
+        """Nobody numbers packets from `now` on (the stream goes quiet): the next splice, or
+        `interrupt()`, advances the sender's clock over the pause."""
+        self._catch_up(now)
+        self._last_at = now
+        self._last_samples = 0
+        self._splice = True
+
+    def _catch_up(self, now: float) -> None:
+        if self._last_at is None:
+            return  # the sender's own clock ran since: it is current
+        # Whole frames only (a receiver's playout runs on the frame grid); the epsilon keeps
+        # float noise from losing one (2.0 s / 0.02 s = 99.9999...).
+        frames = int((now - self._last_at) / self.frame_seconds + 1e-6)
+        behind = frames * self.frame_samples - self._last_samples
+        if behind > 0:
+            self.sender.skip(behind)
+        self._last_at = None
+
+    def _start(
+        self, ssrc: int, seq: int, timestamp: int, samples: int, now: float
+    ) -> tuple[int, int, bool]:
+        self._catch_up(now)
+        sender = self.sender
+        out_seq, out_ts = sender.sequence, sender.timestamp
+        self._ssrc = ssrc
+        self._seq_off = (out_seq - seq) & 0xFFFF
+        self._ts_off = (out_ts - timestamp) & 0xFFFF_FFFF
+        self._high = self._base = seq
+        self._high_ts = timestamp
+        self._splice = self._resync = False
+        self.splices += 1
+        sender.sequence = (out_seq + 1) & 0xFFFF
+        sender.timestamp = (out_ts + samples) & 0xFFFF_FFFF
+        self._last_at = now
+        self._last_samples = samples
+        return out_seq, out_ts, True
 
 
 # --- RTCP -----------------------------------------------------------------------------------
@@ -458,6 +649,12 @@ class SenderStats:
         self.packets_sent += 1
         self.octets_sent += len(packet.payload)
         self.last_rtp_timestamp = packet.timestamp
+
+    def count(self, octets: int, timestamp: int) -> None:
+        """A packet sent without an RtpPacket object (forwarded): `octets` of payload."""
+        self.packets_sent += 1
+        self.octets_sent += octets
+        self.last_rtp_timestamp = timestamp
 
 
 # RFC 3550 §A.1 constants for source validation.

@@ -12,10 +12,12 @@ Callers in Japan know these by ear, so the worker plays them rather than a US 44
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
 
+from phone.media import g711
 from phone.media.rtp import FRAME_SAMPLES, SAMPLE_RATE
 
 __all__ = [
@@ -39,15 +41,44 @@ class ToneSource:
         self.level = level
         self.rate = rate
         self.position = 0  # absolute index of the next sample
+        self._encoded: dict[int, bytes] = {}
+
+    @property
+    def period(self) -> int | None:
+        """Samples after which the wave repeats exactly (None: it does not, or not known)."""
+        return None
 
     def _wave(self, n: np.ndarray) -> np.ndarray:
         """Samples in [-1, 1] for absolute sample indices n (int64)."""
         raise NotImplementedError
 
-    def next_frame(self, samples: int = FRAME_SAMPLES) -> np.ndarray:
-        n = np.arange(self.position, self.position + samples, dtype=np.int64)
-        self.position += samples
+    def _render(self, start: int, samples: int) -> np.ndarray:
+        n = np.arange(start, start + samples, dtype=np.int64)
         return np.round(self._wave(n) * (self.level * 32767)).astype(np.int16)
+
+    def next_frame(self, samples: int = FRAME_SAMPLES) -> np.ndarray:
+        pcm = self._render(self.position, samples)
+        self.position += samples
+        return pcm
+
+    def next_payload(self, payload_type: int, samples: int = FRAME_SAMPLES) -> bytes:
+        """The next frame G.711-encoded (what a leg or a G.711 browser gets): the same bytes
+        as encoding next_frame(). A periodic source (music on hold, call-progress tones) is
+        encoded once per law and then sliced, so playing it costs no numpy per frame."""
+        period = self.period
+        if period is None or samples > period:
+            return g711.encode(self.next_frame(samples), payload_type)
+        loop = self._encoded.get(payload_type)
+        if loop is None:
+            loop = self._encoded[payload_type] = g711.encode(self._render(0, period), payload_type)
+        start = self.position % period
+        self.position += samples
+        end = start + samples
+        return loop[start:end] if end <= period else loop[start:] + loop[: end - period]
+
+    def skip(self, samples: int = FRAME_SAMPLES) -> None:
+        """Move on without producing the samples (e.g. while a DTMF event replaces audio)."""
+        self.position += samples
 
     def frames(
         self, count: int | None = None, samples: int = FRAME_SAMPLES
@@ -73,6 +104,11 @@ def _sine(freq: float, n: np.ndarray, rate: int) -> np.ndarray:
     return np.sin(2 * np.pi * cycles)
 
 
+def _period(rate: int, frequencies: tuple[int, ...], cadence_s: float) -> int:
+    """Samples after which integer-frequency sines under an on/off cadence all repeat."""
+    return math.lcm(round(cadence_s * rate), *(rate // math.gcd(f, rate) for f in frequencies))
+
+
 def _gate(n: np.ndarray, rate: int, on_s: float, off_s: float) -> np.ndarray:
     """0..1 envelope: on for on_s, off for off_s, repeating, with raised-cosine edges."""
     period = round((on_s + off_s) * rate)
@@ -96,6 +132,13 @@ class SineTone(ToneSource):
             raise ValueError("frequency must be between 0 and Nyquist")
         self.frequency = frequency
 
+    @property
+    def period(self) -> int | None:
+        # Exact for integer frequencies: _sine reduces the phase in integer arithmetic.
+        if not float(self.frequency).is_integer():
+            return None
+        return self.rate // math.gcd(int(self.frequency), self.rate)
+
     def _wave(self, n: np.ndarray) -> np.ndarray:
         return _sine(self.frequency, n, self.rate)
 
@@ -107,6 +150,10 @@ class JapaneseRingback(ToneSource):
     modulation = 16
     depth = 0.8  # modulation depth; the NTT tone is clearly "warbled"
 
+    @property
+    def period(self) -> int | None:
+        return _period(self.rate, (self.carrier, self.modulation), 3.0)
+
     def _wave(self, n: np.ndarray) -> np.ndarray:
         am = (1 + self.depth * _sine(self.modulation, n, self.rate)) / (1 + self.depth)
         wave: np.ndarray = _sine(self.carrier, n, self.rate) * am * _gate(n, self.rate, 1.0, 2.0)
@@ -115,6 +162,10 @@ class JapaneseRingback(ToneSource):
 
 class JapaneseBusy(ToneSource):
     """話中音: 400 Hz, 0.5 s on / 0.5 s off."""
+
+    @property
+    def period(self) -> int | None:
+        return _period(self.rate, (400,), 1.0)
 
     def _wave(self, n: np.ndarray) -> np.ndarray:
         wave: np.ndarray = _sine(400, n, self.rate) * _gate(n, self.rate, 0.5, 0.5)
@@ -126,6 +177,11 @@ class IncomingRing(ToneSource):
 
     Played to the user's own speaker, so it deliberately sounds unlike the network ringback.
     """
+
+    @property
+    def period(self) -> int | None:
+        trill = 2 * int(0.025 * self.rate)  # low, high: one trill cycle
+        return math.lcm(_period(self.rate, (1000, 1300), 3.0), trill)
 
     def _wave(self, n: np.ndarray) -> np.ndarray:
         half = int(0.025 * self.rate)
@@ -173,6 +229,10 @@ class MusicOnHold(ToneSource):
             wave = np.sin(2 * np.pi * freq * t) + 0.2 * np.sin(4 * np.pi * freq * t)
             parts.append(wave * env / 1.2)
         return np.concatenate(parts)
+
+    @property
+    def period(self) -> int | None:
+        return len(self._loop)
 
     @property
     def loop_seconds(self) -> float:

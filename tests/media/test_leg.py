@@ -349,3 +349,71 @@ def test_set_remote_wants_an_ip_literal():
         leg.set_remote("pbx.example.com", 4000)
     leg.set_remote("::1", 4000)
     assert leg.remote_rtcp == ("::1", 4001)
+
+
+async def test_a_relaying_leg_fills_a_pause_with_silence_and_splices_back(ports):
+    """Direct output (relay) stops when the relayed stream does; the far end keeps getting a
+    stream, numbered on, and the stream that comes back continues it."""
+    leg = await RtpLeg.open(HOST, ports)
+    seen = []
+
+    class Sniffer(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            seen.append((time.monotonic(), RtpPacket.parse(data)))
+
+    sniff_t, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        Sniffer, local_addr=(HOST, 0)
+    )
+    tone = g711.ulaw_encode(SineTone(1000).next_frame())
+    owner = object()
+
+    async def talk(first_seq, frames):
+        for i in range(frames):
+            seq = first_seq + i
+            assert leg.relay(tone, 0x77, seq, seq * 160, False, time.monotonic())
+            await asyncio.sleep(0.02)
+
+    try:
+        leg.set_remote(HOST, sniff_t.get_extra_info("sockname")[1])
+        await asyncio.sleep(0.1)
+        leg.relay_from(owner)
+        assert leg.direct
+        await talk(100, 10)
+        await asyncio.sleep(0.6)  # the source pauses (RELAY_IDLE is 0.2 s)
+        assert not leg.direct  # sending silence, on the tick
+        await talk(130, 10)  # back, with the pause in its own numbering too
+        assert leg.direct
+    finally:
+        leg.close()
+        sniff_t.close()
+    payloads = [p.payload for _, p in seen]
+    assert payloads.count(tone) == 20
+    first = payloads.index(tone)
+    resumed = payloads.index(tone, first + 10)
+    assert all(p == g711.silence_payload(0) for p in payloads[first + 10 : resumed])
+    assert resumed - first - 10 >= 10  # ~0.4 s of silence (after 0.2 s of waiting)
+    assert seen[first][1].marker and seen[resumed][1].marker  # each splice is marked
+    assert seen[first + 10][1].marker  # and so is the silence, another source
+    seqs = [p.sequence_number for _, p in seen]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    stamps = [p.timestamp for _, p in seen]
+    steps = [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)]
+    # Frames all the way; the one jump is where the leg noticed the pause (RELAY_IDLE later).
+    assert all(s % 160 == 0 and 0 < s <= 160 * 15 for s in steps)
+    assert [i for i, s in enumerate(steps) if s > 160 * 3] == [first + 9]
+    media = sum(steps) / 8000
+    assert media == pytest.approx(seen[-1][0] - seen[0][0], abs=0.06)
+
+
+def test_the_send_queue_drops_a_standing_backlog():
+    leg = RtpLeg()
+    frame = g711.silence_payload(0)
+    for _ in range(4):
+        leg.send_payload(frame)  # a burst: 4 frames (80 ms) waiting
+    for _ in range(49):
+        leg.send_payload(frame)  # then one per tick, as fast as they go
+        leg._send_frame()
+    assert len(leg._tx) == 4  # the backlog stands ...
+    leg.send_payload(frame)
+    leg._send_frame()
+    assert len(leg._tx) == 0  # ... and after a window of ticks only _TX_KEEP (1) was kept

@@ -240,3 +240,103 @@ def test_receiver_stats_can_count_a_packet_without_timing_it():
     block = st.report_block(0)
     assert block.jitter == 0
     assert block.highest_sequence == 59 and block.cumulative_lost == 0
+
+
+# -- RtpForwarder: forwarded packets spliced into one outgoing stream (fake clock) -----------
+
+
+def forwarder(seq=1000, ts=50_000):
+    sender = RtpSender(0, ssrc=0xABCD, sequence=seq, timestamp=ts)
+    return sender, rtp.RtpForwarder(sender)
+
+
+def test_forwarder_continues_the_senders_numbering_and_keeps_upstream_distances():
+    sender, fwd = forwarder()
+    # Incoming stream: its own SSRC and numbers; packet 7 is lost upstream, 9 comes late.
+    out = [fwd.forward(0x77, seq, seq * 160, False, 160, now=seq * 0.02) for seq in (5, 6, 8)]
+    late = fwd.forward(0x77, 7, 7 * 160, False, 160, now=0.2)
+    assert out == [(1000, 50_000, True), (1001, 50_160, False), (1003, 50_480, False)]
+    assert late == (1002, 50_320, False)  # reordering stays reordering
+    assert fwd.forward(0x77, 8, 8 * 160, False, 160, now=0.2) is None  # a duplicate
+    # The sender stands right behind the newest packet: its own frames would continue there.
+    assert (sender.sequence, sender.timestamp) == (1004, 50_640)
+
+
+def test_forwarder_splices_after_the_sender_sent_frames_of_its_own():
+    sender, fwd = forwarder()
+    fwd.forward(0x77, 10, 1600, False, 160, now=0.0)
+    fwd.interrupt(now=0.005)  # e.g. DTMF: the tick numbers packets now
+    for _ in range(5):
+        sender.next_packet(b"\x00" * 4)  # the tick's own packets: 1001..1005
+    out = fwd.forward(0x77, 11, 1760, False, 160, now=0.105)
+    assert out == (1006, 50_160 + 5 * 160, True)  # continues, marked as a new talkspurt
+    assert fwd.forward(0x77, 12, 1920, False, 160, now=0.125) == (1007, 50_160 + 6 * 160, False)
+    # Anything from before the splice could collide with the tick's numbers: dropped.
+    assert fwd.forward(0x77, 9, 1440, False, 160, now=0.13) is None
+
+
+def test_forwarder_counts_a_pause_into_the_clock_before_the_tick_takes_over():
+    sender, fwd = forwarder()
+    fwd.forward(0x77, 10, 1600, False, 160, now=1.0)
+    fwd.interrupt(now=1.5)  # nothing forwarded for 500 ms, then music on hold starts
+    # The tick's first frame carries a timestamp 25 frames after the last forwarded one.
+    assert sender.sequence == 1001
+    assert (sender.timestamp - 50_000) == 25 * 160
+
+
+def test_forwarder_pause_counts_until_the_first_packet_after_it():
+    _, fwd = forwarder()
+    fwd.forward(0x77, 10, 1600, False, 160, now=1.0)
+    fwd.pause(now=1.02)  # the browser side disconnects ...
+    out = fwd.forward(0x99, 500, 123_456, False, 160, now=3.02)  # ... another call, 2 s later
+    assert out == (1001, 50_000 + 101 * 160, True)  # 2.02 s after the last packet
+
+
+def test_forwarder_starts_over_on_a_new_source_or_a_jump():
+    _, fwd = forwarder()
+    fwd.forward(0x77, 10, 1600, False, 160, now=0.0)
+    assert fwd.forward(0x78, 40_000, 9, False, 160, now=0.02) == (1001, 50_160, True)
+    # Same SSRC, but the numbering jumped (RFC 3550 §8.2 restart): still contiguous for us.
+    assert fwd.forward(0x78, 20_000, 99, False, 160, now=0.04) == (1002, 50_320, True)
+    assert fwd.splices == 3
+
+
+def test_forwarder_renumbers_over_packets_it_did_not_forward_but_keeps_the_pause():
+    _, fwd = forwarder()
+    fwd.forward(0x77, 10, 1600, False, 160, now=0.0)
+    fwd.skip()  # 11: comfort noise, not for this receiver
+    fwd.skip()  # 12
+    out = fwd.forward(0x77, 13, 1600 + 3 * 160, False, 160, now=0.06)
+    assert out == (1001, 50_000 + 3 * 160, True)  # no false loss; the time is still there
+
+
+def test_forwarder_wraps_sequence_and_timestamp():
+    _, fwd = forwarder(seq=0xFFFF, ts=0xFFFF_FFC0)
+    assert fwd.forward(1, 3, 0, False, 160, now=0.0) == (0xFFFF, 0xFFFF_FFC0, True)
+    assert fwd.forward(1, 4, 160, False, 160, now=0.02) == (0, 0x60, False)
+
+
+def test_payload_bounds_match_the_parser():
+    for pkt in (
+        RtpPacket(0, 1, 2, 3, b"\x01" * 160),
+        RtpPacket(8, 1, 2, 3, b"\x02" * 80, marker=True, csrc=(7, 8)),
+        RtpPacket(0, 1, 2, 3, b"\x03" * 10, extension=RtpExtension(0xBEDE, b"\x10\xaa\0\0")),
+        RtpPacket(0, 1, 2, 3, b"\x04" * 10, padding=4),
+    ):
+        data = pkt.serialize()
+        start, end = rtp.payload_bounds(data)
+        assert data[start:end] == pkt.payload
+    with pytest.raises(RtpParseError):
+        rtp.payload_bounds(b"\x80\x00\x00")
+    with pytest.raises(RtpParseError):
+        rtp.payload_bounds(b"\x40" + bytes(11))  # version 1
+
+
+def test_forwarder_marks_a_pause_the_source_did_not_mark():
+    _, fwd = forwarder()
+    fwd.forward(0x77, 10, 1600, False, 160, now=0.0)
+    assert fwd.forward(0x77, 11, 1760, False, 160, now=0.02)[2] is False
+    # Silence suppression: the next packet follows in sequence but 1 s later in media time.
+    assert fwd.forward(0x77, 12, 1760 + 8160, False, 160, now=1.04) == (1002, 58_320, True)
+    # A loss is not a pause: the timestamp advances by exactly the missing packets.
+    assert fwd.forward(0x77, 14, 1760 + 8160 + 320, False, 160, now=1.08)[2] is False

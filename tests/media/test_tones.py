@@ -130,3 +130,28 @@ def test_read_wav_handles_8_and_32_bit(tmp_path):
         pcm, rate = analysis.read_wav(tmp_path / name)
         assert rate == 8000 and pcm.dtype == np.int16
         assert analysis.dominant_frequency(pcm) == pytest.approx(1000, abs=2)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tones.MusicOnHold(),
+        lambda: tones.JapaneseRingback(),
+        lambda: tones.JapaneseBusy(),
+        lambda: tones.IncomingRing(),
+        lambda: tones.SineTone(700),
+        lambda: tones.SineTone(440.5),  # not periodic in whole samples: encoded per frame
+    ],
+)
+@pytest.mark.parametrize("law", [0, 8])
+def test_g711_payloads_are_the_encoded_frames_across_the_loop_seam(make, law):
+    from phone.media import g711
+
+    sliced, framed = make(), make()
+    period = sliced.period or 8000
+    # Start just before the seam so frames straddle it, then run past it twice.
+    sliced.skip(period - 70)
+    framed.skip(period - 70)
+    for _ in range(2 * period // 160 + 3):
+        assert sliced.next_payload(law) == g711.encode(framed.next_frame(), law)
+    assert sliced.position == framed.position
