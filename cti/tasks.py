@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from cti.models import WebhookDelivery, short_reason
 from cti.webhooks import encode, signature
+from portal import metrics
 from portal.urlsafety import HostNotResolved, UnsafeURL, check_delivery_url
 
 ATTEMPT_SECONDS = 5.0
@@ -143,6 +144,7 @@ def _retry_or_give_up(task, delivery: WebhookDelivery, code: int | None, reason:
 def _record_failure(delivery: WebhookDelivery, code: int | None, reason: str, *, final: bool):
     """Log a short reason only: the receiver's body may be a page from a machine the tenant
     should not read (WebhookDelivery.save caps and escapes it as well)."""
+    metrics.webhook_failed(code, final=final)
     delivery.response_code = code
     delivery.error = reason
     if final:

@@ -242,10 +242,25 @@ def redis_channel_layer(url: str) -> dict:
             "hosts": [{"address": url, "socket_timeout": 30}],
             # Every page's messages for the sipworker share one channel: room for bursts
             # (a restart of the web tier reconnects every open page at once).
-            "channel_capacity": {"sipworker": 10000},
+            "channel_capacity": {"sipworker*": 10000},
         },
     }
 
+
+# Django's cache holds small shared facts, e.g. the sipworkers' last heartbeats that /healthz
+# and /metrics read (portal.health): Redis when the processes are separate, else this process.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "browserphone",
+            # A Redis that stops answering must not hold a health check or a heartbeat long.
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
@@ -317,11 +332,47 @@ if not (0 < RTP_PORT_MIN < RTP_PORT_MAX <= 65535):
 # Empty by default: this product runs on company networks, and aiortc must never reach out to a
 # public STUN server on its own (design.md §1).
 ICE_SERVERS = env_list("ICE_SERVERS")
+# Which host candidates the sipworker's WebRTC side offers (phone.media_network.configure_ice,
+# applied at sipworker start). ICE_HOST_ADDRESSES: exactly these addresses (127.0.0.1 allowed,
+# which aioice otherwise leaves out); else every interface address, but only of the interfaces
+# in ICE_INTERFACES when set, and never of those in ICE_IGNORE_INTERFACES ("docker0", "br-*").
+ICE_HOST_ADDRESSES = env_list("ICE_HOST_ADDRESSES")
+ICE_INTERFACES = env_list("ICE_INTERFACES")
+ICE_IGNORE_INTERFACES = env_list("ICE_IGNORE_INTERFACES")
+# Behind a 1:1 NAT (a cloud VM with a public IP): "10.0.0.5=203.0.113.7" pairs, comma-separated,
+# or one public IP for every IPv4 host candidate. Each mapped host candidate gets a server-
+# reflexive twin with the public address and the same port, as STUN would have found.
+ICE_NAT_1TO1 = env_list("ICE_NAT_1TO1")
+# TURN for browsers that cannot reach the sipworker directly (coturn, deploy/coturn): URLs like
+# "turn:turn.example.jp:3478?transport=udp", and coturn's static-auth-secret. Each phone page
+# gets credentials valid for TURN_TTL seconds (TURN REST API: "expiry:user" + HMAC-SHA1), never
+# the secret itself.
+TURN_URLS = env_list("TURN_URLS")
+TURN_SECRET = env_str("TURN_SECRET")
+TURN_TTL = env_int("TURN_TTL", 12 * 3600)
+if TURN_URLS and not TURN_SECRET:
+    raise ImproperlyConfigured("TURN_URLS needs TURN_SECRET (coturn's static-auth-secret)")
+# SIP over TLS (tenant transport "tls"): the PBX certificate is checked against this CA file
+# (PEM) instead of the system store, and always for the PBX domain.
+SIP_TLS_CA_FILE = env_str("SIP_TLS_CA_FILE")
+
+# Health and metrics (portal.health, portal.metrics). A sipworker counts as alive for /healthz
+# this long after its last heartbeat (it beats every second). /metrics answers requests from
+# METRICS_ALLOWED_NETWORKS (CIDRs) or bearing "Authorization: Bearer METRICS_TOKEN". With
+# several processes (sipworkers, celery) set PROMETHEUS_MULTIPROC_DIR in all of them to one
+# shared directory: prometheus_client's multiprocess mode, which /metrics reads.
+SIPWORKER_ALIVE_SECONDS = env_int("SIPWORKER_ALIVE_SECONDS", 5)
+# A file the sipworker touches on every heartbeat (its container's healthcheck reads the age).
+SIPWORKER_HEARTBEAT_FILE = env_str("SIPWORKER_HEARTBEAT_FILE")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # Production hardening: applied whenever DEBUG is off, so `check --deploy` has nothing to fix.
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+    # Probes and scrapers speak plain HTTP to the container itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

@@ -1,4 +1,4 @@
-"""asyncio UDP/TCP adapter for the sans-I/O core: the only module here that does I/O.
+"""asyncio UDP/TCP/TLS adapter for the sans-I/O core: the only module here that does I/O.
 
 It binds a socket, builds the core with the *bound* address (so Via and Contact carry the real
 port), feeds it datagrams / framed stream messages with ``loop.time()`` as ``now``, sends what it
@@ -6,6 +6,14 @@ returns, keeps one timer armed at ``core.next_timer()`` and hands events to a ca
 
     transport = await SipTransport.udp("0.0.0.0", 5060, lambda addr: UserAgent(cfg(addr)), on_event)
     transport.execute(lambda now: transport.core.register(now))
+
+Over TLS (``SipTransport.tls``) the transport is a client only: it connects to the PBX, verifies
+its certificate for the PBX domain (phone.sip.tls) and binds every connection to the one local
+port written into Via and Contact, so the PBX reaches us over the connection we registered from
+(there is no TLS listener, hence no certificate of ours). A connection that cannot be set up is
+reported as a :class:`TransportFailure` event (``kind`` "certificate" for an untrusted or
+mismatched PBX certificate) and the requests waiting for it fail at once with 503 (RFC 3261
+§8.1.3.1) instead of running into their 32 s timeout.
 
 Nothing received from the network can crash it: malformed requests are answered 400 by the
 transaction layer, malformed responses are dropped and logged, and unexpected exceptions from the
@@ -15,15 +23,35 @@ core are logged, not raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from . import tls as sip_tls
 from .errors import SipParseError
-from .message import StreamFramer
+from .message import SipRequest, StreamFramer, make_response, parse_message
 from .transaction import Addr, MalformedMessage
 
 log = logging.getLogger(__name__)
+
+# Connecting plus the TLS handshake to the PBX may take this long before it counts as failed.
+TLS_CONNECT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TransportFailure:
+    """A connection to `addr` could not be set up (TLS only, for now): handed to the event
+    callback like the core's events. `kind` is one of phone.sip.tls CERTIFICATE, TLS, CONNECT,
+    TIMEOUT; `detail` says what exactly (e.g. "unable to get local issuer certificate")."""
+
+    addr: Addr
+    transport: str
+    kind: str
+    detail: str
 
 
 class OutgoingLike(Protocol):
@@ -90,6 +118,11 @@ class SipTransport(Generic[CoreT]):
         self._connecting: dict[Addr, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # TLS: the client context, the name the PBX certificate must carry, and the socket that
+        # holds our local port until the first connection uses it.
+        self._tls: ssl.SSLContext | None = None
+        self._server_hostname = ""
+        self._reserved: socket.socket | None = None
 
     @property
     def core(self) -> CoreT:
@@ -153,8 +186,36 @@ class SipTransport(Generic[CoreT]):
         self._arm()
         return self
 
+    @classmethod
+    async def tls(
+        cls,
+        host: str,
+        port: int,
+        core_factory: Callable[[Addr], CoreT],
+        on_event: Callable[[Any], None],
+        *,
+        server_hostname: str,
+        ca_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> SipTransport[CoreT]:
+        """SIP over TLS to the PBX (RFC 3261 §26.2.1): `server_hostname` is the PBX domain its
+        certificate must be valid for; `ca_file` replaces the system CA store (or give a whole
+        `ssl_context`). Connections are opened on demand, from (`host`, the bound port)."""
+        self: SipTransport[CoreT] = cls("TLS", on_event)
+        self._tls = ssl_context or sip_tls.client_context(ca_file)
+        self._server_hostname = server_hostname
+        sock = self._reserved = _client_socket(host, port)
+        sockname = sock.getsockname()
+        self.local_addr = (str(sockname[0]), int(sockname[1]))
+        self._core = core_factory(self.local_addr)
+        self._arm()
+        return self
+
     async def close(self) -> None:
         self._closed = True
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         if self._timer is not None:
             self._timer.cancel()
         if self._udp is not None:
@@ -251,6 +312,9 @@ class SipTransport(Generic[CoreT]):
         task.add_done_callback(self._tasks.discard)
 
     async def _connect(self, addr: Addr) -> None:
+        if self._tls is not None:
+            await self._connect_tls(addr)
+            return
         try:
             reader, writer = await asyncio.open_connection(addr[0], addr[1])
         except OSError as exc:
@@ -262,6 +326,63 @@ class SipTransport(Generic[CoreT]):
         for data in self._connecting.pop(addr, []):
             writer.write(data)
         await self._read_loop(reader, writer, addr)
+
+    async def _connect_tls(self, addr: Addr) -> None:
+        assert self._tls is not None
+        try:
+            sock = self._reserved or _client_socket(*self.local_addr)
+        except OSError as exc:
+            self._tls_failed(addr, exc)
+            return
+        self._reserved = None
+        try:
+            async with asyncio.timeout(TLS_CONNECT_SECONDS):
+                await self._loop.sock_connect(sock, addr)
+                reader, writer = await asyncio.open_connection(
+                    sock=sock,
+                    ssl=self._tls,
+                    server_hostname=self._server_hostname,
+                    ssl_handshake_timeout=TLS_CONNECT_SECONDS,
+                )
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            self._tls_failed(addr, exc)
+            return
+        except BaseException:
+            sock.close()
+            raise
+        self._conns[addr] = writer
+        for data in self._connecting.pop(addr, []):
+            writer.write(data)
+        await self._read_loop(reader, writer, addr)
+
+    def _tls_failed(self, addr: Addr, exc: BaseException) -> None:
+        failure = TransportFailure(
+            addr, "TLS", sip_tls.failure_kind(exc), sip_tls.failure_detail(exc)
+        )
+        log.warning(
+            "SIP TLS connection to %s:%s (%s) failed: %s: %s",
+            addr[0],
+            addr[1],
+            self._server_hostname,
+            failure.kind,
+            failure.detail,
+        )
+        pending = self._connecting.pop(addr, [])
+        if self._closed:
+            return
+        try:
+            self.on_event(failure)
+        except Exception:
+            log.exception("SIP event handler failed for %r", failure)
+        # RFC 3261 §8.1.3.1: a transport failure is treated as a 503 to the request; the core
+        # has no call for it, so the answer is made here and fed back as if the PBX sent it.
+        for data in pending:
+            with contextlib.suppress(SipParseError):
+                request = parse_message(data, datagram=False)
+                if isinstance(request, SipRequest) and request.method != "ACK":
+                    reply = make_response(request, 503, f"TLS {failure.kind} failure")
+                    self._feed(reply.to_bytes(), addr)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -293,9 +414,25 @@ class SipTransport(Generic[CoreT]):
                     # RFC 5626 §3.5.1: answer a CRLFCRLF ping with a CRLF pong.
                     writer.write(b"\r\n" * framer.keepalives)
                     framer.keepalives = 0
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass  # the peer went away (over TLS possibly mid-record): the next send reconnects
         finally:
             if self._conns.get(addr) is writer:
                 del self._conns[addr]
             writer.close()
+
+
+def _client_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) for outgoing connections. SO_REUSEADDR lets the next
+    connection (after the PBX closed one) take the same port again, so our Via and Contact stay
+    true; Linux allows that for sockets that never listen."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -6,6 +5,7 @@ from django.utils.translation import gettext as _
 from phone.models import ParkGroup
 from phone.pad import pad_for
 from portal.access import get_active_sip_account, get_profile, scoped
+from portal.turn import page_ice_config
 
 KEYPAD = [(str(n), f"key-{n}") for n in (1, 2, 3, 4, 5, 6, 7, 8, 9)] + [
     ("*", "key-star"),
@@ -31,7 +31,9 @@ def index(request):
             "park_slots": [(n, group is not None and n <= group.slot_count) for n in range(1, 7)],
             "keypad": KEYPAD,
             "line_buttons": pad_for(request.user),
-            "ice_servers": settings.ICE_SERVERS,
+            # STUN/TURN servers for the page's RTCPeerConnection, TURN with short-lived
+            # credentials (portal.turn; never TURN_SECRET itself).
+            "ice_servers": page_ice_config(request.user),
             "labels": {
                 "idle": _("Idle"),
                 "dialing": _("Connecting"),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from phone.signalling.schema import server_message
 from phone.sip.sdp import SessionDescription
 from phone.sip.useragent import CallState
+from portal import metrics
 
 if TYPE_CHECKING:
     from phone.worker.media import CallMedia
@@ -97,6 +98,8 @@ class LineCall:
     # The worker's own leg to a colleague picking up a parked call: not the user's call (no
     # row, not on the page); when it is answered the worker joins it with the parked one.
     picks_up: str | None = None
+    # browserphone_calls{state}: follows `phase` (the worker's own pickup legs not counted).
+    meter: metrics.StateMeter = field(default_factory=metrics.call_meter, repr=False, compare=False)
 
     @property
     def internal(self) -> bool:
@@ -106,6 +109,14 @@ class LineCall:
         self.remote = _clip(self.remote, MAX_NUMBER)
         self.called = _clip(self.called, MAX_NUMBER)
         self.remote_name = _clip(self.remote_name, MAX_NAME)
+        self.meter.set(None if self.internal else self.phase.value)
+
+    def _set_phase(self, phase: Phase) -> None:
+        if self.phase is Phase.DIALING and phase in (Phase.RINGING, Phase.INCALL):
+            # Post-dial delay: dial → the far side's first answer (18x, or 2xx without one).
+            metrics.call_setup(time.time() - self.started_at, "outgoing")
+        self.phase = phase
+        self.meter.set(None if phase is Phase.ENDED or self.internal else phase.value)
 
     @property
     def ended(self) -> bool:
@@ -135,7 +146,7 @@ class LineCall:
                 return False  # a re-INVITE's 2xx does not unhold the call
         if phase is self.phase:
             return False
-        self.phase = phase
+        self._set_phase(phase)
         return True
 
     def request_hold(self, hold: bool) -> None:
@@ -145,12 +156,12 @@ class LineCall:
         """The far end answered our hold/unhold re-INVITE (RFC 3264 §8.4)."""
         self.pending = None
         if self.live:  # refused (ok=False): `held` is the state the call stays in
-            self.phase = Phase.HELD if held else Phase.INCALL
+            self._set_phase(Phase.HELD if held else Phase.INCALL)
 
     def end(self, reason: str, status: int | None = None) -> None:
         if self.ended:
             return
-        self.phase = Phase.ENDED
+        self._set_phase(Phase.ENDED)
         self.pending = None
         self.reason = reason
         self.status = status

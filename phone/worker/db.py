@@ -28,11 +28,12 @@ class LineConfig:
     @property
     def proxy_hostport(self) -> tuple[str, int]:
         target = self.proxy or self.domain
+        default = 5061 if self.transport == "tls" else 5060  # RFC 3261 §19.1.2
         if target.startswith("["):
             host, _, rest = target[1:].partition("]")
-            return host, int(rest[1:]) if rest.startswith(":") else 5060
+            return host, int(rest[1:]) if rest.startswith(":") else default
         host, _, port = target.partition(":")
-        return host, int(port) if port else 5060
+        return host, int(port) if port else default
 
 
 def load_line(user_id: int) -> LineConfig | None:

@@ -26,6 +26,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from phone import actions
+from phone.media_network import configure_ice
 from phone.signalling import owners, protocol
 from phone.signalling.protocol import (
     HEARTBEAT_SECONDS,
@@ -46,6 +47,7 @@ from phone.sip.useragent import UserAgent
 from phone.worker.db import LineConfig
 from phone.worker.line import LeaseLost, Line, SipPort
 from phone.worker.media import CallMedia, MediaHub
+from portal import health, metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,16 @@ async def open_sip_transport(
     bind = settings.SIP_BIND_ADDRESS
     if config.transport == "tcp":
         return await SipTransport.tcp(bind, 0, make_ua, on_event)
+    if config.transport == "tls":
+        # RFC 3261 §26.2: the PBX certificate must be valid for the PBX domain.
+        return await SipTransport.tls(
+            bind,
+            0,
+            make_ua,
+            on_event,
+            server_hostname=config.domain,
+            ca_file=settings.SIP_TLS_CA_FILE or None,
+        )
     return await SipTransport.udp(bind, 0, make_ua, on_event)
 
 
@@ -93,6 +105,7 @@ class SipWorkerHost:
             del self.lines[line.user_id]
 
     async def run(self) -> None:
+        configure_ice()  # ICE_HOST_ADDRESSES / ICE_NAT_1TO1 for every bridge of this process
         await self.recover()
         self._heartbeat = asyncio.create_task(self._beat(), name="sipworker-heartbeat")
         log.info("sipworker %s listening on channel %s", self.worker_id, self.channel)
@@ -174,6 +187,8 @@ class SipWorkerHost:
                 await self.layer.group_send(WORKERS_GROUP, beat)
             except Exception:
                 log.exception("sipworker: heartbeat failed")
+            health.worker_alive(self.worker_id)  # /healthz; returns at once
+            metrics.sample_bridge_cpu(sum(len(line.calls) for line in self.lines.values()))
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _hold_leases(self, renewed: float) -> float:
@@ -183,6 +198,7 @@ class SipWorkerHost:
             await owners.announce(self.worker_id, len(self.lines))
             lost = await owners.renew(self.worker_id, list(self.lines))
             renewed = time.monotonic()
+            metrics.set_leases(len(self.lines) - len(lost))
         except Exception:
             log.exception("sipworker: renewing leases failed")
             lost = set()
@@ -198,6 +214,7 @@ class SipWorkerHost:
     async def shutdown(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        health.worker_gone(self.worker_id)
         if owners.enabled():
             with contextlib.suppress(Exception):
                 await owners.retire(self.worker_id)

@@ -59,6 +59,7 @@ from phone.sip.errors import SipError, SipParseError
 from phone.sip.registration import RegistrationState, RegistrationStateChanged
 from phone.sip.sdp import SdpNegotiationError, SessionDescription, build_offer, negotiate_answer
 from phone.sip.transaction import Addr, MalformedMessage
+from phone.sip.transport import TransportFailure
 from phone.sip.uri import SipUri, parse_address
 from phone.sip.useragent import (
     CallState,
@@ -76,6 +77,7 @@ from phone.sip.useragent import (
 from phone.worker import db
 from phone.worker.call import LineCall, Phase
 from phone.worker.media import CallMedia, MediaHub, carry
+from portal import metrics
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +256,9 @@ class Line:
         self.config: db.LineConfig | None = None
         self.transport: SipPort | None = None
         self.registration = ("unregistered", "")
+        self.meter = metrics.line_meter()  # browserphone_registrations{state}
+        # Why the connection to the PBX failed ("certificate"): the lamp's reason while failed.
+        self.transport_failure: str | None = None
         self.inbox: asyncio.Queue[LineInput] = asyncio.Queue()
         self.closed = False
         self._release: asyncio.TimerHandle | None = None
@@ -363,6 +368,10 @@ class Line:
                 )
             case MalformedMessage():
                 pass  # logged by the transport; the transaction layer answered 400
+            case TransportFailure(kind=kind):
+                # Logged by the transport; the REGISTER waiting for it fails with 503 next.
+                self.transport_failure = kind
+                await self._set_registration("failed", kind)
             case _:
                 log.warning("line %s: unexpected %r", self.user_id, item)
 
@@ -445,6 +454,7 @@ class Line:
 
     async def _set_registration(self, state: str, reason: str = "") -> None:
         self.registration = (state, reason)
+        self.meter.set(state)
         await self.broadcast(self._registration_message())
 
     async def _start(self) -> None:
@@ -470,7 +480,7 @@ class Line:
                     password=config.password,
                     auth_username=config.auth_user,
                     display_name=config.display_name or None,
-                    transport=config.transport.upper() if config.transport != "tls" else "TCP",
+                    transport=config.transport.upper(),
                     proxy_addr=proxy_addr,
                     expires=settings.SIP_REGISTER_EXPIRES,
                     refresh_jitter=0.2,
@@ -497,7 +507,12 @@ class Line:
         self._sip(self.ua.register)
 
     async def _on_registration(self, event: RegistrationStateChanged) -> None:
-        await self._set_registration(_REGISTRATION.get(event.state, "unregistered"), event.reason)
+        reason = event.reason
+        if event.state is RegistrationState.REGISTERED:
+            self.transport_failure = None
+        elif event.state is RegistrationState.FAILED and self.transport_failure:
+            reason = self.transport_failure  # "certificate", not the 503 that followed it
+        await self._set_registration(_REGISTRATION.get(event.state, "unregistered"), reason)
         if event.state is RegistrationState.REGISTERED and not self._mwi_subscribed:
             # Voicemail waiting (RFC 3842) lights 留守電状態; unsolicited NOTIFYs work too.
             self._mwi_subscribed = True
@@ -519,6 +534,8 @@ class Line:
             self.transport = None
             self._mwi_subscribed = False
         self.registration = ("unregistered", "")
+        self.meter.set(None)
+        self.transport_failure = None
 
     async def _reload(self) -> None:
         """The SIP account changed in settings: register the new one now (no reload needed)."""
@@ -578,6 +595,7 @@ class Line:
                     called=call.called,
                 ),
             )
+            metrics.call_setup(time.time() - call.started_at, "incoming")
             await self.send(target, self._cti(call, "ring"))
         await database_sync_to_async(actions.do_call_event)(
             self.user_id, "call.ringing", {"call_id": call.id, "from": call.remote, "to": called}

@@ -5,10 +5,30 @@ import { devicePreference } from "./devices.js";
 
 const G711 = ["audio/PCMU", "audio/PCMA"];
 
-function iceServers() {
+// The page's "ice-servers" json_script: {iceServers: [RTCIceServer...], refresh?: url}. TURN
+// credentials in it expire (portal.turn), so with `refresh` each new peer connection asks for
+// fresh ones first, falling back to those of the page.
+function pageIceConfig() {
   const node = document.getElementById("ice-servers");
-  const urls = node ? JSON.parse(node.textContent) : [];
-  return urls.length ? [{ urls }] : [];
+  const config = node ? JSON.parse(node.textContent) : {};
+  // An older page carried a bare list of STUN URLs.
+  if (Array.isArray(config)) return { iceServers: config.length ? [{ urls: config }] : [] };
+  return { iceServers: config.iceServers || [], refresh: config.refresh };
+}
+
+async function iceServers() {
+  const config = pageIceConfig();
+  if (!config.refresh) return config.iceServers;
+  try {
+    const response = await fetch(config.refresh, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+    });
+    if (response.ok) return (await response.json()).iceServers;
+  } catch (error) {
+    // offline for a moment: the page's own credentials may still be valid
+  }
+  return config.iceServers;
 }
 
 // Non-trickle: the offer goes out once ICE gathering is complete, candidates included.
@@ -50,9 +70,13 @@ export class PhoneMedia {
   }
 
   async start() {
+    const generation = (this.generation = (this.generation || 0) + 1);
     if (this.pc) this.pc.close();
     this.stream = this.stream || (await this.microphone());
-    const pc = (this.pc = new RTCPeerConnection({ iceServers: iceServers() }));
+    const servers = await iceServers();
+    if (generation !== this.generation) return; // a later start() took over while we fetched
+    if (this.pc) this.pc.close();
+    const pc = (this.pc = new RTCPeerConnection({ iceServers: servers }));
     const transceiver = pc.addTransceiver(this.stream.getAudioTracks()[0], { direction: "sendrecv" });
     // Prefer G.711 so the server can pass audio through without transcoding.
     const codecs = RTCRtpReceiver.getCapabilities("audio")?.codecs || [];

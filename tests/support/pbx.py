@@ -434,3 +434,78 @@ def _line_value(number: str, extensions: list[str]) -> str:
     for ext in extensions:
         _check_token(ext)
     return ",".join(extensions)
+
+
+KAMAILIO_TLS_CFG = REPO_ROOT / "deploy" / "kamailio" / "kamailio-tls.cfg"
+
+
+def kamailio_tls_module() -> Path | None:
+    """The tls module of Debian's `kamailio-tls-modules`, or None when it is not installed."""
+    for lib in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"):
+        path = Path(lib) / "kamailio" / "modules" / "tls.so"
+        if path.exists():
+            return path
+    return None
+
+
+class TlsKamailio(Kamailio):
+    """The same PBX with a TLS listener too (deploy/kamailio/kamailio-tls.cfg): UDP+TCP on
+    ``port`` as usual, TLS on ``tls_port`` with the given server certificate and key.
+
+        with TlsKamailio(users, cert=cert_pem, key=key_pem, domain="pbx.test") as pbx:
+            pbx.tls_addr        # ("127.0.0.1", <tls port>)
+    """
+
+    def __init__(
+        self,
+        users: dict[str, str] | None = None,
+        *,
+        cert: Path | str,
+        key: Path | str,
+        tls_port: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("cfg", KAMAILIO_TLS_CFG)
+        super().__init__(users, **kwargs)
+        self.cert = Path(cert)
+        self.key = Path(key)
+        self._requested_tls_port = tls_port
+        self.tls_port: int = tls_port or 0
+        self._reserved_tls_port: int | None = None
+
+    @property
+    def tls_addr(self) -> tuple[str, int]:
+        return (self.host, self.tls_port)
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "-A",
+            f"TLS_PORT={self.tls_port}",
+            "-A",
+            f'TLS_CERT="{self.cert}"',
+            "-A",
+            f'TLS_KEY="{self.key}"',
+        ]
+
+    def start(self) -> TlsKamailio:
+        if self.proc is not None:
+            return self
+        if self._requested_tls_port is None:
+            self.tls_port = free_port(host=self.host, udp=False)
+            self._reserved_tls_port = self.tls_port
+        try:
+            super().start()
+        except BaseException:
+            self._release_tls_port()
+            raise
+        return self
+
+    def _cleanup(self) -> None:
+        super()._cleanup()
+        self._release_tls_port()
+
+    def _release_tls_port(self) -> None:
+        if self._reserved_tls_port is not None:
+            release_ports(self._reserved_tls_port)
+            self._reserved_tls_port = None
