@@ -825,27 +825,33 @@ class Line:
         if call is None or call.phase is not Phase.INCOMING:
             await self._refuse(session, "no_call", command)
             return
-        media = await self.host.open_media()
-        # The caller may have given up while the port opened: the UA has ended the call and
-        # its end is the next message in our queue. Check the UA, not our copy.
-        ua_call = self.ua.calls.get(call_id) if self.transport is not None else None
-        if call.ended or ua_call is None or ua_call.state is not CallState.INCOMING:
-            await media.close()
-            await self._refuse(session, "no_call", command, "the caller hung up")
+        answering = await self._prepare_answer(call)
+        if answering is None:  # the caller gave up, or their offer could not be answered
+            await self._refuse(session, "no_call", command)
             return
-        try:
-            sdp = self._answer_sdp(call.offer, media)
-        except SdpNegotiationError as exc:
-            await media.close()
-            log.info("line %s: cannot answer %s: %s", self.user_id, call_id, exc)
-            self._sip(lambda now: self.ua.reject(now, call_id, 488))
-            return
-        call.media = media
-        call.session = session
+        call.media, call.session = answering[0], session
         # Call waiting (seed 3-3 ③): the call that is up goes on hold; the far end hears music.
         await self._hold_others(call)
         # The UA reports CONNECTED next (and MediaUpdated); the call's phase follows that.
-        self._sip(lambda now: self.ua.answer(now, call_id, sdp))
+        self._sip(lambda now: self.ua.answer(now, call_id, answering[1]))
+
+    async def _prepare_answer(self, call: LineCall) -> tuple[CallMedia, SessionDescription] | None:
+        """An RTP port and our SDP for answering `call`, if it can still be answered. The
+        caller may have given up while the port opened: the UA has ended the call and its end
+        is the next message in our queue, so check the UA, not our copy. An offer we cannot
+        answer gets 488 (RFC 3261 §13.3.1.3)."""
+        media = await self.host.open_media()
+        ua_call = self.ua.calls.get(call.id) if self.transport is not None else None
+        if call.ended or ua_call is None or ua_call.state is not CallState.INCOMING:
+            await media.close()
+            return None
+        try:
+            return media, self._answer_sdp(call.offer, media)
+        except SdpNegotiationError as exc:
+            await media.close()
+            log.info("line %s: cannot answer %s: %s", self.user_id, call.id, exc)
+            self._sip(lambda now: self.ua.reject(now, call.id, 488))
+            return None
 
     @staticmethod
     def _answer_sdp(offer: SessionDescription | None, media: CallMedia) -> SessionDescription:
@@ -1077,20 +1083,12 @@ class Line:
 
     async def _replace(self, old: LineCall, new: LineCall) -> None:
         """Answer an INVITE with Replaces at once and end the call it replaces (RFC 3891 §3)."""
-        media = await self.host.open_media()
-        ua_call = self.ua.calls.get(new.id)
-        if new.ended or ua_call is None or ua_call.state is not CallState.INCOMING:
-            await media.close()
+        answering = await self._prepare_answer(new)
+        if answering is None:
             return
-        try:
-            sdp = self._answer_sdp(new.offer, media)
-        except SdpNegotiationError:
-            await media.close()
-            self._sip(lambda now: self.ua.reject(now, new.id, 488))
-            return
-        new.media, new.session = media, old.session
+        new.media, new.session = answering[0], old.session
         await self._open_record(new)
-        self._sip(lambda now: self.ua.answer(now, new.id, sdp))
+        self._sip(lambda now: self.ua.answer(now, new.id, answering[1]))
         self._hangup(old)
         await self._finish(old, "replaced")
 
@@ -1252,21 +1250,13 @@ class Line:
         """The owner's line calls us for a park pickup we asked for: answer at once; the page
         that clicked the slot hears the parked caller."""
         call.remote, call.remote_name = pickup.remote, pickup.remote_name
-        media = await self.host.open_media()
-        ua_call = self.ua.calls.get(call.id)
-        if call.ended or ua_call is None or ua_call.state is not CallState.INCOMING:
-            await media.close()
+        answering = await self._prepare_answer(call)
+        if answering is None:
             return
-        try:
-            sdp = self._answer_sdp(call.offer, media)
-        except SdpNegotiationError:
-            await media.close()
-            self._sip(lambda now: self.ua.reject(now, call.id, 488))
-            return
-        call.media, call.session = media, pickup.session
+        call.media, call.session = answering[0], pickup.session
         await self._hold_others(call)
         await self._open_record(call)
-        self._sip(lambda now: self.ua.answer(now, call.id, sdp))
+        self._sip(lambda now: self.ua.answer(now, call.id, answering[1]))
 
     async def _park_timeout(self, call_id: str, slot: int) -> None:
         call = self.calls.get(call_id)

@@ -282,32 +282,6 @@ def test_it_keeps_only_the_status_never_the_receivers_page(embedded_worker, cast
 # --- with Redis: a real `celery worker` process ---------------------------------------------------
 
 
-@pytest.fixture
-def redis_url(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    import redis
-
-    client = redis.Redis(port=port)
-    wait_for(lambda: _pings(client))
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
-
-
-def _pings(client) -> bool:
-    import redis
-
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
 @pytest.mark.integration
 def test_it_delivers_through_a_celery_worker_process_on_redis(cast, redis_url, tmp_path, settings):
     settings.BACKGROUND_EMBEDDED_WORKER = False  # this process only queues, as daphne does

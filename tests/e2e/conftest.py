@@ -199,3 +199,16 @@ def far_phone(on_pbx):
     yield make
     for phone in phones:
         phone.close()
+
+
+# Record the page's commands instead of sending them (the server has no such calls); media
+# negotiation still goes out so the page behaves as usual.
+RECORD_SENT = """() => {
+  const socket = window.browserPhone.socket;
+  const send = socket.send.bind(socket);
+  window.sent = [];
+  socket.send = (type, fields = {}) => {
+    if (type.startsWith("webrtc.") || type === "ping") return send(type, fields);
+    window.sent.push({ type, ...fields });
+  };
+}"""

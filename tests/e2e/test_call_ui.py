@@ -14,21 +14,9 @@ from playwright.sync_api import expect
 
 from phone.models import LineButton, ParkGroup
 from phone.signalling.schema import parse_client_message, server_message
-from tests.e2e.conftest import login, wait_until
+from tests.e2e.conftest import RECORD_SENT, login, wait_until
 
 pytestmark = pytest.mark.e2e
-
-# Record the page's commands instead of sending them (the server has no such calls); media
-# negotiation still goes out so the page behaves as usual.
-RECORD_SENT = """() => {
-  const socket = window.browserPhone.socket;
-  const send = socket.send.bind(socket);
-  window.sent = [];
-  socket.send = (type, fields = {}) => {
-    if (type.startsWith("webrtc.") || type === "ping") return send(type, fields);
-    window.sent.push({ type, ...fields });
-  };
-}"""
 
 
 @pytest.fixture

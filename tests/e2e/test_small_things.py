@@ -9,19 +9,9 @@ from playwright.sync_api import expect
 from cti.models import Customer, CustomerPhone
 from phone.models import CallRecord, Contact, Phonebook
 from phone.signalling.schema import server_message
-from tests.e2e.conftest import login, wait_until
+from tests.e2e.conftest import RECORD_SENT, login, wait_until
 
 pytestmark = pytest.mark.e2e
-
-RECORD_SENT = """() => {
-  const socket = window.browserPhone.socket;
-  const send = socket.send.bind(socket);
-  window.sent = [];
-  socket.send = (type, fields = {}) => {
-    if (type.startsWith("webrtc.") || type === "ping") return send(type, fields);
-    window.sent.push({ type, ...fields });
-  };
-}"""
 
 
 def open_phone(page, server, cast):
