@@ -132,9 +132,6 @@ class Joined:
     b: LineCall
     join: LegJoin
 
-    def other(self, call_id: str) -> LineCall:
-        return self.b if call_id == self.a.id else self.a
-
 
 @dataclass(frozen=True, slots=True)
 class ParkTimeout:
@@ -433,11 +430,7 @@ class Line:
         for call in list(self.calls.values()):
             await self._finish(call, "lease lost")
         for pair in list(self.joined.values()):
-            pair.join.close()
-            for call in (pair.a, pair.b):
-                self.joined.pop(call.id, None)
-                if call.media is not None:
-                    await call.media.close()
+            await self._unjoin(pair, hang_up=False)
         if self.transport is not None:
             await self.transport.close()  # no un-REGISTER: that is the new owner's binding now
             self.transport = None
@@ -1119,17 +1112,19 @@ class Line:
             call.end(reason)
             await self._ended_for_the_user(call)
 
-    async def _unjoin(self, pair: Joined) -> None:
-        """One side of a joined pair hung up: so does the other, and the relay ends."""
+    async def _unjoin(self, pair: Joined, *, hang_up: bool = True) -> None:
+        """One side of a joined pair hung up: so does the other, and the relay ends. Fenced
+        (`hang_up=False`): the relay and media end without a SIP message."""
         pair.join.close()
         for call in (pair.a, pair.b):
             self.joined.pop(call.id, None)
-            self._hangup(call)
+            if hang_up:
+                self._hangup(call)
             if call.media is not None:
                 await call.media.close()
             if self.transport is not None:
                 self.ua.forget(call.id)
-        if not self.sessions and not self.calls and not self.joined:
+        if not self.closed and not self.sessions and not self.calls and not self.joined:
             self.post(Release())
 
     # -- park (seed 3-4): slots shared by a park group, state in the database ----------------
