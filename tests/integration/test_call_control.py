@@ -19,6 +19,7 @@ from tests.phone.ws import communicator
 from tests.support import analysis
 from tests.support.fake_browser import FakeBrowser
 from tests.support.tones import tone_windows
+from tests.support.workers import Workers, redis_layer_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -104,17 +105,38 @@ class Desk:
 
 
 @pytest.fixture
-async def desks(office, cast):
+async def desks(request, office, cast, settings, tmp_path):
+    """Opens users' pages. Parametrised "sipworkers" (indirect), every page's line lives on a
+    sipworker process of its own (production mode: Redis channel layer and leases), so what
+    passes between users passes between workers."""
     opened = []
+    workers = None
+    if getattr(request, "param", "embedded") == "sipworkers":
+        redis_url = request.getfixturevalue("redis_url")
+        settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
+        settings.SIPWORKER_EMBEDDED = False
+        settings.REDIS_URL = redis_url
+        workers = Workers(redis_url, tmp_path, ICE_HOST_ADDRESSES="127.0.0.1")
 
     async def open_desk(user, tone_hz):
+        if workers is not None:
+            # The newest worker is the least loaded one: the line is claimed there.
+            worker = workers.start()
+            await asyncio.to_thread(workers.wait_live, len(opened) + 1)
         desk = await Desk.open(user, tone_hz)
+        if workers is not None:
+            assert workers.owner_pid(user.pk) == worker.pid
         opened.append(desk)
         return desk
 
     yield open_desk
     for desk in opened:
         await desk.close()
+    if workers is not None:
+        workers.close()
+
+
+ACROSS_WORKERS = pytest.mark.parametrize("desks", ["embedded", "sipworkers"], indirect=True)
 
 
 def outside_phone(make_baresip, ext="1003"):
@@ -147,6 +169,7 @@ async def answered_call_from_outside(desk, phone, ext="1002"):
     return incoming["id"]
 
 
+@ACROSS_WORKERS
 async def test_a_colleague_takes_a_parked_call_with_audio(desks, cast, outside):
     from phone.sip.useragent import CallState, CallStateChanged
 
@@ -179,11 +202,21 @@ async def test_a_colleague_takes_a_parked_call_with_audio(desks, cast, outside):
     assert frequency_heard(tail) == pytest.approx(ALICE_HZ, abs=15)
     await alice.send("hangup", call_id=picked["id"])
     await outside.wait_for(CallStateChanged, 10, call_id=carol_call, state=CallState.TERMINATED)
-    rows = await database_sync_to_async(
-        lambda: {r.user_id: r for r in CallRecord.objects.filter(ended_at__isnull=False)}
-    )()
+    rows = await ended_rows(2)  # (each worker writes its own user's row)
     assert rows[cast.bob.pk].end_reason == "picked-up"
     assert rows[cast.alice.pk].direction == "in" and rows[cast.alice.pk].remote_number == "1003"
+
+
+async def ended_rows(count, timeout=5.0):
+    """The finished history rows by user, once there are `count` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await database_sync_to_async(
+            lambda: {r.user_id: r for r in CallRecord.objects.filter(ended_at__isnull=False)}
+        )()
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.1)
 
 
 async def consult(desk, held_id, number):
@@ -231,6 +264,7 @@ async def test_attended_transfer_of_an_outside_caller_to_an_outside_phone(
     assert await asyncio.to_thread(hears_in_recordings, dave, OUTSIDE_HZ)
 
 
+@ACROSS_WORKERS
 async def test_attended_transfer_of_an_outside_caller_to_a_colleague(desks, cast, outside):
     alice, bob = await desks(cast.alice, ALICE_HZ), await desks(cast.bob, BOB_HZ)
     carol_call = await outside.call("1002")
@@ -255,6 +289,7 @@ async def test_attended_transfer_of_an_outside_caller_to_a_colleague(desks, cast
     assert frequency_heard(tail) == pytest.approx(ALICE_HZ, abs=15)
 
 
+@ACROSS_WORKERS
 async def test_attended_transfer_of_a_colleague_to_an_outside_phone(desks, cast, make_baresip):
     alice, bob = await desks(cast.alice, ALICE_HZ), await desks(cast.bob, BOB_HZ)
     dave = await asyncio.to_thread(lambda: make_baresip("1004", tone_hz=900, auto_answer=True))
@@ -390,6 +425,7 @@ def carol_user(office, cast):
     return user
 
 
+@ACROSS_WORKERS
 async def test_attended_transfer_of_a_colleague_to_a_colleague(desks, cast, carol_user):
     """Both peers are our lines: alice acts on the REFER (INVITE with Replaces to carol's
     address at the PBX) and carol's line takes it in place of bob's consultation call."""

@@ -4,28 +4,16 @@ A throwaway redis-server on a free port (services.md: tests do not touch the sha
 real sipworker command, the real consumer over the Redis layer, Kamailio and baresip.
 """
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
 
 from phone.models import CallRecord
 from tests.phone.ws import communicator
-from tests.support.servers import database_url
+from tests.support.workers import Workers, next_of, redis_layer_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def redis_layer_settings(redis_url):
-    """The CHANNEL_LAYERS production uses, pointed at this test's Redis."""
-    from portal.settings import redis_channel_layer
-
-    return {"default": redis_channel_layer(redis_url)}
 
 
 async def test_it_keeps_an_idle_channel_alive_past_the_redis_socket_timeout(settings, redis_url):
@@ -47,42 +35,6 @@ async def test_it_keeps_an_idle_channel_alive_past_the_redis_socket_timeout(sett
     await sender
 
 
-class Workers:
-    """`manage.py sipworker` processes on the test database and Redis, started and killed at
-    will; their output is printed at the end."""
-
-    def __init__(self, redis_url, tmp_path):
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": redis_url,
-            "DEBUG": "true",
-        }
-        self.tmp_path = tmp_path
-        self.procs: list[tuple[subprocess.Popen, object]] = []
-
-    def start(self) -> subprocess.Popen:
-        log = open(self.tmp_path / f"sipworker-{len(self.procs)}.log", "w+")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "sipworker"], cwd=ROOT, env=self.env, stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.procs.append((proc, log))
-        return proc
-
-    def close(self):
-        for proc, log in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            log.seek(0)
-            print(log.read())
-            log.close()
-
-
 @pytest.fixture
 def workers(settings, redis_url, on_pbx, tmp_path):
     """Tenant A on the test PBX; this process's consumers on the Redis layer; sipworkers."""
@@ -98,13 +50,6 @@ def workers(settings, redis_url, on_pbx, tmp_path):
 def production_mode(workers):
     """One sipworker."""
     return workers.start()
-
-
-async def next_of(ws, kind, timeout=15):
-    while True:
-        message = await ws.receive_json_from(timeout=timeout)
-        if message["type"] == kind:
-            return message
 
 
 async def test_it_registers_and_calls_through_a_separate_sipworker(
@@ -229,16 +174,6 @@ def owner_map(redis_url, users):
     return {user.pk: (client.get(f"bp:owner:{user.pk}") or b"").decode() for user in users}
 
 
-def wait_live_workers(redis_url, count, timeout=15):
-    import redis
-
-    client = redis.from_url(redis_url)
-    deadline = time.monotonic() + timeout
-    while len(list(client.scan_iter("bp:worker:*"))) != count:
-        assert time.monotonic() < deadline, f"{count} sipworkers did not come up"
-        time.sleep(0.1)
-
-
 async def test_two_sipworkers_share_the_lines_and_take_over_when_one_dies(
     workers, staff, redis_url, make_baresip
 ):
@@ -248,7 +183,7 @@ async def test_two_sipworkers_share_the_lines_and_take_over_when_one_dies(
 
     pbx, users = staff
     first, second = workers.start(), workers.start()
-    await asyncio.to_thread(wait_live_workers, redis_url, 2)
+    await asyncio.to_thread(workers.wait_live, 2)
     pages = {}
     for user in users:
         ws = await database_sync_to_async(communicator)(user)
@@ -299,7 +234,7 @@ async def test_two_sipworkers_share_the_lines_and_take_over_when_one_dies(
 
     # A worker starting again takes nothing back: owners stay as they are.
     workers.start()
-    await asyncio.to_thread(wait_live_workers, redis_url, 2)
+    await asyncio.to_thread(workers.wait_live, 2)
     await asyncio.sleep(2.5)
     assert owner_map(redis_url, users) == after
     for ws in pages.values():
