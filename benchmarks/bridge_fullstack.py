@@ -42,8 +42,15 @@ mode. --moh N,... runs again with every call put on hold after it connects (the 
 hold: re-INVITE, music on hold to SIPp on the 20 ms tick, the page's bridge carries nothing):
 the sipworker's CPU per call when it produces the audio of every call.
 
+--workers 1,2 runs everything again with that many sipworker processes (each page claims its
+line's lease as PhoneConsumer does, so lines spread over the least loaded workers; CPU is summed
+over all of them): calls per core and setup p95 side by side. --failover N (with 2+ workers)
+attaches N idle lines, kills -9 the worker holding most, and has each of its pages re-claim and
+re-attach as PhoneConsumer does after a lost heartbeat: seconds from the kill until each line is
+registered again on a survivor, and lines re-registered per second once the leases lapsed.
+
     .venv/bin/python benchmarks/bridge_fullstack.py [--n 1,10,25,50,100] [--moh 10,50]
-        [--seconds 10] [--dial-rate 25]
+        [--seconds 10] [--dial-rate 25] [--workers 1,2] [--failover 100]
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +147,8 @@ class Stack:
         self.redis_port = 0
         self.pbx: Kamailio | None = None
         self.sipp: Sipp | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.worker_log = self.tmp / "sipworker.log"
-        self.worker_channel = "sipworker"
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.worker_logs: list[Path] = []
         self.db_created = False
         self.env: dict[str, str] = {}
 
@@ -241,58 +248,79 @@ class Stack:
 
     # the sipworker ------------------------------------------------------------------------
 
-    def start_worker(self) -> None:
-        self.worker = subprocess.Popen(
-            children.command([sys.executable, str(ROOT / "manage.py"), "sipworker"]),
-            env=self.env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=open(self.worker_log, "wb"),  # noqa: SIM115 - the child owns it
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        children.track(self.worker)
-        deadline = time.monotonic() + 30
-        while not (started := re.search(r" on channel (\S+)", self.worker_log.read_text())):
-            if self.worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sipworker did not start:\n{self.worker_log_tail()}")
-            time.sleep(0.1)
-        # With Redis each worker reads its own channel (phone.signalling.owners); a page's
-        # consumer finds it there. This process plays the consumers of one worker.
-        self.worker_channel = started.group(1)
+    def start_workers(self, count: int) -> None:
+        """`count` sipworker processes; each reads its own channel and takes the leases of the
+        lines a page claims for it (phone.signalling.owners: the least loaded worker)."""
+        for _ in range(count):
+            log = self.tmp / f"sipworker-{len(self.worker_logs)}.log"
+            proc = subprocess.Popen(
+                children.command([sys.executable, str(ROOT / "manage.py"), "sipworker"]),
+                env=self.env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            children.track(proc)
+            self.workers.append(proc)
+            self.worker_logs.append(log)
+        for proc, log in zip(self.workers[-count:], self.worker_logs[-count:], strict=True):
+            deadline = time.monotonic() + 30
+            while not re.search(r" on channel (\S+)", log.read_text()):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"sipworker did not start:\n{self.worker_log_tail()}")
+                time.sleep(0.1)
+
+    def worker_pids(self) -> list[int]:
+        return [proc.pid for proc in self.workers if proc.poll() is None]
+
+    def workers_cpu(self) -> float:
+        """CPU seconds of every live sipworker together."""
+        return sum(proc_cpu(pid) for pid in self.worker_pids())
 
     def worker_log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.worker_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        tails = []
+        for log in self.worker_logs:
+            with contextlib.suppress(FileNotFoundError):
+                text = log.read_text(errors="replace")
+                tails.append(f"--- {log.name}\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(tails)
 
-    def stop_worker(self) -> float | None:
-        """SIGTERM (it unregisters its lines), SIGKILL after 30 s; returns the seconds taken."""
-        proc = self.worker
-        if proc is None:
-            return None
-        self.worker = None
+    def worker_errors(self) -> list[str]:
+        return [
+            line
+            for log in self.worker_logs
+            for line in log.read_text(errors="replace").splitlines()
+            if "ERROR" in line or "Traceback" in line
+        ]
+
+    def stop_workers(self) -> float | None:
+        """SIGTERM (they unregister their lines), SIGKILL after 30 s; returns the seconds the
+        slowest took (None if one had to be killed)."""
+        procs, self.workers = self.workers, []
         started = time.monotonic()
-        took: float | None = None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        took: float | None = 0.0
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
             try:
-                proc.wait(30)
-                took = time.monotonic() - started
+                proc.wait(max(0.1, started + 30 - time.monotonic()))
+                if took is not None:
+                    took = time.monotonic() - started
             except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        children.untrack(proc)
+                took = None
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            children.untrack(proc)
         return took
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self.stop_worker()
+            self.stop_workers()
         if self.sipp is not None:
             with contextlib.suppress(Exception):
                 self.sipp.stop()
@@ -433,8 +461,9 @@ class Session:
         self.sent_at: dict[int, float] = {}
         self.setup: float | None = None
         self.call_id: str | None = None
-        self.worker_channel = bench.stack.worker_channel
+        self.worker_channel = ""
         self.failure = ""
+        self.owner = ""
         self.reset()
 
     def reset(self) -> None:
@@ -507,19 +536,27 @@ class Session:
 
     async def attach(self) -> None:
         await self.open()
+        await self.claim_and_attach()
+
+    async def claim_and_attach(self, timeout: float = STEP_TIMEOUT, dead: str = "") -> None:
+        """As PhoneConsumer does on connect and after its worker was lost: lease the line to a
+        live worker (the current owner while it lives; after a crash, none until the dead
+        owner's lease lapses, then the least loaded survivor), attach there, and wait until the
+        line is registered. `dead`: a worker known dead whose key has not yet expired (the
+        consumer learns it from the missing heartbeats)."""
         from phone.signalling import owners
 
-        if owners.enabled():
-            # As PhoneConsumer.connect: lease the line to a live worker (the only one here),
-            # or it stops the line as soon as it renews its leases.
-            deadline = time.monotonic() + STEP_TIMEOUT
-            while (worker := await owners.claim(self.user_id)) is None:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("no live sipworker to own the line")
-                await asyncio.sleep(0.1)
-            self.worker_channel = owners.channel_of(worker)
+        deadline = time.monotonic() + timeout
+        while (worker := await owners.claim(self.user_id)) in (None, dead):
+            if time.monotonic() > deadline:
+                raise RuntimeError("no live sipworker to own the line")
+            await asyncio.sleep(0.1)
+        self.owner = worker
+        self.worker_channel = owners.channel_of(worker)
         await self.to_worker("worker.attach", opened_at=time.time())
-        await self.wait_for(lambda m: m["type"] == "registration" and m["state"] == "registered")
+        await self.wait_for(
+            lambda m: m["type"] == "registration" and m["state"] == "registered", timeout
+        )
 
     async def negotiate(self) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers (non-trickle)
@@ -619,10 +656,9 @@ class Bench:
 
     async def idle_cpu(self, seconds: float = 3.0) -> float:
         """The sipworker's CPU share with no page attached (fixed costs of the process)."""
-        pid = self.stack.worker.pid  # type: ignore[union-attr]
-        cpu0, t0 = proc_cpu(pid), time.monotonic()
+        cpu0, t0 = self.stack.workers_cpu(), time.monotonic()
         await asyncio.sleep(seconds)
-        return (proc_cpu(pid) - cpu0) / (time.monotonic() - t0)
+        return (self.stack.workers_cpu() - cpu0) / (time.monotonic() - t0)
 
     async def pace(self) -> None:
         """One shared 20 ms grid for every fake browser (like MediaTicker)."""
@@ -656,7 +692,7 @@ class Bench:
     async def run(self, n: int, moh: bool = False) -> dict[str, Any]:
         from channels.layers import channel_layers
 
-        pid = self.stack.worker.pid  # type: ignore[union-attr]
+        workers_cpu = self.stack.workers_cpu
         # A fresh layer (own connections, own receive lock) per run, so a reader of an earlier
         # run that did not finish cancelling cannot hold up this run's sessions.
         self.layer = channel_layers.make_backend("default")
@@ -664,7 +700,7 @@ class Bench:
         self.channel_full = 0
         self.receive_errors = 0
         pacer = asyncio.ensure_future(self.pace())
-        cpu_setup0, t_setup0 = proc_cpu(pid), time.monotonic()
+        cpu_setup0, t_setup0 = workers_cpu(), time.monotonic()
         try:
             t = time.monotonic()
             await self.step("attach", sessions, lambda s: s.attach(), GATE)
@@ -679,7 +715,7 @@ class Bench:
                 await s.dial(ECHO_EXT)
 
             await self.step("dial", sessions, dial, n)
-            cpu_setup = proc_cpu(pid) - cpu_setup0
+            cpu_setup = workers_cpu() - cpu_setup0
             setup_wall = time.monotonic() - t_setup0
             live = [s for s in sessions if not s.failure]
             if moh:
@@ -691,9 +727,9 @@ class Bench:
             self.max_lag = 0.0
             busy0, total0 = machine_busy()
             bench_cpu0, sipp_cpu0 = time.process_time(), self.sipp_cpu()
-            cpu0, wall0 = proc_cpu(pid), time.monotonic()
+            cpu0, wall0 = workers_cpu(), time.monotonic()
             await asyncio.sleep(self.args.seconds)
-            cpu, wall = proc_cpu(pid) - cpu0, time.monotonic() - wall0
+            cpu, wall = workers_cpu() - cpu0, time.monotonic() - wall0
             bench_cpu = (time.process_time() - bench_cpu0) / wall
             sipp_cpu = (self.sipp_cpu() - sipp_cpu0) / wall
             busy1, total1 = machine_busy()
@@ -711,6 +747,8 @@ class Bench:
         rtts = [r for m in measured for r in m[4]]
         return {
             "n": n,
+            "workers": len(self.stack.workers),
+            "spread": sorted(Counter(s.owner for s in sessions).values()),
             "mode": "moh" if moh else "passthrough",
             "ok": ok,
             "failures": failures,
@@ -753,10 +791,11 @@ def show(r: dict[str, Any]) -> None:
         else "added rtt n/a (held: nothing comes back to the page)"
     )
     print(
-        f"{r['mode']:>11} N={r['n']:>3}  connected {r['ok']}/{r['n']}  setup p50/p95"
+        f"{r['mode']:>11} N={r['n']:>3} on {r['workers']} sipworker(s) (lines {r['spread']})"
+        f"  connected {r['ok']}/{r['n']}  setup p50/p95"
         f" {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f})"
         f"  sipworker cpu/call {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
-        f" (process {r['worker_cpu'] * 100:.1f}%; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
+        f" (processes {r['worker_cpu'] * 100:.1f}%; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
         f"{'':7}frames/call/s recv {r['recv']:.1f} echoed {r['echoed']:.1f}"
         f" (min {r['min_echoed']:.1f})  gaps>60ms {r['gaps']} (max {r['max_gap_ms']:.0f} ms)"
         f"  {rtt}\n"
@@ -776,14 +815,14 @@ def show(r: dict[str, Any]) -> None:
 
 def table(results: list[dict[str, Any]]) -> None:
     print(
-        "\n       mode    N  conn  setup p50/p95 ms  cpu ms/call/s  calls/core  echoed/call/s"
-        "  gaps>60ms  max gap ms  rtt p50/p99 ms  all CPUs busy"
+        "\n       mode workers    N  conn  setup p50/p95 ms  cpu ms/call/s  calls/core"
+        "  echoed/call/s  gaps>60ms  max gap ms  rtt p50/p99 ms  all CPUs busy"
     )
     for r in results:
         per_core = 1 / r["cpu_per_call"] if r["cpu_per_call"] else float("inf")
         rtt = f"{r['rtt_p50']:.1f}/{r['rtt_p99']:.1f}" if r["echoed"] else "n/a"
         print(
-            f"{r['mode']:>11} {r['n']:>4}  {r['ok']:>4}"
+            f"{r['mode']:>11} {r['workers']:>7} {r['n']:>4}  {r['ok']:>4}"
             f"  {r['setup_p50']:>7.0f}/{r['setup_p95']:<8.0f}"
             f"  {r['cpu_per_call'] * 1000:>13.2f}  {per_core:>10.0f}  {r['echoed']:>13.1f}"
             f"  {r['gaps']:>9}  {r['max_gap_ms']:>10.0f}  {rtt:>14}  {r['machine'] * 100:>12.0f}%"
@@ -798,20 +837,83 @@ def dump_tasks() -> None:
     sys.stderr.flush()
 
 
+async def failover(bench: Bench, n: int) -> None:
+    """n idle lines spread over the workers; kill -9 the one holding most; every page of its
+    lines re-claims (nothing until the dead worker's leases lapse, then the least loaded
+    survivor) and re-attaches as PhoneConsumer does: how fast are they registered again?"""
+    from channels.layers import channel_layers
+
+    from phone.signalling import owners
+
+    stack = bench.stack
+    bench.layer = channel_layers.make_backend("default")
+    sessions = [Session(bench, i, bench.user_ids[i]) for i in range(n)]
+    try:
+        live = await bench.step("attach", sessions, lambda s: s.attach(), GATE)
+        doomed, held = Counter(s.owner for s in live).most_common(1)[0]
+        moved = [s for s in live if s.owner == doomed]
+        victim = next(p for p in stack.workers if p.pid == int(doomed.split("-")[-2]))
+        os.killpg(victim.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        back: list[float] = []
+
+        async def reattach(s: Session) -> None:
+            s.seen = len(s.messages)  # only what comes after the crash counts
+            try:
+                await s.claim_and_attach(timeout=30, dead=doomed)
+            except Exception as exc:
+                last = [m for _, m in s.messages[-3:]]
+                raise RuntimeError(f"user {s.user_id} at {s.owner}: {exc}; {last}") from exc
+            back.append(time.monotonic() - killed)
+
+        await bench.step("failover", moved, reattach, len(moved))
+        back.sort()
+        failed = [s.failure for s in moved if s.failure]
+        spread = Counter(s.owner for s in moved if not s.failure)
+        first, last = (back[0], back[-1]) if back else (float("nan"), float("nan"))
+        rate = (len(back) - 1) / (last - first) if len(back) > 1 and last > first else float("nan")
+        print(
+            f"failover: {len(live)} lines on {len(stack.workers)} sipworkers; kill -9 of the one"
+            f" with {held}: {len(back)}/{len(moved)} registered again on"
+            f" {len(spread)} survivor(s) {first:.2f}-{last:.2f} s after the kill"
+            f" (p50 {percentile(back, 0.5):.2f} s; leases last {owners.LEASE_MS / 1000:.1f} s)"
+            f" -> {rate:.0f} lines/s re-registered once the leases lapsed",
+            flush=True,
+        )
+        for failure in sorted(set(failed))[:3]:
+            print(f"{'':7}FAILED x{failed.count(failure)}: {failure}", flush=True)
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
 async def bench_main(stack: Stack, user_ids: list[int], args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
-    bench = Bench(stack, user_ids, args)
-    bench.idle = await bench.idle_cpu()
-    print(f"sipworker idle (no pages): {bench.idle * 100:.1f}% of a core", flush=True)
     results = []
     runs = [(n, False) for n in args.n] + [(n, True) for n in args.moh]
-    for n, moh in runs:
-        result = await bench.run(n, moh)
-        show(result)
-        results.append(result)
-        if stack.worker is not None and stack.worker.poll() is not None:
-            print(f"sipworker died:\n{stack.worker_log_tail()}")
-            break
+    for count in args.workers:
+        await asyncio.to_thread(stack.start_workers, count)
+        bench = Bench(stack, user_ids, args)
+        bench.idle = await bench.idle_cpu()
+        print(
+            f"{count} sipworker(s), pids {stack.worker_pids()}; idle (no pages):"
+            f" {bench.idle * 100:.1f}% of a core",
+            flush=True,
+        )
+        for n, moh in runs:
+            result = await bench.run(n, moh)
+            show(result)
+            results.append(result)
+            if len(stack.worker_pids()) < count:
+                print(f"a sipworker died:\n{stack.worker_log_tail()}")
+                break
+        if args.failover and count >= 2:
+            await failover(bench, args.failover)
+        took = await asyncio.to_thread(stack.stop_workers)
+        print(
+            f"{count} sipworker(s) stopped (SIGTERM) in "
+            + (f"{took:.1f} s" if took is not None else "> 30 s: killed"),
+            flush=True,
+        )
     table(results)
 
 
@@ -828,6 +930,18 @@ def main() -> None:
         type=lambda s: [int(x) for x in s.split(",") if x],
         default=[],
         help="comma-separated call counts to run again with every call held (music on hold)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[1],
+        help="comma-separated sipworker process counts to run everything with, e.g. 1,2",
+    )
+    parser.add_argument(
+        "--failover",
+        type=int,
+        default=0,
+        help="with 2+ sipworkers: N idle lines, kill -9 one worker, time their re-registration",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="steady-state window")
     parser.add_argument(
@@ -893,26 +1007,18 @@ def main() -> None:
         django.setup()
         assert stack.pbx is not None
         user_ids = populate(stack.pbx)
-        stack.start_worker()
         print(
             f"bridge full-stack benchmark: {os.cpu_count()} CPUs, {args.seconds:.0f} s steady"
-            f" state, dial rate {args.dial_rate or 'all at once'}/s; sipworker pid"
-            f" {stack.worker.pid}, redis :{stack.redis_port},"  # type: ignore[union-attr]
+            f" state, dial rate {args.dial_rate or 'all at once'}/s; sipworkers"
+            f" {args.workers}, redis :{stack.redis_port},"
             f" kamailio {stack.pbx.hostport}, SIPp echo {stack.sipp.port}",  # type: ignore[union-attr]
             flush=True,
         )
         asyncio.run(bench_main(stack, user_ids, args))
-        took = stack.stop_worker()
-        print(
-            "sipworker stopped (SIGTERM) in "
-            + (f"{took:.1f} s" if took is not None else "> 30 s: killed"),
-            flush=True,
-        )
-        log = stack.worker_log.read_text(errors="replace")
-        problems = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line]
-        print(f"sipworker log: {len(problems)} error line(s)")
+        problems = stack.worker_errors()
+        print(f"sipworker logs: {len(problems)} error line(s)")
         if problems or args.keep_log:
-            print(log[-6000:] if not args.keep_log else log)
+            print(stack.worker_log_tail(200 if args.keep_log else 40))
     finally:
         stack.stop()
 
