@@ -330,6 +330,12 @@ class Line:
                         # that instead of our ringback (seed 3-2).
                         call.early_media = True
                         self.route_media()
+                elif call is not None and call.media is not None and call.media.leg.srtp_required:
+                    # An answer without the SRTP our offer required (RFC 4568 §7.1.3): hang
+                    # up rather than talk in plain RTP, and say why, as for a 488.
+                    self._hangup(call)
+                    await self._finish(call, "insecure-media", 488)
+                    await self._failed(call, 488)
             case HoldChanged():
                 await self._on_hold_changed(item)
             case TransferProgress():

@@ -176,3 +176,33 @@ async def test_srtp_when_offered_still_calls_a_plain_rtp_phone(alice, pbx, make_
     assert len(legs) == 1 and not legs[0].stats.srtp
     await alice.send("hangup", call_id=call["id"])
     await plain.wait_event_async("CALL_CLOSED", timeout=10)
+
+
+@pytest.mark.parametrize("alice", ["sdes"], indirect=True)
+async def test_an_answer_that_drops_required_srtp_is_hung_up_not_talked_over(
+    alice, pbx, make_sipp, cast
+):
+    """A far end that answers our RTP/SAVP offer with plain RTP/AVP (SIPp's UAS answers
+    RTP/AVP whatever it is offered): no audio in the clear - BYE, a notice, a history row."""
+    uas = make_sipp("uas_answer.xml", timeout=20).start()
+    registered = await asyncio.to_thread(
+        lambda: make_sipp(
+            "register.xml",
+            pbx.hostport,
+            service="1004",
+            auth=("1004", "pw1004"),
+            keys={"domain": pbx.domain, "contact_port": str(uas.port)},
+        ).run()
+    )
+    assert registered.ok, registered.stderr[-2000:]
+    await alice.send("dial", number="1004")
+    notice = await alice.next("notice", level="error")
+    assert notice["text"] == "488 insecure-media", notice
+    await alice.next("call", state="ended", reason="insecure-media")
+    result = await uas.wait_async(timeout=10)
+    assert result.requests[:1] == ["INVITE"] and "BYE" in result.requests
+    assert [leg for leg in open_legs() if leg.remote is not None] == []
+    row = await database_sync_to_async(
+        lambda: CallRecord.objects.filter(user=cast.alice).values("direction", "end_reason").get()
+    )()
+    assert row == {"direction": "out", "end_reason": "insecure-media"}
