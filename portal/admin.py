@@ -83,7 +83,7 @@ def column(name: str, *, ordering: str | None = None):
 class TenantAdmin(admin.ModelAdmin):
     """Tenants themselves are the operator's business: superusers only."""
 
-    list_display = ["code", "name", "pbx_domain", "outbound_proxy", "transport"]
+    list_display = ["code", "name", "pbx_domain", "outbound_proxy", "transport", "media_encryption"]
     search_fields = ["code", "name"]
 
     def has_module_permission(self, request):

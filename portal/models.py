@@ -42,6 +42,13 @@ class Tenant(models.Model):
         PAI = "pai", _("P-Asserted-Identity header")
         PREFIX = "prefix", _("Prefix to the dialled number")
 
+    class MediaEncryption(models.TextChoices):
+        # SRTP keyed in the SDP (SDES, RFC 4568) on the RTP towards the PBX; the values are
+        # phone.sip.sdp's ENCRYPTION_* (the browser leg is always DTLS-SRTP).
+        NONE = "none", _("None (RTP)")
+        SDES = "sdes", _("SRTP (SDES) required")
+        SDES_OPTIONAL = "sdes-optional", _("SRTP (SDES) when the other side offers it")
+
     code = models.SlugField(_("Tenant code"), max_length=32, unique=True)
     name = models.CharField(_("Name"), max_length=100)
     pbx_domain = models.CharField(_("PBX domain"), max_length=255)
@@ -75,6 +82,16 @@ class Tenant(models.Model):
         max_length=32,
         default="92{ext}",
         help_text=_("{ext} = extension"),
+    )
+    media_encryption = models.CharField(
+        _("Media encryption"),
+        max_length=16,
+        choices=MediaEncryption.choices,
+        default=MediaEncryption.NONE,
+        help_text=_(
+            "Encryption of the call audio towards the PBX. Required: calls without SRTP are "
+            "refused (488)."
+        ),
     )
     ring_timeout = models.PositiveSmallIntegerField(
         _("Ring timeout (seconds)"),

@@ -36,6 +36,11 @@ the next relayed packet; `relay()` returns False meanwhile and the caller queues
 the re-timed way. The leg is on the shared ticker only while it needs it: when it sends frames
 of its own or a consumer pulls from its playout buffer. Otherwise a slow timer does what the
 tick did besides audio: RTCP reports and the idle check.
+
+SRTP (RFC 3711, keys from SDES): `set_srtp(SrtpContext)`. Every way out (ticked frames,
+relayed packets, RTCP) and in (RTP, RTCP) passes the one context at the socket boundary, so
+all three modes above work encrypted unchanged; packets failing authentication are dropped
+and counted (`stats.srtp_auth_failures`) before they can latch symmetric RTP.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ from phone.media.rtp import (
     payload_bounds,
     round_trip_time,
 )
+from phone.media.srtp import SrtpContext
 from phone.media.tones import ToneSource
 
 __all__ = [
@@ -274,6 +280,8 @@ class LegStats:
     dtmf_received: int
     rtcp_sent: int
     rtcp_received: int
+    srtp: bool = False  # SRTP/SRTCP on the wire (RFC 3711)
+    srtp_auth_failures: int = 0  # received packets dropped: failed authentication or replay
 
 
 def _addr_key(host: str, port: int) -> tuple[str, int]:
@@ -362,6 +370,11 @@ class RtpLeg:
         self._timer: asyncio.TimerHandle | None = None
         self.relayed = 0  # packets sent directly
         self.listened = 0  # packets handed to the listener
+        # SRTP (RFC 3711, keyed by SDES): set_srtp(). While `srtp_required` and no keys are
+        # known yet, nothing is sent and nothing received is played: never plain RTP on a
+        # stream the offer/answer made secure.
+        self.srtp: SrtpContext | None = None
+        self.srtp_required = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -506,6 +519,15 @@ class RtpLeg:
         self._silence = g711.silence_payload(payload_type)
         self._tx.clear()  # frames queued in the old law would play as noise
 
+    def set_srtp(self, context: SrtpContext | None) -> None:
+        """Protect and unprotect with `context` from now on (None: plain RTP again). Every
+        path shares it - ticked frames (tones, DTMF, re-timed audio), relayed packets and
+        RTCP - because they all leave through _sendto/relay/_send_rtcp and arrive through
+        _on_rtp/_on_rtcp."""
+        self.srtp = context
+        if context is not None:
+            self.srtp_required = True
+
     def set_dtmf_payload_type(self, payload_type: int) -> None:
         """RFC 4733 §7.1.1: the telephone-event payload type is the offerer's choice."""
         self.dtmf_payload_type = payload_type
@@ -606,7 +628,7 @@ class RtpLeg:
         if out is None or transport is None or remote is None:
             return True
         out_seq, out_ts, out_marker = out
-        transport.sendto(
+        data = (
             _RTP_HEADER.pack(
                 0x80,
                 0x80 | self.payload_type if out_marker else self.payload_type,
@@ -614,9 +636,14 @@ class RtpLeg:
                 out_ts,
                 self.sender.ssrc,
             )
-            + payload,
-            remote,
+            + payload
         )
+        if self.srtp_required:
+            protected = self.srtp.protect(data) if self.srtp is not None else None
+            if protected is None:
+                return True
+            data = protected
+        transport.sendto(data, remote)
         self.sender.stats.count(len(payload), out_ts)
         self._sent_since_report = True
         self.relayed += 1
@@ -724,6 +751,13 @@ class RtpLeg:
     def _on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.closed:
             return
+        if self.srtp_required:
+            # RFC 3711 §3.3: authenticate (and replay-check) before anything else, so that
+            # a forged packet can neither play nor win the symmetric-RTP latch below.
+            plain = self.srtp.unprotect(data) if self.srtp is not None else None
+            if plain is None:
+                return
+            data = plain
         # Only the fixed header is unpacked (no packet object): a listener gets the payload
         # bytes; the playout buffer and the DTMF receiver get an RtpPacket.
         try:
@@ -770,6 +804,11 @@ class RtpLeg:
     def _on_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.closed:
             return
+        if self.srtp_required:
+            plain = self.srtp.unprotect_rtcp(data) if self.srtp is not None else None
+            if plain is None:
+                return
+            data = plain
         try:
             packets = parse_rtcp(data)
         except RtcpParseError:
@@ -877,7 +916,13 @@ class RtpLeg:
     def _sendto(self, packet: RtpPacket) -> None:
         if self._rtp_transport is None or self.remote is None:
             return
-        self._rtp_transport.sendto(packet.serialize(), self.remote)
+        data = packet.serialize()
+        if self.srtp_required:
+            protected = self.srtp.protect(data) if self.srtp is not None else None
+            if protected is None:
+                return
+            data = protected
+        self._rtp_transport.sendto(data, self.remote)
         self._sent_since_report = True
 
     # -- RTCP -------------------------------------------------------------------------------
@@ -900,6 +945,12 @@ class RtpLeg:
 
     def _send_rtcp(self, data: bytes) -> None:
         if self._rtcp_transport is not None and self.remote_rtcp is not None:
+            if self.srtp_required:
+                # RFC 3711 §3.4: SRTCP is mandatory wherever SRTP is used.
+                protected = self.srtp.protect_rtcp(data) if self.srtp is not None else None
+                if protected is None:
+                    return
+                data = protected
             self._rtcp_transport.sendto(data, self.remote_rtcp)
             self._rtcp_sent += 1
 
@@ -930,4 +981,6 @@ class RtpLeg:
             dtmf_received=len(self.dtmf_receiver.digits),
             rtcp_sent=self._rtcp_sent,
             rtcp_received=self._rtcp_received,
+            srtp=self.srtp is not None,
+            srtp_auth_failures=self.srtp.counters.auth_failures if self.srtp else 0,
         )

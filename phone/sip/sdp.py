@@ -4,10 +4,20 @@
 ``negotiate_answer`` answers a remote offer, ``negotiated_media`` tells the media layer where to
 send what. Malformed SDP raises :class:`SdpParseError` (a :class:`SipParseError`), an offer we
 cannot accept raises :class:`SdpNegotiationError` (answer it with 488, RFC 3261 §13.3.1.1).
+
+SRTP keyed in the SDP (SDES, RFC 4568) is chosen per call by an *encryption* setting:
+``ENCRYPTION_NONE`` (plain RTP/AVP only), ``ENCRYPTION_SDES`` (RTP/SAVP with a=crypto, nothing
+else: an offer without it is refused, our offer carries it) and ``ENCRYPTION_SDES_OPTIONAL``
+(we offer plain RTP, and answer an RTP/SAVP offer with SRTP). Keys come from :mod:`secrets`,
+one per crypto line, and never appear in an exception message or a ``repr``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,6 +46,111 @@ class SdpParseError(SipParseError):
 
 class SdpNegotiationError(ValueError):
     """No acceptable media in an offer (answer with 488 Not Acceptable Here)."""
+
+
+# -- SDES (RFC 4568) ----------------------------------------------------------------------------
+
+ENCRYPTION_NONE = "none"
+ENCRYPTION_SDES = "sdes"  # SRTP mandatory
+ENCRYPTION_SDES_OPTIONAL = "sdes-optional"  # SRTP when the offer asks for it
+ENCRYPTIONS = (ENCRYPTION_NONE, ENCRYPTION_SDES, ENCRYPTION_SDES_OPTIONAL)
+
+# RFC 4568 §6.2.1 / §6.2.2: the suites libsrtp (pylibsrtp) gives us, our preference first.
+# Both take a 128-bit master key and a 112-bit master salt, sent as one base64 value.
+SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+SRTP_KEY_LENGTH = 30
+# RFC 4568 §9.1: tag = 1*9DIGIT; crypto-suite = 1*(ALPHA / DIGIT / "_"); key-params follow.
+_CRYPTO = re.compile(r"^([0-9]{1,9})[ \t]+([A-Za-z0-9_]{1,64})[ \t]+(\S{1,512})(?:[ \t]+(.*))?$")
+_MAX_CRYPTO_LINES = 32  # bound the work an offer can cause; real offers carry 1-6
+
+
+class SdpCryptoError(SdpNegotiationError):
+    """An a=crypto line we cannot use (malformed, or an offer without what the setting needs)."""
+
+
+@dataclass(slots=True, frozen=True)
+class CryptoAttribute:
+    """One a=crypto line (RFC 4568 §9.1) with a suite we support and a single inline key."""
+
+    tag: int
+    suite: str
+    key: bytes = field(repr=False)  # master key || master salt, SRTP_KEY_LENGTH octets
+
+    def __str__(self) -> str:
+        # Never logged: this is what goes into the SDP body only.
+        return f"{self.tag} {self.suite} inline:{base64.b64encode(self.key).decode()}"
+
+
+def new_srtp_key() -> bytes:
+    """A fresh master key and salt for one call (RFC 4568 §6.1: keys must be random)."""
+    return secrets.token_bytes(SRTP_KEY_LENGTH)
+
+
+def parse_crypto(value: str) -> CryptoAttribute | None:
+    """The a=crypto value ``value``: a CryptoAttribute, None when it is well-formed but not one
+    we can use (another suite, an MKI, several keys, session parameters: RFC 4568 §7.1.2 lets
+    the answerer skip such lines), SdpCryptoError when it is malformed."""
+    match = _CRYPTO.match(value.strip())
+    if match is None:
+        raise SdpCryptoError("malformed a=crypto line (RFC 4568 §9.1)")
+    tag_text, suite, key_params, session_params = match.groups()
+    if suite not in SRTP_SUITES:
+        return None  # unknown suites have key-params we cannot check
+    if session_params:
+        # §6.3: KDR, UNENCRYPTED_SRTP, FEC_ORDER... change how SRTP runs; we support none.
+        return None
+    if ";" in key_params:
+        return None  # several keys (§6.1): we do not do key lists
+    if not key_params.startswith("inline:"):
+        raise SdpCryptoError(f"a=crypto tag {tag_text}: key method is not inline (§6.1)")
+    key_info, *rest = key_params[len("inline:") :].split("|")
+    if len(rest) > 2:
+        raise SdpCryptoError(f"a=crypto tag {tag_text}: too many key-info fields (§9.2)")
+    for item in rest:
+        if ":" in item:
+            return None  # MKI:length (§6.1): libsrtp through pylibsrtp has no MKI
+        lifetime = item[2:] if item.startswith("2^") else item
+        if not lifetime.isascii() or not lifetime.isdigit() or len(lifetime) > 20:
+            raise SdpCryptoError(f"a=crypto tag {tag_text}: bad key lifetime (§6.1)")
+        # A lifetime is only an upper bound on use; we never re-key within a call and
+        # libsrtp stops at 2^48 packets itself, so it is accepted and ignored.
+    try:
+        key = base64.b64decode(key_info, validate=True)
+    except (binascii.Error, ValueError):
+        raise SdpCryptoError(f"a=crypto tag {tag_text}: key is not base64 (§6.1)") from None
+    if len(key) != SRTP_KEY_LENGTH:
+        raise SdpCryptoError(
+            f"a=crypto tag {tag_text}: key||salt must be {SRTP_KEY_LENGTH} octets (§6.2.1)"
+        )
+    return CryptoAttribute(int(tag_text), suite, key)
+
+
+def crypto_lines(media: MediaDescription) -> list[CryptoAttribute]:
+    """The usable a=crypto lines of a media section, in the offerer's preference order."""
+    values = media.attribute_values("crypto")
+    if len(values) > _MAX_CRYPTO_LINES:
+        raise SdpCryptoError(f"more than {_MAX_CRYPTO_LINES} a=crypto lines")
+    return [c for c in (parse_crypto(v) for v in values) if c is not None]
+
+
+def _profile(proto: str) -> str | None:
+    """ "plain" for RTP/AVP(F), "sdes" for RTP/SAVP(F), None for anything else (DTLS-SRTP's
+    UDP/TLS/RTP/SAVP included: keyed in another way, RFC 5764)."""
+    upper = proto.upper()
+    if upper in ("RTP/AVP", "RTP/AVPF"):
+        return "plain"
+    if upper in ("RTP/SAVP", "RTP/SAVPF"):
+        return "sdes"
+    return None
+
+
+@dataclass(slots=True, frozen=True)
+class SrtpParameters:
+    """The SRTP keys of one negotiated stream (RFC 4568 §6.1), from our point of view."""
+
+    suite: str
+    local_key: bytes = field(repr=False)  # we protect what we send with this
+    remote_key: bytes = field(repr=False)  # and unprotect what we receive with this
 
 
 @dataclass(slots=True, frozen=True)
@@ -357,12 +472,24 @@ def build_offer(
     ptime: int | None = 20,
     direction: str = "sendrecv",
     username: str = "-",
+    encryption: str = ENCRYPTION_NONE,
 ) -> SessionDescription:
-    """Our audio offer: PCMU, PCMA, telephone-event 0-16, ptime 20 by default (RFC 3264 §5)."""
+    """Our audio offer: PCMU, PCMA, telephone-event 0-16, ptime 20 by default (RFC 3264 §5).
+
+    With ``ENCRYPTION_SDES`` the stream is RTP/SAVP with one a=crypto line per suite we
+    support, in our preference order, each with a fresh key (RFC 4568 §5.1.1, §6.1).
+    ``ENCRYPTION_SDES_OPTIONAL`` offers plain RTP: SRTP is then the offerer's call.
+    """
+    if encryption not in ENCRYPTIONS:
+        raise ValueError(f"unknown media encryption {encryption!r}")
     offered = list(codecs)
     if telephone_event is not None:
         offered.append(telephone_event)
-    media = MediaDescription("audio", port, "RTP/AVP", [str(c.payload_type) for c in offered])
+    proto = "RTP/SAVP" if encryption == ENCRYPTION_SDES else "RTP/AVP"
+    media = MediaDescription("audio", port, proto, [str(c.payload_type) for c in offered])
+    if encryption == ENCRYPTION_SDES:
+        for tag, suite in enumerate(SRTP_SUITES, start=1):
+            media.attributes.append(("crypto", str(CryptoAttribute(tag, suite, new_srtp_key()))))
     for codec in offered:
         media.attributes.append(("rtpmap", codec.rtpmap))
         if codec.fmtp:
@@ -401,21 +528,45 @@ def negotiate_answer(
     direction: str = "sendrecv",
     ptime: int | None = 20,
     username: str = "-",
+    encryption: str = ENCRYPTION_NONE,
+    srtp_key: bytes | None = None,
 ) -> SessionDescription:
     """Answer ``offer`` (RFC 3264 §6): one m= line per offered line, audio accepted at most once.
 
     The first offered codec we support wins; the offerer's telephone-event payload type is kept.
     Other streams are rejected with port 0 (RFC 3264 §6). Raises SdpNegotiationError when no
     audio stream can be accepted.
+
+    SRTP (RFC 4568 §7.1.2): an RTP/SAVP stream is accepted when ``encryption`` allows it and
+    one of its a=crypto lines has a suite we support - the first such line, the offerer's
+    preference - and answered with that line's tag and suite and our own key (``srtp_key``,
+    else a fresh one). ``ENCRYPTION_SDES`` refuses plain RTP, ``ENCRYPTION_NONE`` refuses
+    RTP/SAVP; a malformed a=crypto line raises SdpCryptoError.
     """
+    if encryption not in ENCRYPTIONS:
+        raise ValueError(f"unknown media encryption {encryption!r}")
     supported = list(codecs)
     accepted = False
     answer_media: list[MediaDescription] = []
+    refusal = "no common audio codec"
     for offered in offer.media:
         chosen: Codec | None = None
         dtmf: Codec | None = None
+        crypto: CryptoAttribute | None = None
         usable = offered.media == "audio" and offered.port != 0 and not accepted
-        if usable and "RTP/AVP" in offered.proto.upper():
+        profile = _profile(offered.proto)
+        if usable and profile == "plain" and encryption == ENCRYPTION_SDES:
+            usable, refusal = False, "plain RTP offered, SRTP (RTP/SAVP) is required"
+        elif usable and profile == "sdes":
+            if encryption == ENCRYPTION_NONE:
+                usable, refusal = False, "SRTP offered, this line uses plain RTP"
+            else:
+                offered_crypto = crypto_lines(offered)
+                if offered_crypto:
+                    crypto = offered_crypto[0]
+                else:
+                    usable, refusal = False, "no supported SRTP crypto-suite offered"
+        if usable and profile is not None:
             for codec in offered.codecs():
                 if chosen is None and any(codec.same_format(s) for s in supported):
                     chosen = codec
@@ -435,10 +586,15 @@ def negotiate_answer(
                 media.attributes.append(("fmtp", f"{codec.payload_type} {codec.fmtp}"))
         if ptime:
             media.attributes.append(("ptime", str(ptime)))
+        if crypto is not None:
+            # §7.1.2: exactly one a=crypto in the answer, the accepted offer line's tag and
+            # suite, and the answerer's own key for what it sends.
+            key = srtp_key if srtp_key is not None else new_srtp_key()
+            media.attributes.append(("crypto", str(CryptoAttribute(crypto.tag, crypto.suite, key))))
         media.set_direction(answer_direction(offer.direction_of(offered), direction))
         answer_media.append(media)
     if not accepted:
-        raise SdpNegotiationError("no common audio codec")
+        raise SdpNegotiationError(refusal)
     return SessionDescription(
         origin=Origin(username, session_id, version, address, addrtype=_addrtype(address)),
         connection=Connection(address, addrtype=_addrtype(address)),
@@ -456,6 +612,7 @@ class NegotiatedMedia:
     dtmf_payload_type: int | None
     direction: str  # our direction: sendrecv / sendonly / recvonly / inactive
     ptime: int
+    srtp: SrtpParameters | None = None  # None: plain RTP
 
     @property
     def on_hold(self) -> bool:
@@ -511,7 +668,37 @@ def negotiated_media(local: SessionDescription, remote: SessionDescription) -> N
         dtmf_payload_type=dtmf.payload_type if dtmf else None,
         direction=direction,
         ptime=theirs.ptime or ours.ptime or 20,
+        srtp=_negotiated_srtp(ours, theirs),
     )
+
+
+def _negotiated_srtp(ours: MediaDescription, theirs: MediaDescription) -> SrtpParameters | None:
+    """The keys of an SDES stream: the a=crypto lines of both sides with the same tag and
+    suite (RFC 4568 §7.1.3 for the offerer, §7.1.2 for the answerer). Raises
+    SdpNegotiationError when one side is SRTP and the other is not: never plain RTP where
+    SRTP was agreed, nor SRTP the far end could not decrypt."""
+    mine, their_profile = _profile(ours.proto), _profile(theirs.proto)
+    if mine != "sdes" and their_profile != "sdes":
+        return None
+    if mine != their_profile:
+        raise SdpCryptoError(f"transport {theirs.proto} does not match our {ours.proto}")
+    local = {c.tag: c for c in crypto_lines(ours)}
+    for remote in crypto_lines(theirs):
+        match = local.get(remote.tag)
+        if match is not None and match.suite == remote.suite:
+            return SrtpParameters(remote.suite, local_key=match.key, remote_key=remote.key)
+    raise SdpCryptoError("no a=crypto line of the answer matches the offer (RFC 4568 §7.1.3)")
+
+
+def sdes_of(sdp: SessionDescription) -> tuple[str, bytes | None]:
+    """(encryption, key) to answer a re-offer with in a call whose current SDP of ours is
+    ``sdp``: an SRTP call stays SRTP with our key (RFC 4568 §7.1.4: a re-offer may keep the
+    keys; a downgrade to plain RTP is refused), a plain call stays plain."""
+    audio = sdp.audio
+    if audio is None or _profile(audio.proto) != "sdes":
+        return ENCRYPTION_NONE, None
+    lines = crypto_lines(audio)
+    return ENCRYPTION_SDES, lines[0].key if lines else None
 
 
 def _intersect(a: str, b: str) -> str:

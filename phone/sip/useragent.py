@@ -49,6 +49,7 @@ from .sdp import (
     negotiate_answer,
     negotiated_media,
     parse_sdp,
+    sdes_of,
 )
 from .transaction import (
     Addr,
@@ -1148,6 +1149,7 @@ class UserAgent:
         conn = ours.connection_of(audio)
         address = conn.address if conn else self.config.local_addr[0]
         codecs = [c for c in audio.codecs() if c.name.lower() != "telephone-event"]
+        encryption, srtp_key = sdes_of(ours)  # an SRTP call stays SRTP (RFC 4568 §7.1.4)
         answer = negotiate_answer(
             offer,
             address,
@@ -1157,6 +1159,8 @@ class UserAgent:
             codecs=codecs,
             direction="sendonly" if call.local_hold else "sendrecv",
             username=ours.origin.username,
+            encryption=encryption,
+            srtp_key=srtp_key,
         )
         return _bump_version(ours, answer)
 

@@ -24,6 +24,7 @@ class LineConfig:
     display_name: str
     caller_id_method: str = "from"
     ring_timeout: int = 60
+    media_encryption: str = "none"  # phone.sip.sdp.ENCRYPTIONS: SRTP towards the PBX
 
     @property
     def proxy_hostport(self) -> tuple[str, int]:
@@ -58,6 +59,7 @@ def load_line(user_id: int) -> LineConfig | None:
         display_name=account.user.profile.name,
         caller_id_method=account.tenant.caller_id_method,
         ring_timeout=account.tenant.ring_timeout,
+        media_encryption=account.tenant.media_encryption,
     )
 
 

@@ -57,7 +57,7 @@ from phone.signalling.protocol import (
 from phone.signalling.schema import error_message, server_message
 from phone.sip.errors import SipError, SipParseError
 from phone.sip.registration import RegistrationState, RegistrationStateChanged
-from phone.sip.sdp import SdpNegotiationError, SessionDescription, build_offer, negotiate_answer
+from phone.sip.sdp import SdpNegotiationError, SessionDescription
 from phone.sip.transaction import Addr, MalformedMessage
 from phone.sip.transport import TransportFailure
 from phone.sip.uri import SipUri, parse_address
@@ -330,6 +330,12 @@ class Line:
                         # that instead of our ringback (seed 3-2).
                         call.early_media = True
                         self.route_media()
+                elif call is not None and call.media is not None and call.media.leg.srtp_required:
+                    # An answer without the SRTP our offer required (RFC 4568 §7.1.3): hang
+                    # up rather than talk in plain RTP, and say why, as for a 488.
+                    self._hangup(call)
+                    await self._finish(call, "insecure-media", 488)
+                    await self._failed(call, 488)
             case HoldChanged():
                 await self._on_hold_changed(item)
             case TransferProgress():
@@ -773,7 +779,7 @@ class Line:
         if self.transport is None or self.config is None:
             await media.close()  # the line stopped while the port opened
             return None
-        offer = build_offer(media.address, media.port, session_id=str(secrets.randbelow(10**9)))
+        offer = media.offer(self.config.media_encryption)
         dialled, options = self._caller_id(number, line)
         destination: str | SipUri = target if target is not None else dialled
         if headers:
@@ -846,13 +852,9 @@ class Line:
             self._sip(lambda now: self.ua.reject(now, call.id, 488))
             return None
 
-    @staticmethod
-    def _answer_sdp(offer: SessionDescription | None, media: CallMedia) -> SessionDescription:
-        session_id = str(secrets.randbelow(10**9))
-        if offer is None:
-            # RFC 3261 §13.2.1: an INVITE without SDP gets our offer in the 200 (answer in ACK).
-            return build_offer(media.address, media.port, session_id=session_id)
-        return negotiate_answer(offer, media.address, media.port, session_id=session_id)
+    def _answer_sdp(self, offer: SessionDescription | None, media: CallMedia) -> SessionDescription:
+        # The tenant's SRTP setting (RFC 4568) decides what we accept; no offer gets ours.
+        return media.answer(offer, self.config.media_encryption if self.config else "none")
 
     async def _hold_others(self, keep: LineCall) -> None:
         for other in list(self.calls.values()):
