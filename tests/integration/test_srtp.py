@@ -58,8 +58,10 @@ async def alice(pbx, cast, request):
 
 
 def open_legs() -> list[RtpLeg]:
-    """The RTP legs of this process (the embedded sipworker's) that are still open."""
-    return [o for o in gc.get_objects() if isinstance(o, RtpLeg) and not o.closed]
+    """The RTP legs of this process (the embedded sipworker's) that are still open. (type(),
+    not isinstance(): isinstance asks a lazy object such as an earlier request's CSP nonce for
+    its __class__, which evaluates it and raises.)"""
+    return [o for o in gc.get_objects() if issubclass(type(o), RtpLeg) and not o.closed]
 
 
 async def talk(desk: Desk, seconds: float = 2.0) -> int | None:
