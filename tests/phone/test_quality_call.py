@@ -75,7 +75,7 @@ async def row_of(call_id):
 
 
 async def test_a_clean_call_shows_good_quality_and_logs_it(cast, outside):
-    page, far_id, call_id = await call_alice(cast, outside)
+    page, _far_id, call_id = await call_alice(cast, outside)
     try:
         good = await quality_until(page, call_id, "good")
         assert good["mos"] > 4.0 and good["loss"] < 1
