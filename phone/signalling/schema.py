@@ -149,7 +149,6 @@ ERROR_CODES = {
     "hold_refused": "the other party refused the hold",
     "too_long": "a field is too long",
     "in_call": "a call is in progress; the line test can run when it has ended",
-    "no_media": "the page's audio connection to the server is not up",
     "internal": "the server could not handle this message; the call goes on",
 }
 
