@@ -113,6 +113,12 @@ class Diagnostics:
         if self.test is not None:
             await self.end_test(self.test, result)
 
+    async def media_replaced(self, session: str) -> None:
+        """The page negotiated a new peer connection: the test's bridge is gone with the old
+        one; the page may start again."""
+        if self.test is not None and self.test.session == session:
+            await self.end_test(self.test, "stopped")
+
     async def session_gone(self, session: str) -> None:
         if self.test is not None and self.test.session == session:
             await self.end_test(self.test, "", tell=False)
@@ -162,7 +168,12 @@ class Diagnostics:
         if now - call.quality_from_page_at < PAGE_STATS_MIN_SECONDS:
             return  # rate limit: one a second is plenty for a 2 s indicator
         call.quality_from_page_at = now
-        call.quality.add("browser", float(stats.loss), float(stats.jitter), stats.rtt)
+        try:
+            loss, jitter = float(stats.loss), float(stats.jitter)
+            rtt = None if stats.rtt is None else float(stats.rtt)
+        except (OverflowError, TypeError, ValueError):
+            return  # a 400-digit integer is valid JSON: not a measurement
+        call.quality.add("browser", loss, jitter, rtt)
 
     async def _tell(self, call: LineCall) -> None:
         now = call.quality.current()

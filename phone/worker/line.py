@@ -740,6 +740,7 @@ class Line:
         await self.send(session, error_message(code, text, protocol.command_name(command)))
 
     async def _webrtc_offer(self, session: str, sdp: str) -> None:
+        await self.diagnostics.media_replaced(session)
         answer = await self.host.media.browser_offer(session, sdp)
         await self.send(session, server_message("webrtc.answer", sdp=answer))
         # A reloaded page gets its running call's audio back at once.

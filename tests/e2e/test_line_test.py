@@ -73,3 +73,31 @@ def test_it_is_refused_during_a_call(cast, on_pbx, portal_server, page, far_phon
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall")
     page.get_by_test_id("hangup-btn").click()
     bob.wait_ended(call_id)
+
+
+DENY_MICROPHONE = """
+navigator.mediaDevices.getUserMedia = () =>
+  Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+"""
+
+
+def test_a_refused_microphone_is_named(cast, on_pbx, portal_server, page):
+    page.add_init_script(DENY_MICROPHONE)  # what the browser answers once the user said no
+    login(page, portal_server, "alice", cast.password)
+    expect(page.get_by_test_id("permission-help")).to_be_visible(timeout=10000)
+    page.get_by_test_id("line-test-btn").click()
+    result = page.get_by_test_id("line-test-result")
+    expect(result).to_have_attribute("data-state", "no_permission", timeout=5000)
+    expect(result).to_contain_text("マイクの使用が許可されていません")
+
+
+def test_an_unreachable_server_is_named(cast, on_pbx, portal, page):
+    login(page, portal.url, "alice", cast.password)
+    expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "ok", timeout=15000)
+    wait_until(page, "document.body.dataset.media === 'connected'", timeout=15)
+    portal.kill()
+    expect(page.get_by_test_id("reg-lamp")).not_to_have_attribute("data-state", "ok", timeout=5000)
+    page.get_by_test_id("line-test-btn").click()
+    result = page.get_by_test_id("line-test-result")
+    expect(result).to_have_attribute("data-state", "ws_down", timeout=5000)
+    expect(result).to_have_text("サーバに接続できません。ネットワーク接続を確認してください。")

@@ -219,3 +219,17 @@ async def test_an_incoming_call_ends_the_test_and_a_call_refuses_it(pages, cast)
 
 def page_pcm(page, since):
     return page.browser.since(since)
+
+
+async def test_a_page_without_media_gets_no_media(office, cast):
+    # The page's peer connection never came up (here: never offered): nothing can be echoed.
+    ws = await database_sync_to_async(communicator)(cast.alice)
+    assert (await ws.connect())[0]
+    page = Page(ws, FakeBrowser())
+    try:
+        await page.next("registration", state="registered")
+        await page.send("linetest.start")
+        done = await page.next("linetest", state="done")
+        assert done["result"] == "no_media" and done["packets"] == 0
+    finally:
+        await page.close()

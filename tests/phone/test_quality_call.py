@@ -122,3 +122,28 @@ async def test_reported_packet_loss_turns_the_call_poor(cast, outside):
         assert row.quality_jitter is not None
     finally:
         await page.close()
+
+
+async def test_the_pages_stats_are_rate_limited_and_bounded(cast, outside):
+    page, _far_id, call_id = await call_alice(cast, outside)
+    try:
+        await page.send("quality.stats", call_id=call_id, loss=0.0, jitter=3.0, rtt=5.0)
+        # A flood within the same second: dropped, whatever it says.
+        for _ in range(50):
+            await page.send("quality.stats", call_id=call_id, loss=1.0, jitter=9e9, rtt=-1)
+        for _ in range(3):
+            message = await page.next("quality", call_id=call_id)
+            assert message["state"] == "good"
+        # Out of range or not a number at all: clamped or ignored; the call goes on.
+        await page.send("quality.stats", call_id=call_id, loss=10**400, jitter=1, rtt=None)
+        await page.send("quality.stats", call_id=call_id, loss="x", jitter=1)
+        assert (await page.next("error", request="quality.stats"))["code"] == "bad_field"
+        await asyncio.sleep(1.1)
+        await page.send("quality.stats", call_id=call_id, loss=10**400, jitter=1, rtt=None)
+        await page.next("quality", call_id=call_id)
+        await page.send("hangup", call_id=call_id)
+        await page.next("call", id=call_id, state="ended")
+        row = await row_of(call_id)
+        assert row.quality_mos > 4.0 and row.quality_jitter < 100
+    finally:
+        await page.close()
