@@ -45,6 +45,17 @@ export class LineTest {
     document.addEventListener("phone:mic-denied", () => {
       this.micDenied = true;
     });
+    // A call that starts makes the last result old news (an in_call refusal stays readable).
+    new MutationObserver(() => {
+      const idle = (document.body.dataset.callState || "idle") === "idle";
+      if (!idle && !this.running && this.result.dataset.state !== "in_call") this.clear();
+    }).observe(document.body, { attributes: true, attributeFilter: ["data-call-state"] });
+  }
+
+  clear() {
+    this.result.hidden = true;
+    this.result.dataset.state = "";
+    this.meter.hidden = true;
   }
 
   socketOpen() {
