@@ -104,6 +104,7 @@ class LineCall:
     # Call quality samples (phone.quality): the leg's RTCP and the page's WebRTC stats.
     quality: QualityTracker = field(default_factory=QualityTracker, repr=False, compare=False)
     quality_from_page_at: float = 0.0  # monotonic time of the page's last stats (rate limit)
+    quality_report: object = field(default=None, repr=False, compare=False)  # the last RR folded
 
     @property
     def internal(self) -> bool:

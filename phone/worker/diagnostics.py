@@ -196,14 +196,18 @@ def sample_leg(call: LineCall) -> None:
     """Fold the leg's RTCP view into the call's quality (module doc)."""
     if call.media is None:
         return
-    stats = call.media.leg.stats
+    leg = call.media.leg
+    stats = leg.stats
     if stats.packets_received:
         # What we receive from the PBX (our own receiver statistics, RFC 3550 §A.3, §A.8).
         call.quality.add("pbx-rx", stats.fraction_lost, stats.jitter_ms, stats.rtt_ms)
-    if stats.remote_fraction_lost is not None:
-        # What the far end receives from us: its last receiver report about our SSRC.
+    report = leg.remote_report
+    if report is not None and report is not call.quality_report:
+        # What the far end receives from us: each of its receiver reports about our SSRC,
+        # folded once (they come every ~5 s, we look every QUALITY_SECONDS).
+        call.quality_report = report
         call.quality.add(
-            "pbx-tx", stats.remote_fraction_lost, stats.remote_jitter_ms or 0.0, stats.rtt_ms
+            "pbx-tx", stats.remote_fraction_lost or 0.0, stats.remote_jitter_ms or 0.0, stats.rtt_ms
         )
 
 

@@ -168,3 +168,54 @@ def test_the_admin_lists_poor_calls_of_its_own_tenant_only(cast, login):
     assert listed == [poor]
     everything = login(cast.superuser).get(url, {"quality": "poor"})
     assert len(everything.context["cl"].result_list) == 2
+
+
+# -- the leg's RTCP, end to end on a socket ----------------------------------------------------
+
+
+async def test_a_calls_quality_folds_the_far_ends_receiver_reports():
+    """Literal RR bytes (with the leg's SSRC and an LSR 50 ms before now) sent to a real
+    RtpLeg's RTCP port: the call's tracker gets loss, jitter and RTT from them, once each."""
+    import asyncio
+    import socket
+    import struct
+    import time
+
+    from phone.media.leg import RtpLeg
+    from phone.media.rtp import ntp_from_unix, ntp_middle32
+    from phone.worker.call import LineCall
+    from phone.worker.diagnostics import sample_leg
+    from phone.worker.media import CallMedia
+
+    leg = await RtpLeg.open("127.0.0.1", (41000, 41999))
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    try:
+        leg.set_remote("127.0.0.1", 9)  # discard: the far end's RTP is not needed here
+        call = LineCall(id="rr@test", direction="out", remote="1002", called="")
+        call.media = CallMedia(leg)
+
+        def send_rr(fraction, dlsr=0x8000):
+            # DLSR 0.5 s, LSR = the NTP time 0.55 s ago: RTT = 50 ms (RFC 3550 §6.4.1).
+            lsr = ntp_middle32(ntp_from_unix(time.time() - 0.55))
+            block = struct.pack("!IB3sIIII", leg.sender.ssrc, fraction, b"\0\0\x10", 0x10064,
+                                0xA0, lsr, dlsr)  # fmt: skip
+            far.sendto(bytes.fromhex("81c90007") + bytes.fromhex("11223344") + block,
+                       ("127.0.0.1", leg.local_rtcp_port))  # fmt: skip
+
+        send_rr(0x40)
+        for _ in range(100):
+            if leg.remote_report is not None:
+                break
+            await asyncio.sleep(0.01)
+        sample_leg(call)
+        sample_leg(call)  # the same report again: folded once
+        series = call.quality.series["pbx-tx"]
+        assert series.count == 1
+        assert series.last.loss == 0.25 and series.last.jitter_ms == 20.0
+        assert series.last.rtt_ms == pytest.approx(50.0, abs=10.0)
+        assert call.quality.current().state == "poor"
+        assert call.quality_fields()["quality_loss"] == 25.0
+    finally:
+        far.close()
+        await leg.aclose()
