@@ -147,3 +147,42 @@ async def test_the_pages_stats_are_rate_limited_and_bounded(cast, outside):
         assert row.quality_mos > 4.0 and row.quality_jitter < 100
     finally:
         await page.close()
+
+
+class LossyLink:
+    """The far end's RTP socket, dropping every third datagram it sends: real packet loss on
+    the way to the worker, which its own receiver statistics see (RFC 3550 §A.3)."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.sent = 0
+        self.dropped = 0
+
+    def sendto(self, data, addr=None):
+        self.sent += 1
+        if self.sent % 3 == 0:
+            self.dropped += 1
+            return
+        self.transport.sendto(data, addr)
+
+    def __getattr__(self, name):
+        return getattr(self.transport, name)
+
+
+async def test_real_packet_loss_towards_the_worker_turns_the_call_poor(cast, outside):
+    page, far_id, call_id = await call_alice(cast, outside)
+    leg = outside.calls[far_id].leg
+    try:
+        await quality_until(page, call_id, "good")
+        link = leg._rtp_transport = LossyLink(leg._rtp_transport)
+        # The worker's receiver statistics report a third lost at its next RTCP report
+        # (every 2.5-7.5 s), then the indicator follows.
+        poor = await quality_until(page, call_id, "poor", timeout=20)
+        assert link.dropped > 0
+        assert poor["loss"] == pytest.approx(33.3, abs=5)
+        await page.send("hangup", call_id=call_id)
+        await page.next("call", id=call_id, state="ended")
+        row = await row_of(call_id)
+        assert row.quality_loss > 1 and row.quality_mos < 4.3
+    finally:
+        await page.close()
