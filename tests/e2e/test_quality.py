@@ -53,6 +53,9 @@ def test_the_page_shows_call_quality_and_history_keeps_it(
     expect(quality).to_have_attribute("data-state", "good")
     expect(quality).to_contain_text("通話品質: 良好")
 
+    # The page measures its own leg too (getStats) and tells the server (quality.stats).
+    wait_until(page, "window.browserPhone.quality.local?.state === 'good'", timeout=10)
+
     reporting = lossy_reports(bob, call_id)
     try:
         expect(quality).to_have_attribute("data-state", "poor", timeout=10000)
@@ -75,3 +78,19 @@ def test_the_page_shows_call_quality_and_history_keeps_it(
     badge = page.get_by_test_id("history-quality").first
     expect(badge).to_be_visible()
     expect(badge).to_have_attribute("data-state", row.quality_state)
+
+
+def test_the_page_scores_like_the_server(cast, portal_server, page):
+    """static/phone/quality.js and phone/quality.py are the same E-model."""
+    from phone.quality import mos
+
+    login(page, portal_server, "alice", cast.password)
+    inputs = [(0.0, 0.0, 0.0), (0.05, 10.0, 80.0), (0.1, 0.0, 0.0), (0.02, 40.0, 400.0)]
+    scores = page.evaluate(
+        """async (inputs) => {
+          const { mos } = await import("/static/phone/quality.js");
+          return inputs.map(([loss, jitter, rtt]) => mos(loss, jitter, rtt));
+        }""",
+        inputs,
+    )
+    assert scores == pytest.approx([mos(*i) for i in inputs], abs=1e-9)
