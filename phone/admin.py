@@ -3,6 +3,7 @@ from django.utils.translation import gettext_lazy as _
 
 from phone.models import CallRecord, Contact, LineButton, ParkGroup, Phonebook
 from phone.numbers import display_number
+from phone.quality import FAIR_MOS
 from portal.admin import LabelledFieldsMixin, column
 from portal.admin_scoping import TenantScopedAdmin, TenantScopedInline, admin_tenant_id
 
@@ -50,16 +51,35 @@ class LineButtonAdmin(LabelledFieldsMixin, TenantScopedAdmin):
     list_select_related = ["user", "tenant"]
 
 
+class QualityFilter(admin.SimpleListFilter):
+    """通話品質: the calls whose MOS-style score was poor (phone.quality; issue 13, item 5).
+    Narrows the admin's own (tenant-scoped) queryset, so it never widens what is listed."""
+
+    title = _("call quality")
+    parameter_name = "quality"
+
+    def lookups(self, request, model_admin):
+        return [("poor", _("Poor quality")), ("ok", _("Good or fair"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "poor":
+            return queryset.filter(quality_mos__lt=FAIR_MOS)
+        if self.value() == "ok":
+            return queryset.filter(quality_mos__gte=FAIR_MOS)
+        return queryset
+
+
 @admin.register(CallRecord)
 class CallRecordAdmin(LabelledFieldsMixin, TenantScopedAdmin):
     """History is written by the server; admins read it."""
 
-    list_display = ["started_at", "direction", "remote", "remote_name", "user_col"]
+    list_display = ["started_at", "direction", "remote", "remote_name", "user_col", "quality_mos"]
     user_col = column("user")
     # Read-only: every field shown by name, those without a translated verbose_name by a method.
     fields = readonly_fields = [
         "started_at", "direction", "remote", "remote_name", "called", "user_col",
         "answered_by_name", "answered_at", "ended_at", "end_reason", "call_id",
+        "quality_mos", "quality_loss", "quality_jitter", "quality_rtt",
     ]  # fmt: skip
 
     @admin.display(description=_("Caller number"), ordering="remote_number")
@@ -74,7 +94,7 @@ class CallRecordAdmin(LabelledFieldsMixin, TenantScopedAdmin):
     def call_id(self, obj):
         return obj.sip_call_id
 
-    list_filter = ["direction"]
+    list_filter = ["direction", QualityFilter]
     search_fields = ["remote_number", "remote_name", "called_number"]
     list_select_related = ["user"]
     date_hierarchy = "started_at"

@@ -129,6 +129,12 @@ class CallRecord(models.Model):
     # (empty once it ended): a row is written when the call starts and completed when it ends,
     # so no crash loses a call.
     worker = models.CharField(max_length=64, blank=True, editable=False)
+    # Call quality (issue 13, item 5): a MOS-style score over the call and what it came from,
+    # the worst direction (phone.quality); None for calls never connected or before 0010.
+    quality_mos = models.FloatField(_("MOS"), null=True, blank=True, editable=False)
+    quality_loss = models.FloatField(_("Packet loss (%)"), null=True, blank=True, editable=False)
+    quality_jitter = models.FloatField(_("Jitter (ms)"), null=True, blank=True, editable=False)
+    quality_rtt = models.FloatField(_("Round trip (ms)"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("Call history")
@@ -170,6 +176,13 @@ class CallRecord(models.Model):
         if answered_at is None or ended_at is None:
             return None
         return max(0, int((ended_at - answered_at).total_seconds()))
+
+    @property
+    def quality_state(self) -> str:
+        """good | fair | poor from quality_mos ("" when the call has no score)."""
+        from phone.quality import quality_state
+
+        return "" if self.quality_mos is None else quality_state(self.quality_mos)
 
     @property
     def duration_seconds(self) -> int | None:

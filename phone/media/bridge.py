@@ -505,6 +505,7 @@ class MediaBridge:
         self._rx_streams: dict[int, StreamStatistics] | None = None
         self._closing: asyncio.Future[None] | None = None
         self._close_task: asyncio.Future[None] | None = None
+        self._tap: Callable[[np.ndarray], None] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -602,6 +603,23 @@ class MediaBridge:
         self._source = source
         self._marker = True
         self._update_mode()
+
+    def tap_browser(self, sink: Callable[[np.ndarray], None] | None) -> None:
+        """Hand the browser's audio to `sink` as 8 kHz PCM (the line test's echo,
+        phone.media.echo), besides the leg if one is connected; None stops it. Meant for a
+        bridge without a call: with opus it shares the decoder the leg's path uses."""
+        self._tap = sink
+
+    def _feed_tap(self, payload: bytes, sink: Callable[[np.ndarray], None]) -> None:
+        codec = self._codec
+        try:
+            if isinstance(codec, _G711Codec):
+                sink(g711.decode(payload, codec.law))
+            elif isinstance(codec, _OpusCodec):
+                for pcm in codec.decode_pcm(payload):
+                    sink(pcm)
+        except av.FFmpegError:
+            self.stats.decode_errors += 1
 
     async def close(self) -> None:
         """Close the browser side. The leg is left alone. Idempotent."""
@@ -782,6 +800,8 @@ class MediaBridge:
         probe.sequence_number = seq
         probe.timestamp = ts
         rx.add(probe)  # type: ignore[arg-type]
+        if self._tap is not None and payload:
+            self._feed_tap(payload, self._tap)
         leg = self._leg
         if leg is None or not payload:
             return

@@ -123,6 +123,26 @@ class WebrtcOffer:
     sdp: str
 
 
+@dataclass(frozen=True, slots=True)
+class LineTestStart:
+    """回線テスト: play the page's own audio back to it (issue 13, item 4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LineTestStop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class QualityStats:
+    """The page's WebRTC stats of a call: loss 0..1, jitter and rtt in ms."""
+
+    call_id: str
+    loss: float
+    jitter: float
+    rtt: float | None = None
+
+
 BrowserCommand = (
     Dial
     | Answer
@@ -139,6 +159,9 @@ BrowserCommand = (
     | Park
     | ParkPickup
     | WebrtcOffer
+    | LineTestStart
+    | LineTestStop
+    | QualityStats
 )
 
 # schema type name → command class (the schema test checks both name the same fields)
@@ -158,6 +181,9 @@ COMMANDS: dict[str, type[BrowserCommand]] = {
     "park": Park,
     "park.pickup": ParkPickup,
     "webrtc.offer": WebrtcOffer,
+    "linetest.start": LineTestStart,
+    "linetest.stop": LineTestStop,
+    "quality.stats": QualityStats,
 }
 _COMMAND_NAMES = {cls: name for name, cls in COMMANDS.items()}
 

@@ -19,6 +19,7 @@ _BOOL = (bool,)
 _DICT = (dict,)
 _LIST = (list,)
 _ANY_SCALAR = (str, int, type(None))
+_NUM = (int, float)
 
 
 def _f(types, required=True, max_length=None):
@@ -49,6 +50,13 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple]] = {
     "park": _call(slot=_f(_INT)),
     "park.pickup": {"slot": _f(_INT)},
     "webrtc.offer": {"sdp": _f(_STR)},
+    # 回線テスト (issue 13, item 4): the worker plays the page's own audio back to it, ~1 s late,
+    # over the page's peer connection, for at most LINE_TEST_SECONDS; refused during a call.
+    "linetest.start": {},
+    "linetest.stop": {},
+    # The page's WebRTC stats of a call (getStats), at most one a second per call (the worker
+    # drops more): loss 0..1, jitter and rtt in ms; values are clamped by phone.quality.
+    "quality.stats": _call(loss=_f(_NUM), jitter=_f(_NUM), rtt=_f((int, float, type(None)), False)),
     "ping": {"id": _f(_ANY_SCALAR, False, MAX_TOKEN)},
 }
 
@@ -99,6 +107,28 @@ SERVER_MESSAGES: dict[str, dict[str, tuple]] = {
     "dial.request": {"number": _f(_STR), "source": _f(_STR)},
     "settings.changed": {"what": _f(_STR)},
     "vm.status": {"waiting": _f(_BOOL), "new": _f(_INT), "old": _f(_INT)},
+    # 回線テスト progress and result: state running | done; result "" while running, then
+    # ok | silent (nothing above the noise floor) | no_media (no packets from the page) |
+    # stopped | incoming (a call came in); level 0-100 (the loudest 20 ms heard so far),
+    # dbfs its level in dB of full scale, packets the RTP packets the worker got.
+    "linetest": {
+        "state": _f(_STR),
+        "result": _f(_STR),
+        "level": _f(_INT),
+        "dbfs": _f(_NUM),
+        "packets": _f(_INT),
+        "delay_ms": _f(_INT),
+    },
+    # A call's quality now (issue 13, item 5), every few seconds while it is up: state good |
+    # fair | poor; mos 1-4.5 (phone.quality); loss in %, jitter and rtt in ms.
+    "quality": {
+        "call_id": _f(_STR),
+        "state": _f(_STR),
+        "mos": _f(_NUM),
+        "loss": _f(_NUM),
+        "jitter": _f(_NUM),
+        "rtt": _f((int, float, type(None))),
+    },
     "pong": {"id": _f(_ANY_SCALAR)},
     "error": {"code": _f(_STR), "message": _f(_STR), "request": _f((str, type(None)))},
 }
@@ -118,6 +148,7 @@ ERROR_CODES = {
     "worker_unavailable": "the phone service is not reachable; try again",
     "hold_refused": "the other party refused the hold",
     "too_long": "a field is too long",
+    "in_call": "a call is in progress; the line test can run when it has ended",
     "internal": "the server could not handle this message; the call goes on",
 }
 

@@ -98,6 +98,7 @@ def index(request):
                     "hold_refused": _("The call could not be put on hold"),
                     "too_long": _("The input is too long"),
                     "internal": _("The server could not do this; the call goes on"),
+                    "in_call": _("The line test cannot run during a call."),
                 },
             },
         },

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from phone.quality import QualityTracker
 from phone.signalling.schema import server_message
 from phone.sip.sdp import SessionDescription
 from phone.sip.useragent import CallState
@@ -100,6 +101,10 @@ class LineCall:
     picks_up: str | None = None
     # browserphone_calls{state}: follows `phase` (the worker's own pickup legs not counted).
     meter: metrics.StateMeter = field(default_factory=metrics.call_meter, repr=False, compare=False)
+    # Call quality samples (phone.quality): the leg's RTCP and the page's WebRTC stats.
+    quality: QualityTracker = field(default_factory=QualityTracker, repr=False, compare=False)
+    quality_from_page_at: float = 0.0  # monotonic time of the page's last stats (rate limit)
+    quality_report: object = field(default=None, repr=False, compare=False)  # the last RR folded
 
     @property
     def internal(self) -> bool:
@@ -213,4 +218,12 @@ class LineCall:
             # by a colleague would name them).
             "answered_by_id": user_id if kind == "in" else None,
             "answered_by_name": user_name if kind == "in" else "",
+            **self.quality_fields(),
         }
+
+    def quality_fields(self) -> dict[str, float | None]:
+        """quality_mos/loss/jitter/rtt of the history row: over the call, once it has samples."""
+        summary = self.quality.summary()
+        if summary is None:
+            return {}
+        return summary.as_fields()

@@ -42,8 +42,11 @@ from phone.signalling.protocol import (
     Dtmf,
     Hangup,
     Hold,
+    LineTestStart,
+    LineTestStop,
     Park,
     ParkPickup,
+    QualityStats,
     Reject,
     Reload,
     Swap,
@@ -76,6 +79,7 @@ from phone.sip.useragent import (
 )
 from phone.worker import db
 from phone.worker.call import LineCall, Phase
+from phone.worker.diagnostics import Diagnostics, LineTestTick, QualityTick, sample_leg
 from phone.worker.media import CallMedia, MediaHub, carry
 from portal import metrics
 
@@ -266,6 +270,7 @@ class Line:
         self.transferring: dict[str, str] = {}  # held call → its consultation, REFER sent
         self.joined: dict[str, Joined] = {}  # call id → the pair the worker relays
         self.pickups: dict[str, Pickup] = {}  # token → a park pickup we asked for
+        self.diagnostics = Diagnostics(self)  # line test and call quality
         self.task = asyncio.create_task(self._run(), name=f"line-{user_id}")
 
     def post(self, item: LineInput) -> None:
@@ -348,6 +353,10 @@ class Line:
                 await self._park_timeout(call_id, slot)
             case LeaseLost():
                 await self._fenced()
+            case LineTestTick(test=test):
+                await self.diagnostics.on_tick(test)
+            case QualityTick():
+                await self.diagnostics.on_quality_tick()
             case EndDialog(call_id=call_id):
                 if self.transport is not None and call_id not in self.calls:
                     with contextlib.suppress(SipError):
@@ -403,6 +412,7 @@ class Line:
         for call in self.calls.values():
             if call.session == session:
                 call.session = None
+        await self.diagnostics.session_gone(session)
         await self.host.media.drop_session(session)
         self.route_media()
         if not self.sessions:
@@ -547,6 +557,7 @@ class Line:
     # -- calls: SIP events ------------------------------------------------------------------
 
     async def _on_incoming(self, event: IncomingCall) -> None:
+        await self.diagnostics.interrupt("incoming")
         remote = caller_number(event)
         # 着信番号: the number the caller dialled is in To; the PBX rewrote the Request-URI to
         # our registered Contact (RFC 3261 §16.6 keeps To as the caller wrote it).
@@ -626,6 +637,8 @@ class Line:
             return
         self.route_media()
         await self.broadcast(call.message())
+        if call.phase is Phase.INCALL:
+            self.diagnostics.watch_quality()
         if first_answer:
             if call.record_id is not None:
                 fields = call.history_fields(self.user_id, self._user_name)
@@ -681,9 +694,14 @@ class Line:
     # -- calls: commands --------------------------------------------------------------------
 
     async def _command(self, session: str, command: protocol.BrowserCommand) -> None:
-        if self.transport is None and not isinstance(command, WebrtcOffer):
+        # The line test needs no SIP account: the page reports "not registered" itself.
+        if self.transport is None and not isinstance(
+            command, (WebrtcOffer, LineTestStart, LineTestStop)
+        ):
             await self._refuse(session, "no_account", command)
             return
+        if isinstance(command, (Dial, ParkPickup)):
+            await self.diagnostics.interrupt()  # a call starts: the line test gives way
         match command:
             case Dial(number=number, line=line):
                 await self._dial(session, number, line)
@@ -715,6 +733,12 @@ class Line:
                 await self._park_pickup(session, slot)
             case WebrtcOffer(sdp=sdp):
                 await self._webrtc_offer(session, sdp)
+            case LineTestStart():
+                await self.diagnostics.start_test(session)
+            case LineTestStop():
+                await self.diagnostics.stop_test(session)
+            case QualityStats():
+                await self.diagnostics.page_stats(session, command)
 
     async def _refuse(
         self, session: str, code: str, command: protocol.BrowserCommand, text: str | None = None
@@ -722,6 +746,7 @@ class Line:
         await self.send(session, error_message(code, text, protocol.command_name(command)))
 
     async def _webrtc_offer(self, session: str, sdp: str) -> None:
+        await self.diagnostics.media_replaced(session)
         answer = await self.host.media.browser_offer(session, sdp)
         await self.send(session, server_message("webrtc.answer", sdp=answer))
         # A reloaded page gets its running call's audio back at once.
@@ -1009,6 +1034,7 @@ class Line:
         log.info("line %s: call %s (%s) ended: %s", self.user_id, call.id, call.direction, reason)
         del self.calls[call.id]
         if call.media is not None:
+            sample_leg(call)  # the last RTCP view, for the history row's quality
             await call.media.close()
         if self.transport is not None:
             self.ua.forget(call.id)

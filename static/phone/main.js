@@ -2,6 +2,8 @@
 // (socket.js → ui.js for signalling, webrtc.js for media).
 import { DIAL_CHANNEL } from "./panels.js";
 import "./cti.js";
+import { LineTest } from "./linetest.js";
+import { CallQuality } from "./quality.js";
 import { isCommandKey, setUpShortcuts } from "./shortcuts.js";
 import { PhoneSocket } from "./socket.js";
 import { PhoneUI } from "./ui.js";
@@ -100,7 +102,10 @@ if ("Notification" in window && Notification.permission === "default") {
 const socket = new PhoneSocket();
 const ui = new PhoneUI(socket);
 const media = new PhoneMedia(socket, $("remote-audio"));
-window.browserPhone = { socket, ui, media }; // for support staff and end-to-end tests
+// 回線テスト and 通話品質 (issue 13, items 4-5)
+const lineTest = new LineTest(socket, media);
+const quality = new CallQuality(socket, media, ui);
+window.browserPhone = { socket, ui, media, lineTest, quality }; // for support staff and end-to-end tests
 
 // -- mute (issue 13, item 7) ---------------------------------------------------------------------
 // 消音: the microphone's track stays in the call but sends silence (track.enabled = false), so
