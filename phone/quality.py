@@ -16,7 +16,9 @@ network does not change left at its G.107 default:
 The thresholds of good / fair / poor follow the usual reading of G.107 Table B.1 ("users
 satisfied" from R 80 ≈ MOS 4.0; "many users dissatisfied" below R 70 ≈ MOS 3.6).
 
-Nothing here imports Django: the worker, the tests and the admin's filter threshold read it.
+Nothing here imports Django or the media stack: the worker, the tests and the admin's filter
+threshold read it (a web process must not load phone.media: tests/phone/test_boundaries.py).
+What an RTCP report block says is read in phone.media.rtp (report_quality).
 """
 
 from __future__ import annotations
@@ -24,24 +26,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from phone.media.rtp import (
-    RtcpParseError,
-    RtcpReceiverReport,
-    RtcpSenderReport,
-    parse_rtcp,
-    round_trip_time,
-)
-
 __all__ = [
     "FAIR_MOS",
     "GOOD_MOS",
     "QualitySample",
     "QualityTracker",
-    "ReportQuality",
     "mos",
     "quality_state",
     "r_factor",
-    "report_quality",
 ]
 
 GOOD_MOS = 4.0
@@ -89,40 +81,6 @@ def quality_state(score: float | None) -> str:
 
 
 # -- RTCP receiver reports (RFC 3550 §6.4) ----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReportQuality:
-    """What one reception report block says about the stream we send (RFC 3550 §6.4.1)."""
-
-    loss: float  # fraction lost since the previous report, 0..1
-    jitter_ms: float  # interarrival jitter, converted from timestamp units
-    rtt_ms: float | None  # A - LSR - DLSR; None without an SR to refer to (LSR = 0)
-    cumulative_lost: int
-
-
-def report_quality(
-    data: bytes, ssrc: int, arrival_ntp: int, clock_rate: int = 8000
-) -> ReportQuality | None:
-    """The report block about `ssrc` (ours) in an RTCP compound packet, or None."""
-    try:
-        packets = parse_rtcp(data)
-    except RtcpParseError:
-        return None
-    for packet in packets:
-        if not isinstance(packet, (RtcpSenderReport, RtcpReceiverReport)):
-            continue
-        for block in packet.reports:
-            if block.ssrc != ssrc:
-                continue
-            rtt = round_trip_time(block, arrival_ntp)
-            return ReportQuality(
-                loss=block.fraction_lost / 256,
-                jitter_ms=block.jitter * 1000 / clock_rate,
-                rtt_ms=None if rtt is None else rtt * 1000,
-                cumulative_lost=block.cumulative_lost,
-            )
-    return None
 
 
 # -- folding a call's samples -----------------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "SAMPLE_RATE",
     "ReceiverStats",
     "ReportBlock",
+    "ReportQuality",
     "RtcpBye",
     "RtcpPacket",
     "RtcpParseError",
@@ -41,6 +42,7 @@ __all__ = [
     "random_sequence",
     "random_ssrc",
     "random_timestamp",
+    "report_quality",
     "round_trip_time",
     "seq_diff",
 ]
@@ -817,3 +819,40 @@ def round_trip_time(block: ReportBlock, arrival_ntp: int) -> float | None:
     if rtt & 0x8000_0000:  # negative: clocks or a stale report disagree
         return None
     return rtt / 65536
+
+
+# -- what a report block says about our stream (phone.quality scores it) --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuality:
+    """What one reception report block says about the stream we send (RFC 3550 §6.4.1)."""
+
+    loss: float  # fraction lost since the previous report, 0..1
+    jitter_ms: float  # interarrival jitter, converted from timestamp units
+    rtt_ms: float | None  # A - LSR - DLSR; None without an SR to refer to (LSR = 0)
+    cumulative_lost: int
+
+
+def report_quality(
+    data: bytes, ssrc: int, arrival_ntp: int, clock_rate: int = 8000
+) -> ReportQuality | None:
+    """The report block about `ssrc` (ours) in an RTCP compound packet, or None."""
+    try:
+        packets = parse_rtcp(data)
+    except RtcpParseError:
+        return None
+    for packet in packets:
+        if not isinstance(packet, (RtcpSenderReport, RtcpReceiverReport)):
+            continue
+        for block in packet.reports:
+            if block.ssrc != ssrc:
+                continue
+            rtt = round_trip_time(block, arrival_ntp)
+            return ReportQuality(
+                loss=block.fraction_lost / 256,
+                jitter_ms=block.jitter * 1000 / clock_rate,
+                rtt_ms=None if rtt is None else rtt * 1000,
+                cumulative_lost=block.cumulative_lost,
+            )
+    return None

@@ -8,8 +8,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from phone.media.rtp import report_quality
 from phone.models import CallRecord
-from phone.quality import QualityTracker, mos, quality_state, r_factor, report_quality
+from phone.quality import QualityTracker, mos, quality_state, r_factor
 
 # -- the E-model (phone.quality's module doc) ------------------------------------------------
 
