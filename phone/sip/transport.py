@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import tls as sip_tls
+from .demux import Deliver, Demux, Reply
 from .errors import SipParseError
 from .message import SipRequest, StreamFramer, make_response, parse_message
 from .transaction import Addr, MalformedMessage
@@ -157,10 +158,12 @@ class SipTransport(Generic[CoreT]):
         local_addr: Addr,
         core_factory: Callable[[Addr], CoreT],
         on_event: Callable[[Any], None],
+        transport_name: str = "UDP",
     ) -> SipTransport[CoreT]:
         """Datagrams through any sender, fed back with :meth:`datagram_received` (tests wire
-        cores together in memory this way, with the real timers and event flushing)."""
-        self: SipTransport[CoreT] = cls("UDP", on_event)
+        cores together in memory this way, with the real timers and event flushing; a line on
+        a :class:`SharedSipSocket` is one of these)."""
+        self: SipTransport[CoreT] = cls(transport_name, on_event)
         self._udp = sender
         self.local_addr = local_addr
         self._core = core_factory(local_addr)
@@ -436,3 +439,125 @@ def _client_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+# Receive buffer asked for the shared UDP socket: a registration burst of thousands of lines
+# brings their 401s and 200s back at once, and the default (~200 KiB, a few hundred datagrams)
+# overflows; every datagram lost costs a Timer E/F retransmission (RFC 3261 §17.1.2.2).
+# The kernel caps it at net.core.rmem_max.
+SHARED_RCVBUF = 4 * 1024 * 1024
+
+
+class _LineSender:
+    """A line's view of the shared socket: sending goes through it, closing only leaves it."""
+
+    __slots__ = ("shared", "token")
+
+    def __init__(self, shared: SharedSipSocket, token: str) -> None:
+        self.shared = shared
+        self.token = token
+
+    def sendto(self, data: bytes, addr: Addr) -> None:
+        self.shared._send(data, addr)
+
+    def close(self) -> None:
+        self.shared.detach(self.token)
+
+
+class SharedSipSocket(SipTransport[Any]):
+    """One UDP socket, or one TCP listener plus one connection per peer (so one per PBX
+    address), for every line of a worker process. Each line is a :class:`SipTransport` of its
+    own (its core, its timer, its event callback) from :meth:`open_line`; what arrives is
+    handed to the right one by phone.sip.demux, or answered here when it is for no line.
+
+    The socket belongs to whoever opened it (the sipworker host): closing a line only takes
+    it off the routing table; :meth:`close` closes the socket (and stops routing to lines).
+    """
+
+    def __init__(self, transport_name: str) -> None:
+        super().__init__(transport_name, _log_shared_event)
+        self.demux: Demux[SipTransport[Any]] = Demux(reliable=transport_name != "UDP")
+        self._lines: dict[str, SipTransport[Any]] = {}
+
+    @classmethod
+    async def shared_udp(
+        cls, host: str, port: int, *, rcvbuf: int | None = SHARED_RCVBUF
+    ) -> SharedSipSocket:
+        self = cls("UDP")
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(host, port)
+        )
+        self._udp = transport
+        if rcvbuf:
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sockname = transport.get_extra_info("sockname")
+        self.local_addr = (str(sockname[0]), int(sockname[1]))
+        return self
+
+    @classmethod
+    async def shared_tcp(cls, host: str, port: int) -> SharedSipSocket:
+        """A listener for requests the PBX sends us (it connects to our Contact) and, on
+        demand, one outgoing connection per peer address, which every line sends over."""
+        self = cls("TCP")
+        self._server = await asyncio.start_server(self._accepted, host, port)
+        sockname = self._server.sockets[0].getsockname()
+        self.local_addr = (str(sockname[0]), int(sockname[1]))
+        return self
+
+    @property
+    def lines(self) -> int:
+        return len(self._lines)
+
+    def open_line(
+        self, core_factory: Callable[[Addr], Any], on_event: Callable[[Any], None]
+    ) -> SipTransport[Any]:
+        """A line's port on this socket. `core_factory` builds its UserAgent for our address;
+        the line's token goes into it (UserAgent.use_line_token) before it sends anything."""
+        if self._closed:
+            raise RuntimeError("shared SIP socket is closed")
+        token = self.demux.new_token()
+
+        def make(addr: Addr) -> Any:
+            ua = core_factory(addr)
+            ua.use_line_token(token)
+            return ua
+
+        port: SipTransport[Any] = SipTransport.over(
+            _LineSender(self, token), self.local_addr, make, on_event, self.transport_name
+        )
+        self.demux.add(token, port, port.core.config.username)
+        self._lines[token] = port
+        return port
+
+    def detach(self, token: str) -> None:
+        self.demux.remove(token)
+        self._lines.pop(token, None)
+
+    def _feed(self, data: bytes, source: Addr) -> None:
+        if self._closed:
+            return
+        try:
+            route = self.demux.route(data, source)
+        except Exception:  # a routing bug must not take the socket (and every line) down
+            log.exception("SIP demux failed on a message from %s:%s", *source)
+            return
+        if isinstance(route, Deliver):
+            # The line's own transport catches and logs whatever its core raises.
+            route.key.datagram_received(data, source)
+        elif isinstance(route, Reply):
+            log.debug("SIP from %s:%s answered by the shared socket: %s", *source, route.reason)
+            self._send(route.data, route.addr)
+        elif route.malformed:
+            log.warning("dropped malformed SIP from %s:%s: %s", *source, route.reason)
+        else:
+            log.debug("dropped SIP from %s:%s: %s", *source, route.reason)
+
+    async def close(self) -> None:
+        self._lines.clear()
+        await super().close()
+
+
+def _log_shared_event(event: Any) -> None:
+    log.info("shared SIP socket: %r", event)

@@ -24,13 +24,16 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from . import demux
 from .auth import DigestAuth
+from .demux import LINE_PARAM
 from .dialog import Dialog, DialogState, next_hop, request_dialog_id
 from .errors import SipError, SipParseError
 from .message import (
     Headers,
     SipRequest,
     SipResponse,
+    Via,
     generate_tag,
     make_response,
 )
@@ -122,6 +125,12 @@ class UserAgentConfig:
     # Backoff after a REGISTER failed (error response, timeout): RegistrationSettings.retry_*.
     register_retry_base: float = 30.0
     register_retry_max: float = 1800.0
+    # Many lines on one shared socket (phone.sip.demux): this line's token. It goes into the
+    # Contact URI (as the LINE_PARAM uri-parameter, which the registrar hands back as the
+    # Request-URI of calls to us, RFC 3261 §10.3 step 7 / §16.5), into the branch of every Via
+    # we send (responses find their way back by it, §17.1.3) and into every local tag (the To
+    # tag of in-dialog requests to us, §12.2.2). None: a socket of our own, plain identifiers.
+    line_token: str | None = None
 
 
 class CallState(enum.Enum):
@@ -375,11 +384,29 @@ class UserAgent:
         params: dict[str, str | None] = {}
         if self.config.transport.upper() != "UDP":
             params["transport"] = self.config.transport.lower()
+        if self.config.line_token is not None:
+            params[LINE_PARAM] = self.config.line_token
         return SipUri(host=host, user=self.config.username, port=port, params=params)
 
     @property
     def contact(self) -> Address:
         return Address(self.contact_uri)
+
+    def use_line_token(self, token: str) -> None:
+        """Put this user agent behind a shared socket as line `token` (see
+        UserAgentConfig.line_token). Only before its first request: the registered Contact
+        and every identifier minted afterwards carry the token."""
+        self.config.line_token = token
+        self.registration.contact = self.contact_uri
+        self.registration.from_tag = self._new_tag()
+
+    def _new_tag(self) -> str:
+        token = self.config.line_token
+        return generate_tag() if token is None else demux.make_tag(token)
+
+    def _new_via(self) -> Via:
+        token = self.config.line_token
+        return self.layer.make_via(None if token is None else demux.make_branch(token))
 
     def _from_address(self) -> Address:
         return Address(self.aor.copy(), self.config.display_name)
@@ -475,7 +502,7 @@ class UserAgent:
     def _send_request(
         self, now: float, request: SipRequest, kind: str, call_id: str | None, out: UaOutput
     ) -> str:
-        request.headers.set("via", str(self.layer.make_via()))
+        request.headers.set("via", str(self._new_via()))
         if "user-agent" not in request.headers and self.config.user_agent:
             request.headers.add("user-agent", self.config.user_agent)
         tid, layer_out = self.layer.send_request(now, request, self._destination(request))
@@ -568,7 +595,7 @@ class UserAgent:
     def _send_keepalive(self, now: float, out: UaOutput) -> None:
         """An out-of-dialog OPTIONS to the proxy (RFC 3261 §11.1), a fresh Call-ID each time."""
         local = Address(self.aor.copy())
-        local.tag = generate_tag()
+        local.tag = self._new_tag()
         h = Headers()
         h.add("max-forwards", "70")
         h.add("from", str(local))
@@ -624,7 +651,7 @@ class UserAgent:
         local = self._from_address()
         if from_user:
             local.uri.user = from_user
-        local.tag = generate_tag()
+        local.tag = self._new_tag()
         h = Headers()
         h.add("max-forwards", "70")
         h.add("from", str(local))
@@ -849,7 +876,7 @@ class UserAgent:
     def _send_subscribe(self, now: float, out: UaOutput) -> None:
         if self._mwi_call_id is None:
             self._mwi_call_id = f"{secrets.token_hex(10)}@{self.config.local_addr[0]}"
-            self._mwi_tag = generate_tag()
+            self._mwi_tag = self._new_tag()
             self._mwi_cseq = 0
         self._mwi_cseq += 1
         local = Address(self.aor.copy())
@@ -1016,7 +1043,7 @@ class UserAgent:
                 self._respond(now, make_response(request, 481, to_tag=generate_tag()), out)
                 return
             replaces = old.id
-        local_tag = generate_tag()
+        local_tag = self._new_tag()
         call = Call(request.call_id, "incoming", CallState.INCOMING, request, remote_sdp=offer)
         call.dialog = Dialog.from_uas(request, local_tag, self.contact)
         if self.config.ring_timeout is not None:
@@ -1348,7 +1375,7 @@ class UserAgent:
     def _ack_2xx(
         self, now: float, dialog: Dialog, invite: SipRequest, response: SipResponse, out: UaOutput
     ) -> SipRequest:
-        ack = dialog.create_ack(invite.cseq.seq, via=self.layer.make_via())
+        ack = dialog.create_ack(invite.cseq.seq, via=self._new_via())
         for name in ("authorization", "proxy-authorization"):
             for value in invite.headers.get_all(name):
                 ack.headers.add(name, value)

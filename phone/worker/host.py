@@ -42,7 +42,7 @@ from phone.signalling.protocol import (
 )
 from phone.signalling.schema import error_message
 from phone.sip.transaction import Addr
-from phone.sip.transport import SipTransport
+from phone.sip.transport import SharedSipSocket, SipTransport
 from phone.sip.useragent import UserAgent
 from phone.worker.db import LineConfig
 from phone.worker.line import LeaseLost, Line, SipPort
@@ -60,6 +60,8 @@ SWEEP_SECONDS = 10.0
 async def open_sip_transport(
     config: LineConfig, make_ua: Callable[[Addr], UserAgent], on_event: Callable[[Any], None]
 ) -> SipPort:
+    """A socket (or connection) of the line's own. The host uses it for TLS only: UDP and TCP
+    lines share the host's sockets (SipWorkerHost.open_shared_sip)."""
     bind = settings.SIP_BIND_ADDRESS
     if config.transport == "tcp":
         return await SipTransport.tcp(bind, 0, make_ua, on_event)
@@ -90,9 +92,40 @@ class SipWorkerHost:
         self.layer = get_channel_layer()
         self.lines: dict[int, Line] = {}
         self.media = MediaHub()
-        self.open_sip: Callable[..., Awaitable[SipPort]] = open_sip_transport
+        self.open_sip: Callable[..., Awaitable[SipPort]] = self.open_shared_sip
+        # One socket per transport for all lines (issue 11): file descriptors do not grow with
+        # the number of lines. Opened with the first line that needs it, closed at shutdown.
+        self._shared: dict[str, SharedSipSocket] = {}
+        self._shared_lock = asyncio.Lock()
         self.open_media: Callable[[], Awaitable[CallMedia]] = CallMedia.open
         self._heartbeat: asyncio.Task[None] | None = None
+
+    async def open_shared_sip(
+        self,
+        config: LineConfig,
+        make_ua: Callable[[Addr], UserAgent],
+        on_event: Callable[[Any], None],
+    ) -> SipPort:
+        """The host's `open_sip`: UDP and TCP lines get a port on the shared socket of their
+        transport (phone.sip.demux routes what arrives); TLS lines, whose connection carries
+        the PBX certificate check, keep a connection of their own for now."""
+        if config.transport not in ("udp", "tcp"):
+            return await open_sip_transport(config, make_ua, on_event)
+        shared = await self.shared_socket(config.transport)
+        return shared.open_line(make_ua, on_event)
+
+    async def shared_socket(self, transport: str) -> SharedSipSocket:
+        async with self._shared_lock:  # two lines starting together must not bind two
+            shared = self._shared.get(transport)
+            if shared is None:
+                bind = settings.SIP_BIND_ADDRESS
+                if transport == "tcp":
+                    shared = await SharedSipSocket.shared_tcp(bind, 0)
+                else:
+                    shared = await SharedSipSocket.shared_udp(bind, 0)
+                self._shared[transport] = shared
+                log.info("sipworker: shared SIP %s socket on %s:%s", transport, *shared.local_addr)
+            return shared
 
     def line(self, user_id: int) -> Line:
         line = self.lines.get(user_id)
@@ -232,4 +265,9 @@ class SipWorkerHost:
             for line in lines:
                 with contextlib.suppress(Exception):
                     await owners.release(self.worker_id, line.user_id)
+        # The lines have sent their un-REGISTERs: now the shared sockets may go.
+        shared, self._shared = list(self._shared.values()), {}
+        for sock in shared:
+            with contextlib.suppress(Exception):
+                await sock.close()
         await self.media.close()

@@ -1,0 +1,222 @@
+"""Many lines behind one socket: which line's core a message that arrived is for (sans-I/O).
+
+A sipworker hosts thousands of SIP accounts ("lines"). Instead of a socket per line, all of them
+share one socket per transport (phone.sip.transport.SharedSipSocket) and every line gets a short
+random *token* that it writes into the identifiers it mints, so that whatever comes back names
+its line without any per-call table here:
+
+- the branch of every Via it sends (``z9hG4bK<token>.<random>``): a response carries our Via
+  back unchanged (RFC 3261 §8.2.6.2, §17.1.3), so it is routed by its top Via branch;
+- every local tag (From tag of our requests, To tag of our answers, ``<token>.<random>``): an
+  in-dialog request carries our tag in its To header (§12.2.1.1), so the dialog (Call-ID, tags)
+  is found by its line's core, which checks the whole dialog ID and answers 481 when it has none;
+- the Contact it registers, as the uri-parameter LINE_PARAM: the registrar hands the registered
+  Contact URI, parameters included, back as the Request-URI of requests for the AoR (§10.3 step
+  7, §16.5; Kamailio's lookup() does), so out-of-dialog requests (INVITE, OPTIONS, NOTIFY,
+  REFER...) and CANCEL (same Request-URI as its INVITE, §9.1) are routed by their Request-URI.
+
+A request whose Request-URI carries no token (a PBX that rewrites it to the AoR) goes to the one
+line with that user part, if exactly one has it. Everything else is answered here: 481 for a
+request with a To tag (§12.2.2), 404 for a new request to nobody we host (§8.2.2.1); ACK is never
+answered (§17.1.1.3) and unmatched responses are dropped (§18.1.2). Unparsable requests get 400
+when a reply can be routed (§21.4.1), like a core on a socket of its own would send.
+
+    demux = Demux[int]()
+    token = demux.new_token()
+    demux.add(token, line_id, user="1001")
+    match demux.route(data, source):
+        case Deliver(key=line_id): ...      # feed `data` to that line's core
+        case Reply(data=reply, addr=addr): ...  # send it from the shared socket
+        case Drop(reason=why): ...          # log it
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .errors import SipParseError
+from .message import BRANCH_MAGIC, SipRequest, build_error_response, make_response, parse_message
+from .transaction import Addr
+
+__all__ = [
+    "LINE_PARAM",
+    "Deliver",
+    "Demux",
+    "Drop",
+    "Reply",
+    "make_branch",
+    "make_tag",
+    "token_of_branch",
+    "token_of_tag",
+]
+
+# The Contact uri-parameter that names the line (a token, RFC 3261 §25.1 "other-param").
+LINE_PARAM = "bpline"
+# Separates the token from the random rest of a branch or tag: not a hex digit, and allowed in
+# both (RFC 3261 §25.1 token).
+_SEP = "."
+# Tokens are 8 hex digits (2^32: a clash among a few thousand lines is retried in new_token).
+_TOKEN_BYTES = 4
+_MAX_TOKEN = 16  # anything longer in a branch/tag/parameter is not one of ours
+
+K = TypeVar("K")
+
+
+def make_branch(token: str) -> str:
+    """A Via branch for line `token`: the magic cookie (§8.1.1.7), the token, 64 random bits."""
+    return f"{BRANCH_MAGIC}{token}{_SEP}{secrets.token_hex(8)}"
+
+
+def make_tag(token: str) -> str:
+    """A local tag for line `token` with 48 random bits (§19.3 asks for 32 at least)."""
+    return f"{token}{_SEP}{secrets.token_hex(6)}"
+
+
+def _token(value: str) -> str | None:
+    token, sep, _rest = value.partition(_SEP)
+    if not sep or not token or len(token) > _MAX_TOKEN:
+        return None
+    return token
+
+
+def token_of_branch(branch: str | None) -> str | None:
+    if not branch or not branch.startswith(BRANCH_MAGIC):
+        return None
+    return _token(branch[len(BRANCH_MAGIC) :])
+
+
+def token_of_tag(tag: str | None) -> str | None:
+    return _token(tag) if tag else None
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(Generic[K]):
+    """Feed the message to the core of line `key`. `how`: branch | dialog | contact | user."""
+
+    key: K
+    how: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer from the shared socket: send `data` to `addr`."""
+
+    data: bytes
+    addr: Addr
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Nothing to do (`reason` is for the log); `malformed` ones are logged as warnings."""
+
+    reason: str
+    malformed: bool = False
+
+
+class Demux(Generic[K]):
+    """The routing table of one shared socket: line token -> key (whatever names the core)."""
+
+    def __init__(self, *, reliable: bool = False) -> None:
+        # Over TCP/TLS there is no datagram size check and replies go back on the connection.
+        self.reliable = reliable
+        self._lines: dict[str, K] = {}
+        self._users: dict[str, set[str]] = {}  # Contact user part -> tokens (fallback route)
+        self._user_of: dict[str, str] = {}
+        self.counts: Counter[str] = Counter()  # how messages were routed, for tests/benchmarks
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def new_token(self) -> str:
+        while True:
+            token = secrets.token_hex(_TOKEN_BYTES)
+            if token not in self._lines:
+                return token
+
+    def add(self, token: str, key: K, user: str | None = None) -> None:
+        if token in self._lines:
+            raise ValueError(f"line token {token!r} already in use")
+        if not token or len(token) > _MAX_TOKEN or _SEP in token:
+            raise ValueError(f"bad line token {token!r}")
+        self._lines[token] = key
+        if user:
+            self._users.setdefault(user, set()).add(token)
+            self._user_of[token] = user
+
+    def remove(self, token: str) -> None:
+        self._lines.pop(token, None)
+        user = self._user_of.pop(token, None)
+        if user is not None:
+            tokens = self._users.get(user)
+            if tokens is not None:
+                tokens.discard(token)
+                if not tokens:
+                    del self._users[user]
+
+    def route(self, data: bytes, source: Addr) -> Deliver[K] | Reply | Drop:
+        if not data.strip(b"\r\n"):
+            # RFC 5626 §4.4.1 CRLF keepalive on a datagram socket: nothing to answer.
+            self.counts["keepalive"] += 1
+            return Drop("keepalive")
+        try:
+            message = parse_message(data, datagram=not self.reliable)
+        except SipParseError as exc:
+            self.counts["malformed"] += 1
+            error = build_error_response(data)
+            if error is not None:
+                # §21.4.1; the raw Via is copied, so the reply goes where the bytes came from.
+                return Reply(error, source, f"malformed: {exc}")
+            return Drop(f"malformed: {exc}", malformed=True)
+        if not isinstance(message, SipRequest):
+            token = token_of_branch(message.top_via.branch)
+            key = self._lines.get(token) if token else None
+            if key is None:
+                # §18.1.2: a response matching no client transaction is discarded.
+                self.counts["stray-response"] += 1
+                return Drop(f"response {message.status} for no line (branch)")
+            self.counts["branch"] += 1
+            return Deliver(key, "branch")
+        return self._route_request(message, source)
+
+    def _route_request(self, request: SipRequest, source: Addr) -> Deliver[K] | Reply | Drop:
+        to_tag = request.to_addr.tag
+        if to_tag is not None:
+            key = self._lines.get(token_of_tag(to_tag) or "")
+            if key is not None:
+                self.counts["dialog"] += 1
+                return Deliver(key, "dialog")
+        uri = request.uri
+        token = uri.params.get(LINE_PARAM)
+        key = self._lines.get(token) if token else None
+        if key is not None:
+            # In-dialog requests too are addressed to our Contact (§12.2.1.1 remote target).
+            self.counts["contact"] += 1
+            return Deliver(key, "contact")
+        if token is None and uri.user:
+            tokens = self._users.get(uri.user)
+            if tokens is not None and len(tokens) == 1:
+                self.counts["user"] += 1
+                return Deliver(self._lines[next(iter(tokens))], "user")
+        self.counts["unmatched"] += 1
+        if request.method == "ACK":
+            return Drop("ACK for no line")  # §17.1.1.3: never answered
+        addr = self._reply_addr(request, source)
+        if to_tag is not None:
+            # §12.2.2: a request within a dialog we do not know.
+            reply = make_response(request, 481)
+            return Reply(reply.to_bytes(), addr, f"{request.method} for no dialog")
+        # §8.2.2.1: the Request-URI names nobody we serve.
+        reply = make_response(request, 404, to_tag=secrets.token_hex(6))
+        return Reply(reply.to_bytes(), addr, f"{request.method} for no line")
+
+    def _reply_addr(self, request: SipRequest, source: Addr) -> Addr:
+        if self.reliable:
+            return source  # §18.2.2: over the connection the request came on
+        via = request.top_via
+        # §18.2.2 with RFC 3581 §4: the source address; its port too when the client asked
+        # for rport, otherwise the port it wrote into Via.
+        return (source[0], source[1] if via.has_rport else (via.port or 5060))
