@@ -219,3 +219,80 @@ async def test_it_registers_300_lines_on_one_socket_and_each_call_reaches_its_li
     finally:
         await caller.close()
         await shared.close()
+
+
+async def test_lines_on_tcp_share_one_connection_to_the_pbx(pbx: Kamailio) -> None:
+    shared = await SharedSipSocket.shared_tcp("127.0.0.1", 0)
+    caller_events: list[Any] = []
+    caller = await SipTransport.udp(
+        "127.0.0.1",
+        0,
+        lambda addr: UserAgent(
+            UserAgentConfig(
+                username=CALLER,
+                domain=pbx.domain,
+                local_addr=addr,
+                password="pw1001",
+                proxy_addr=(pbx.host, pbx.port),
+            )
+        ),
+        caller_events.append,
+    )
+    pbx_addr = (pbx.host, pbx.port)
+    events: list[list[Any]] = []
+    ports: list[SipTransport[Any]] = []
+    try:
+        for i in range(20):
+            ext = str(FIRST + i)
+            got: list[Any] = []
+
+            def make(addr: Addr, ext: str = ext) -> UserAgent:
+                return UserAgent(
+                    UserAgentConfig(
+                        username=ext,
+                        domain=pbx.domain,
+                        local_addr=addr,
+                        password=pbx.users[ext],
+                        transport="TCP",
+                        proxy_addr=pbx_addr,
+                        trusted_sources=frozenset({pbx_addr}),
+                    )
+                )
+
+            ports.append(shared.open_line(make, got.append))
+            events.append(got)
+        for port in ports:
+            port.execute(lambda now, port=port: port.core.register(now))
+
+        def registered() -> bool:
+            return all(
+                any(
+                    isinstance(e, RegistrationStateChanged)
+                    and e.state is RegistrationState.REGISTERED
+                    for e in got
+                )
+                for got in events
+            )
+
+        await until(registered, 20, "REGISTERED over TCP")
+        # Twenty REGISTER transactions (and their retries with credentials), one connection.
+        assert list(shared._conns) == [pbx_addr]
+        contacts = await asyncio.to_thread(contacts_of, pbx, str(FIRST + 11))
+        assert len(contacts) == 1 and "transport=tcp" in contacts[0]
+
+        offer = build_offer("127.0.0.1", 40000, session_id="1")
+        caller.execute(lambda now: caller.core.call(now, str(FIRST + 11), offer))
+
+        def rung() -> bool:
+            return any(isinstance(e, IncomingCall) for e in events[11])
+
+        await until(rung, 10, "INVITE over TCP")
+        assert not [
+            i
+            for i, got in enumerate(events)
+            if i != 11 and any(isinstance(e, IncomingCall) for e in got)
+        ]
+        assert shared.demux.counts["contact"] == 1
+    finally:
+        await caller.close()
+        await shared.close()
