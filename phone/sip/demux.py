@@ -42,11 +42,14 @@ from .message import BRANCH_MAGIC, SipRequest, build_error_response, make_respon
 from .transaction import Addr
 
 __all__ = [
+    "KEEPALIVE_TOKEN",
     "LINE_PARAM",
     "Deliver",
     "Demux",
     "Drop",
     "Reply",
+    "SharedKeepalive",
+    "keepalive_probe",
     "make_branch",
     "make_tag",
     "token_of_branch",
@@ -61,6 +64,9 @@ _SEP = "."
 # Tokens are 8 hex digits (2^32: a clash among a few thousand lines is retried in new_token).
 _TOKEN_BYTES = 4
 _MAX_TOKEN = 16  # anything longer in a branch/tag/parameter is not one of ours
+
+# The branch token of the shared socket's own keepalive probes (never a line's: not hex).
+KEEPALIVE_TOKEN = "ka"
 
 K = TypeVar("K")
 
@@ -173,6 +179,9 @@ class Demux(Generic[K]):
             return Drop(f"malformed: {exc}", malformed=True)
         if not isinstance(message, SipRequest):
             token = token_of_branch(message.top_via.branch)
+            if token == KEEPALIVE_TOKEN:
+                self.counts["keepalive-answer"] += 1
+                return Drop("keepalive answer")  # the socket noted the source as alive
             key = self._lines.get(token) if token else None
             if key is None:
                 # §18.1.2: a response matching no client transaction is discarded.
@@ -220,3 +229,76 @@ class Demux(Generic[K]):
         # §18.2.2 with RFC 3581 §4: the source address; its port too when the client asked
         # for rport, otherwise the port it wrote into Via.
         return (source[0], source[1] if via.has_rport else (via.port or 5060))
+
+
+class SharedKeepalive:
+    """Liveness of one proxy for every line behind a shared socket that uses it.
+
+    A line on a socket of its own probes its proxy with OPTIONS (UserAgent keepalive); a
+    thousand lines on one socket would send a thousand probes along the same path for the same
+    answer. Here one probe per interval covers them all, and none is sent while anything at all
+    arrived from the proxy within the interval (any response proves it alive, RFC 3261 §11).
+    No answer within `timeout` of a probe: the proxy is lost (tell every line); the next thing
+    heard from it: it is back (tell them again). Sans-I/O: the socket calls `heard` for every
+    datagram from the proxy and `handle_timer` at `next_timer()`.
+    """
+
+    def __init__(self, interval: float, timeout: float) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self.lost = False
+        self._heard_at: float | None = None
+        self._next_probe: float | None = None
+        self._deadline: float | None = None  # of the oldest unanswered probe
+
+    def start(self, now: float) -> None:
+        if self._next_probe is None:
+            self._next_probe = now + self.interval
+
+    def heard(self, now: float) -> bool:
+        """Something arrived from the proxy. True when that ends an outage."""
+        self._heard_at = now
+        self._deadline = None
+        if self.lost:
+            self.lost = False
+            return True
+        return False
+
+    def next_timer(self) -> float | None:
+        times = [t for t in (self._next_probe, self._deadline) if t is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> tuple[bool, bool]:
+        """(send a probe now, the proxy was just lost)."""
+        lost_now = False
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            if not self.lost:
+                self.lost = lost_now = True
+        probe = False
+        if self._next_probe is not None and now >= self._next_probe:
+            self._next_probe = now + self.interval
+            if self.lost or self._heard_at is None or now - self._heard_at >= self.interval:
+                probe = True
+                if self._deadline is None and not self.lost:
+                    self._deadline = now + self.timeout
+        return probe, lost_now
+
+
+def keepalive_probe(local_addr: Addr, transport: str, proxy: Addr) -> bytes:
+    """An OPTIONS to the proxy itself (RFC 3261 §11.1) from the shared socket. Its answer
+    carries the KEEPALIVE_TOKEN branch back and is dropped by :meth:`Demux.route`."""
+    host, port = local_addr
+    branch = make_branch(KEEPALIVE_TOKEN)
+    call_id = f"{secrets.token_hex(10)}@{host}"
+    target = f"sip:{proxy[0]}:{proxy[1]}"
+    return (
+        f"OPTIONS {target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {host}:{port};branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:keepalive@{host}:{port}>;tag={secrets.token_hex(6)}\r\n"
+        f"To: <{target}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()

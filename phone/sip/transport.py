@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import tls as sip_tls
-from .demux import Deliver, Demux, Reply
+from .demux import Deliver, Demux, Reply, SharedKeepalive, keepalive_probe
 from .errors import SipParseError
 from .message import SipRequest, StreamFramer, make_response, parse_message
 from .transaction import Addr, MalformedMessage
@@ -478,6 +478,11 @@ class SharedSipSocket(SipTransport[Any]):
         super().__init__(transport_name, _log_shared_event)
         self.demux: Demux[SipTransport[Any]] = Demux(reliable=transport_name != "UDP")
         self._lines: dict[str, SipTransport[Any]] = {}
+        # One keepalive per proxy for all its lines (their own probes are switched off).
+        self._keepalives: dict[Addr, SharedKeepalive] = {}
+        self._keepalive_timers: dict[Addr, asyncio.TimerHandle] = {}
+        self._lines_of: dict[Addr, set[str]] = {}
+        self._proxy_of: dict[str, Addr] = {}
 
     @classmethod
     async def shared_udp(
@@ -518,10 +523,17 @@ class SharedSipSocket(SipTransport[Any]):
         if self._closed:
             raise RuntimeError("shared SIP socket is closed")
         token = self.demux.new_token()
+        keepalive: tuple[Addr, float, float] | None = None
 
         def make(addr: Addr) -> Any:
+            nonlocal keepalive
             ua = core_factory(addr)
             ua.use_line_token(token)
+            config = ua.config
+            if config.keepalive_interval and config.proxy_addr is not None:
+                # The socket probes the proxy for every line that uses it (SharedKeepalive).
+                keepalive = (config.proxy_addr, config.keepalive_interval, config.keepalive_timeout)
+                config.keepalive_interval = None
             return ua
 
         port: SipTransport[Any] = SipTransport.over(
@@ -529,15 +541,77 @@ class SharedSipSocket(SipTransport[Any]):
         )
         self.demux.add(token, port, port.core.config.username)
         self._lines[token] = port
+        if keepalive is not None:
+            self._join_keepalive(token, *keepalive)
         return port
 
     def detach(self, token: str) -> None:
         self.demux.remove(token)
         self._lines.pop(token, None)
+        proxy = self._proxy_of.pop(token, None)
+        if proxy is not None:
+            tokens = self._lines_of.get(proxy, set())
+            tokens.discard(token)
+            if not tokens:
+                self._lines_of.pop(proxy, None)
+                self._keepalives.pop(proxy, None)
+                timer = self._keepalive_timers.pop(proxy, None)
+                if timer is not None:
+                    timer.cancel()
+
+    # -- the shared keepalive ---------------------------------------------------------------------
+    def _join_keepalive(self, token: str, proxy: Addr, interval: float, timeout: float) -> None:
+        self._proxy_of[token] = proxy
+        self._lines_of.setdefault(proxy, set()).add(token)
+        if proxy not in self._keepalives:
+            keepalive = self._keepalives[proxy] = SharedKeepalive(interval, timeout)
+            keepalive.start(self._loop.time())
+            self._arm_keepalive(proxy)
+
+    def _arm_keepalive(self, proxy: Addr) -> None:
+        keepalive = self._keepalives.get(proxy)
+        old = self._keepalive_timers.pop(proxy, None)
+        if old is not None:
+            old.cancel()
+        when = keepalive.next_timer() if keepalive is not None else None
+        if when is not None and not self._closed:
+            self._keepalive_timers[proxy] = self._loop.call_at(
+                when, self._on_keepalive_timer, proxy
+            )
+
+    def _on_keepalive_timer(self, proxy: Addr) -> None:
+        self._keepalive_timers.pop(proxy, None)
+        keepalive = self._keepalives.get(proxy)
+        if keepalive is None or self._closed:
+            return
+        probe, lost = keepalive.handle_timer(self._loop.time())
+        if probe:
+            self._send(keepalive_probe(self.local_addr, self.transport_name, proxy), proxy)
+        if lost:
+            log.warning("SIP proxy %s:%s does not answer: its lines are failed", *proxy)
+            self._tell_lines(proxy, "proxy_lost")
+        self._arm_keepalive(proxy)
+
+    def _tell_lines(self, proxy: Addr, what: str) -> None:  # what: a UserAgent method
+        """Every line of `proxy` hears of its outage or return (only on those transitions)."""
+        for token in list(self._lines_of.get(proxy, ())):
+            port = self._lines.get(token)
+            if port is None:
+                continue
+            try:
+                command: Callable[[float], Any] = getattr(port.core, what)
+                port.execute(command)
+            except Exception:  # one line failing must not keep the news from the others
+                log.exception("SIP line failed on %s", what)
 
     def _feed(self, data: bytes, source: Addr) -> None:
         if self._closed:
             return
+        keepalive = self._keepalives.get(source)
+        if keepalive is not None and keepalive.heard(self._loop.time()):
+            log.info("SIP proxy %s:%s answers again", *source)
+            self._tell_lines(source, "proxy_answered")
+            self._arm_keepalive(source)
         try:
             route = self.demux.route(data, source)
         except Exception:  # a routing bug must not take the socket (and every line) down
@@ -556,6 +630,9 @@ class SharedSipSocket(SipTransport[Any]):
 
     async def close(self) -> None:
         self._lines.clear()
+        for timer in self._keepalive_timers.values():
+            timer.cancel()
+        self._keepalive_timers.clear()
         await super().close()
 
 

@@ -607,6 +607,20 @@ class UserAgent:
         tid = self._send_request(now, request, "keepalive", None, out)
         self._probes[tid] = now + self.config.keepalive_timeout
 
+    def proxy_lost(self, now: float) -> UaOutput:
+        """The owner's keepalive (a shared socket probing for many lines) found the proxy gone:
+        as if our own probe had timed out."""
+        out = UaOutput()
+        self.registration.unreachable(now, NO_RESPONSE)
+        self._drain_registration(out)
+        return out
+
+    def proxy_answered(self, now: float) -> UaOutput:
+        """The proxy answered the owner's keepalive again: re-REGISTER at once if lost."""
+        out = UaOutput()
+        self._proxy_answered(now, out)
+        return out
+
     def _proxy_answered(self, now: float, out: UaOutput) -> None:
         """Any response at all, even 404/405/407/483, means the proxy is alive."""
         self._clear_probes()

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from phone.sip.demux import LINE_PARAM, Deliver, Demux, Drop, Reply, make_branch, make_tag
+from phone.sip.demux import (
+    LINE_PARAM,
+    Deliver,
+    Demux,
+    Drop,
+    Reply,
+    SharedKeepalive,
+    keepalive_probe,
+    make_branch,
+    make_tag,
+)
 from phone.sip.message import parse_message
 from phone.sip.sdp import build_offer
 from phone.sip.transport import SharedSipSocket
@@ -164,6 +174,32 @@ def test_a_user_agent_with_a_token_puts_it_in_contact_branch_and_tags() -> None:
     assert register.top_via.branch.startswith("z9hG4bK0badf00d.")  # type: ignore[union-attr]
     _call_id, out = ua.call(1.0, "1002", build_offer("198.51.100.7", 40000, session_id="1"))
     assert parse_message(out.send[0].data).from_addr.tag.startswith("0badf00d.")  # type: ignore[union-attr]
+
+
+def test_one_keepalive_probes_for_all_lines_and_only_when_the_proxy_is_silent() -> None:
+    keepalive = SharedKeepalive(interval=2.0, timeout=4.0)
+    keepalive.start(0.0)
+    assert keepalive.next_timer() == 2.0
+    assert keepalive.handle_timer(2.0) == (True, False)  # silence so far: probe
+    keepalive.heard(2.1)  # its answer (or any line's traffic)
+    assert keepalive.handle_timer(4.0) == (False, False)  # heard 1.9 s ago: no probe needed
+    assert keepalive.handle_timer(6.0) == (True, False)
+    # Nothing more from the proxy: lost once, 4 s after the unanswered probe; probing goes on.
+    assert keepalive.handle_timer(8.0) == (True, False)
+    assert keepalive.next_timer() == 10.0
+    assert keepalive.handle_timer(10.0) == (True, True)
+    assert keepalive.lost
+    assert keepalive.handle_timer(12.0) == (True, False)  # reported once per outage
+    assert keepalive.heard(12.5) is True  # back: the lines re-register
+    assert keepalive.heard(12.6) is False
+
+
+def test_the_answer_to_the_shared_probe_is_taken_by_no_line() -> None:
+    demux, _, _ = demux_with_two_lines()
+    probe = parse_message(keepalive_probe(("198.51.100.7", 5080), "UDP", PBX))
+    assert probe.method == "OPTIONS" and str(probe.uri) == "sip:192.0.2.1:5060"  # type: ignore[union-attr]
+    route = demux.route(response_200(probe.top_via.branch or ""), PBX)
+    assert route == Drop("keepalive answer")
 
 
 # ------------------------------------------------------------------ real sockets on loopback
