@@ -34,11 +34,18 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .errors import SipParseError
-from .message import BRANCH_MAGIC, SipRequest, build_error_response, make_response, parse_message
+from .message import (
+    BRANCH_MAGIC,
+    SipMessage,
+    SipRequest,
+    build_error_response,
+    make_response,
+    parse_message,
+)
 from .transaction import Addr
 
 __all__ = [
@@ -100,10 +107,12 @@ def token_of_tag(tag: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Deliver(Generic[K]):
-    """Feed the message to the core of line `key`. `how`: branch | dialog | contact | user."""
+    """Feed the message to the core of line `key`. `how`: branch | dialog | contact | user.
+    `message` is the parsed message (the core need not parse it again)."""
 
     key: K
     how: str
+    message: SipMessage | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +197,7 @@ class Demux(Generic[K]):
                 self.counts["stray-response"] += 1
                 return Drop(f"response {message.status} for no line (branch)")
             self.counts["branch"] += 1
-            return Deliver(key, "branch")
+            return Deliver(key, "branch", message)
         return self._route_request(message, source)
 
     def _route_request(self, request: SipRequest, source: Addr) -> Deliver[K] | Reply | Drop:
@@ -197,19 +206,19 @@ class Demux(Generic[K]):
             key = self._lines.get(token_of_tag(to_tag) or "")
             if key is not None:
                 self.counts["dialog"] += 1
-                return Deliver(key, "dialog")
+                return Deliver(key, "dialog", request)
         uri = request.uri
         token = uri.params.get(LINE_PARAM)
         key = self._lines.get(token) if token else None
         if key is not None:
             # In-dialog requests too are addressed to our Contact (§12.2.1.1 remote target).
             self.counts["contact"] += 1
-            return Deliver(key, "contact")
+            return Deliver(key, "contact", request)
         if token is None and uri.user:
             tokens = self._users.get(uri.user)
             if tokens is not None and len(tokens) == 1:
                 self.counts["user"] += 1
-                return Deliver(self._lines[next(iter(tokens))], "user")
+                return Deliver(self._lines[next(iter(tokens))], "user", request)
         self.counts["unmatched"] += 1
         if request.method == "ACK":
             return Drop("ACK for no line")  # §17.1.1.3: never answered

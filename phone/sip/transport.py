@@ -34,7 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from . import tls as sip_tls
 from .demux import Deliver, Demux, Reply, SharedKeepalive, keepalive_probe
 from .errors import SipParseError
-from .message import SipRequest, StreamFramer, make_response, parse_message
+from .message import SipMessage, SipRequest, StreamFramer, make_response, parse_message
 from .transaction import Addr, MalformedMessage
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class OutputLike(Protocol):
 class Core(Protocol):
     """What the transport drives: a UserAgent or a bare TransactionLayer."""
 
-    def receive(self, now: float, data: bytes, source: Addr) -> Any: ...
+    def receive(self, now: float, data: Any, source: Addr) -> Any: ...  # bytes or parsed
 
     def handle_timer(self, now: float) -> Any: ...
 
@@ -246,7 +246,11 @@ class SipTransport(Generic[CoreT]):
         self._arm()
         return result
 
-    def _feed(self, data: bytes, source: Addr) -> None:
+    def message_received(self, message: SipMessage, source: Addr) -> None:
+        """A message the shared socket has parsed already (to route it) for this core."""
+        self._feed(message, source)
+
+    def _feed(self, data: bytes | SipMessage, source: Addr) -> None:
         if self._closed:
             return
         try:
@@ -604,9 +608,11 @@ class SharedSipSocket(SipTransport[Any]):
             except Exception:  # one line failing must not keep the news from the others
                 log.exception("SIP line failed on %s", what)
 
-    def _feed(self, data: bytes, source: Addr) -> None:
+    def _feed(self, data: bytes | SipMessage, source: Addr) -> None:
         if self._closed:
             return
+        if not isinstance(data, bytes):
+            data = data.to_bytes()  # only bytes arrive from the network; keep the type honest
         keepalive = self._keepalives.get(source)
         if keepalive is not None and keepalive.heard(self._loop.time()):
             log.info("SIP proxy %s:%s answers again", *source)
@@ -619,7 +625,10 @@ class SharedSipSocket(SipTransport[Any]):
             return
         if isinstance(route, Deliver):
             # The line's own transport catches and logs whatever its core raises.
-            route.key.datagram_received(data, source)
+            if route.message is not None:
+                route.key.message_received(route.message, source)
+            else:
+                route.key.datagram_received(data, source)
         elif isinstance(route, Reply):
             log.debug("SIP from %s:%s answered by the shared socket: %s", *source, route.reason)
             self._send(route.data, route.addr)

@@ -31,6 +31,7 @@ from .dialog import Dialog, DialogState, next_hop, request_dialog_id
 from .errors import SipError, SipParseError
 from .message import (
     Headers,
+    SipMessage,
     SipRequest,
     SipResponse,
     Via,
@@ -448,7 +449,9 @@ class UserAgent:
         times = [t for t in candidates if t is not None]
         return min(times) if times else None
 
-    def receive(self, now: float, data: bytes, source: Addr) -> UaOutput:
+    def receive(self, now: float, data: bytes | SipMessage, source: Addr) -> UaOutput:
+        """A datagram / framed stream message, or the message a shared socket's demux already
+        parsed to route it (parsing once is most of the cost of a registration burst)."""
         out = UaOutput()
         self._absorb(now, self.layer.receive(now, data, source), out)
         return out
