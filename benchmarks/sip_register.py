@@ -109,6 +109,8 @@ class Bench:
         self.unregistered = [False] * n
         self.failed: list[str] = []
         self.changed = asyncio.Event()
+        self.on_registered: Callable[[], None] | None = None
+        self.in_flight = 0
 
     def on_event(self, index: int, event: Any) -> None:
         if not isinstance(event, RegistrationStateChanged):
@@ -117,6 +119,9 @@ class Bench:
             self.registered_count[index] += 1
             if self.registered_at[index] is None:
                 self.registered_at[index] = time.perf_counter()
+                self.in_flight -= 1
+                if self.on_registered is not None:
+                    self.on_registered()
         elif event.state is RegistrationState.FAILED:
             self.failed.append(f"{FIRST_EXT + index}: {event.reason}")
         elif event.state is RegistrationState.UNREGISTERED and self.registered_count[index]:
@@ -156,7 +161,7 @@ class Bench:
         return True
 
 
-async def run(n: int, expires: int, idle: float, keepalive: float) -> None:
+async def run(n: int, expires: int, idle: float, keepalive: float, window: int = 0) -> None:
     users = {str(FIRST_EXT + i): f"pw{FIRST_EXT + i}" for i in range(n)}
     pbx = Kamailio(users=users, log_level=1, shm_mb=256, pkg_mb=16 + n // 200, users_htable_size=13)
     t = time.perf_counter()
@@ -179,11 +184,24 @@ async def run(n: int, expires: int, idle: float, keepalive: float) -> None:
         # -- burst ------------------------------------------------------------------------
         cpu0 = cpu_seconds()
         t0 = time.perf_counter()
-        for i, port in enumerate(bench.ports):
-            bench.started[i] = time.perf_counter()
-            port.execute(lambda now, port=port: port.core.register(now))
+        pending = list(range(n))
+        pending.reverse()
+
+        def start_more() -> None:
+            # At most `window` REGISTERs waiting for their 200 (0: all at once).
+            while pending and (not window or bench.in_flight < window):
+                i = pending.pop()
+                bench.started[i] = time.perf_counter()
+                bench.in_flight += 1
+                port = bench.ports[i]
+                port.execute(lambda now, port=port: port.core.register(now))
+
+        start_more()
         sent = time.perf_counter() - t0
+        if window:
+            bench.on_registered = start_more
         ok = await bench.until(lambda: all(bench.registered_count), 120)
+        bench.on_registered = None
         done = max((t for t in bench.registered_at if t is not None), default=t0) - t0
         cpu_burst = cpu_seconds() - cpu0
         registered = sum(1 for c in bench.registered_count if c)
@@ -279,6 +297,9 @@ def main() -> None:
     parser.add_argument("--expires", type=int, default=120, help="short, so a refresh is seen")
     parser.add_argument("--idle", type=float, default=20.0, help="idle window, seconds")
     parser.add_argument("--keepalive", type=float, default=2.0, help="0: no OPTIONS keepalive")
+    parser.add_argument(
+        "--window", type=int, default=0, help="at most this many REGISTERs in flight (0: all)"
+    )
     args = parser.parse_args()
     print(
         f"{args.lines} lines on one UDP socket, Kamailio 5.6 (children=2) on 127.0.0.1, "
@@ -286,7 +307,9 @@ def main() -> None:
     )
     loop = asyncio.SelectorEventLoop(CountingSelector())
     try:
-        loop.run_until_complete(run(args.lines, args.expires, args.idle, args.keepalive))
+        loop.run_until_complete(
+            run(args.lines, args.expires, args.idle, args.keepalive, args.window)
+        )
     finally:
         loop.close()
 

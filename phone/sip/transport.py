@@ -630,7 +630,12 @@ class SharedSipSocket(SipTransport[Any]):
             else:
                 route.key.datagram_received(data, source)
         elif isinstance(route, Reply):
-            log.debug("SIP from %s:%s answered by the shared socket: %s", *source, route.reason)
+            # Malformed input is worth a warning, as on a line's own socket; a request for a
+            # line that has gone (a stale binding at the PBX) is routine.
+            level = logging.WARNING if route.reason.startswith("malformed") else logging.DEBUG
+            log.log(
+                level, "SIP from %s:%s answered by the shared socket: %s", *source, route.reason
+            )
             self._send(route.data, route.addr)
         elif route.malformed:
             log.warning("dropped malformed SIP from %s:%s: %s", *source, route.reason)

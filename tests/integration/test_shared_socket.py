@@ -296,3 +296,66 @@ async def test_lines_on_tcp_share_one_connection_to_the_pbx(pbx: Kamailio) -> No
     finally:
         await caller.close()
         await shared.close()
+
+
+async def test_the_host_gives_udp_lines_one_socket_and_closes_it_at_shutdown(
+    pbx: Kamailio,
+) -> None:
+    """SipWorkerHost.open_sip (what every Line calls): the lines of a host share one socket;
+    a line closing leaves it to the others; the host's shutdown closes it."""
+    from phone.worker.db import LineConfig
+    from phone.worker.host import SipWorkerHost
+
+    host = SipWorkerHost("sipworker-shared-test")
+    pbx_addr = (pbx.host, pbx.port)
+    ports = []
+    events: list[list[Any]] = []
+    for i, ext in enumerate((str(FIRST), str(FIRST + 1))):
+        config = LineConfig(
+            user_id=i + 1,
+            tenant_id=1,
+            account_id=i + 1,
+            slot=1,
+            extension=ext,
+            auth_user=ext,
+            password=pbx.users[ext],
+            domain=pbx.domain,
+            proxy=pbx.hostport,
+            transport="udp",
+            display_name="",
+        )
+
+        def make(addr: Addr, ext: str = ext) -> UserAgent:
+            return UserAgent(
+                UserAgentConfig(
+                    username=ext,
+                    domain=pbx.domain,
+                    local_addr=addr,
+                    password=pbx.users[ext],
+                    proxy_addr=pbx_addr,
+                    keepalive_interval=1.0,
+                )
+            )
+
+        got: list[Any] = []
+        ports.append(await host.open_sip(config, make, got.append))
+        events.append(got)
+    try:
+        assert ports[0].local_addr == ports[1].local_addr
+        # The lines' own OPTIONS probes are off: the socket probes the PBX once for both.
+        assert all(p.core.config.keepalive_interval is None for p in ports)
+        await ports[0].close()
+        ports[1].execute(ports[1].core.register)
+
+        def registered() -> bool:
+            return any(
+                isinstance(e, RegistrationStateChanged) and e.state is RegistrationState.REGISTERED
+                for e in events[1]
+            )
+
+        await until(registered, 5, "REGISTERED after the other line closed")
+        await until(lambda: host._shared["udp"].demux.counts["keepalive-answer"] > 0, 5, "probe")
+        shared = host._shared["udp"]
+    finally:
+        await host.shutdown()
+    assert shared._closed and not host._shared
