@@ -32,9 +32,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import tls as sip_tls
-from .demux import Deliver, Demux, Reply, SharedKeepalive, keepalive_probe
+from .demux import Deliver, Demux, RegisterWindow, Reply, SharedKeepalive, keepalive_probe
 from .errors import SipParseError
-from .message import SipMessage, SipRequest, StreamFramer, make_response, parse_message
+from .message import (
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    StreamFramer,
+    make_response,
+    parse_message,
+)
 from .transaction import Addr, MalformedMessage
 
 log = logging.getLogger(__name__)
@@ -450,6 +457,9 @@ def _client_socket(host: str, port: int) -> socket.socket:
 # overflows; every datagram lost costs a Timer E/F retransmission (RFC 3261 §17.1.2.2).
 # The kernel caps it at net.core.rmem_max.
 SHARED_RCVBUF = 4 * 1024 * 1024
+# REGISTER transactions of one shared socket in flight at once (phone.sip.demux.RegisterWindow):
+# enough to keep the registrar busy, few enough that answers come back within T1.
+REGISTER_WINDOW = 200
 
 
 class _LineSender:
@@ -462,7 +472,10 @@ class _LineSender:
         self.token = token
 
     def sendto(self, data: bytes, addr: Addr) -> None:
-        self.shared._send(data, addr)
+        if data.startswith(b"REGISTER "):
+            self.shared._send_register(data, addr)
+        else:
+            self.shared._send(data, addr)
 
     def close(self) -> None:
         self.shared.detach(self.token)
@@ -478,9 +491,10 @@ class SharedSipSocket(SipTransport[Any]):
     it off the routing table; :meth:`close` closes the socket (and stops routing to lines).
     """
 
-    def __init__(self, transport_name: str) -> None:
+    def __init__(self, transport_name: str, register_window: int = REGISTER_WINDOW) -> None:
         super().__init__(transport_name, _log_shared_event)
         self.demux: Demux[SipTransport[Any]] = Demux(reliable=transport_name != "UDP")
+        self.register_window = RegisterWindow(register_window)
         self._lines: dict[str, SipTransport[Any]] = {}
         # One keepalive per proxy for all its lines (their own probes are switched off).
         self._keepalives: dict[Addr, SharedKeepalive] = {}
@@ -490,9 +504,14 @@ class SharedSipSocket(SipTransport[Any]):
 
     @classmethod
     async def shared_udp(
-        cls, host: str, port: int, *, rcvbuf: int | None = SHARED_RCVBUF
+        cls,
+        host: str,
+        port: int,
+        *,
+        rcvbuf: int | None = SHARED_RCVBUF,
+        register_window: int = REGISTER_WINDOW,
     ) -> SharedSipSocket:
-        self = cls("UDP")
+        self = cls("UDP", register_window)
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _Udp(self), local_addr=(host, port)
         )
@@ -506,10 +525,12 @@ class SharedSipSocket(SipTransport[Any]):
         return self
 
     @classmethod
-    async def shared_tcp(cls, host: str, port: int) -> SharedSipSocket:
+    async def shared_tcp(
+        cls, host: str, port: int, *, register_window: int = REGISTER_WINDOW
+    ) -> SharedSipSocket:
         """A listener for requests the PBX sends us (it connects to our Contact) and, on
         demand, one outgoing connection per peer address, which every line sends over."""
-        self = cls("TCP")
+        self = cls("TCP", register_window)
         self._server = await asyncio.start_server(self._accepted, host, port)
         sockname = self._server.sockets[0].getsockname()
         self.local_addr = (str(sockname[0]), int(sockname[1]))
@@ -562,6 +583,10 @@ class SharedSipSocket(SipTransport[Any]):
                 timer = self._keepalive_timers.pop(proxy, None)
                 if timer is not None:
                     timer.cancel()
+
+    def _send_register(self, data: bytes, addr: Addr) -> None:
+        for item in self.register_window.send(self._loop.time(), data, addr):
+            self._send(*item)
 
     # -- the shared keepalive ---------------------------------------------------------------------
     def _join_keepalive(self, token: str, proxy: Addr, interval: float, timeout: float) -> None:
@@ -624,11 +649,22 @@ class SharedSipSocket(SipTransport[Any]):
             log.exception("SIP demux failed on a message from %s:%s", *source)
             return
         if isinstance(route, Deliver):
+            message = route.message
             # The line's own transport catches and logs whatever its core raises.
-            if route.message is not None:
-                route.key.message_received(route.message, source)
+            if message is not None:
+                route.key.message_received(message, source)
             else:
                 route.key.datagram_received(data, source)
+            if (
+                isinstance(message, SipResponse)
+                and message.status >= 200
+                and message.cseq.method == "REGISTER"
+            ):
+                # A REGISTER transaction is over (after the line sent what follows from it,
+                # e.g. its REGISTER with credentials): the next one waiting may go.
+                now = self._loop.time()
+                for item in self.register_window.answered(now, message.top_via.branch):
+                    self._send(*item)
         elif isinstance(route, Reply):
             # Malformed input is worth a warning, as on a line's own socket; a request for a
             # line that has gone (a stale binding at the PBX) is routine.

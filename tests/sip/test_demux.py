@@ -14,6 +14,7 @@ from phone.sip.demux import (
     Deliver,
     Demux,
     Drop,
+    RegisterWindow,
     Reply,
     SharedKeepalive,
     keepalive_probe,
@@ -200,6 +201,43 @@ def test_the_answer_to_the_shared_probe_is_taken_by_no_line() -> None:
     assert probe.method == "OPTIONS" and str(probe.uri) == "sip:192.0.2.1:5060"  # type: ignore[union-attr]
     route = demux.route(response_200(probe.top_via.branch or ""), PBX)
     assert route == Drop("keepalive answer")
+
+
+def register(branch: str, authorized: bool = False) -> bytes:
+    auth = 'Authorization: Digest username="1001", realm="pbx.example"\n' if authorized else ""
+    return crlf(
+        f"""REGISTER sip:pbx.example SIP/2.0
+Max-Forwards: 70
+From: <sip:1001@pbx.example>;tag=x1
+To: <sip:1001@pbx.example>
+Call-ID: reg-1@198.51.100.7
+CSeq: 1 REGISTER
+Via: SIP/2.0/UDP 198.51.100.7:5080;branch={branch};rport
+{auth}Content-Length: 0
+"""
+    )
+
+
+def test_the_register_window_holds_new_registers_until_earlier_ones_are_answered() -> None:
+    window = RegisterWindow(2, give_up=32.0)
+    a, b, c, d = (register(f"z9hG4bK{x}.1") for x in "abcd")
+    assert window.send(0.0, a, PBX) == [(a, PBX)]
+    assert window.send(0.0, b, PBX) == [(b, PBX)]
+    assert window.send(0.0, c, PBX) == []  # third: waits
+    assert window.send(0.0, d, PBX) == []
+    assert window.send(0.5, a, PBX) == [(a, PBX)]  # Timer E retransmission of an admitted one
+    assert window.send(0.5, c, PBX) == []  # ... of a waiting one: still waits, not twice
+    assert window.waiting == 2
+    # The second leg (credentials after a 401) never waits behind the queue.
+    authed = register("z9hG4bKe.1", authorized=True)
+    assert window.send(0.6, authed, PBX) == [(authed, PBX)]
+    assert window.answered(0.7, "z9hG4bKa.1") == []  # still 2 in flight (b and the authed one)
+    assert window.answered(0.8, "z9hG4bKb.1") == [(c, PBX)]  # in order
+    assert window.in_flight == 2 and window.waiting == 1
+    # No answer at all: the place is free again after Timer F; the next retransmission of a
+    # waiting one (or any answer) lets it go.
+    assert window.send(40.0, d, PBX) == [(d, PBX)]
+    assert window.answered(41.0, "z9hG4bKunknown") == []
 
 
 # ------------------------------------------------------------------ real sockets on loopback
