@@ -495,6 +495,7 @@ class SharedSipSocket(SipTransport[Any]):
         super().__init__(transport_name, _log_shared_event)
         self.demux: Demux[SipTransport[Any]] = Demux(reliable=transport_name != "UDP")
         self.register_window = RegisterWindow(register_window)
+        self._synthetic = False  # feeding answers made here, not received
         self._lines: dict[str, SipTransport[Any]] = {}
         # One keepalive per proxy for all its lines (their own probes are switched off).
         self._keepalives: dict[Addr, SharedKeepalive] = {}
@@ -535,6 +536,43 @@ class SharedSipSocket(SipTransport[Any]):
         sockname = self._server.sockets[0].getsockname()
         self.local_addr = (str(sockname[0]), int(sockname[1]))
         return self
+
+    @classmethod
+    async def shared_tls(
+        cls,
+        host: str,
+        port: int,
+        *,
+        server_hostname: str,
+        ca_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        register_window: int = REGISTER_WINDOW,
+    ) -> SharedSipSocket:
+        """One TLS connection per PBX address for every line of a PBX domain (the certificate
+        is checked for `server_hostname`, RFC 3261 §26.2), all from one local port: the PBX
+        reaches each line over the connection they registered from (see :meth:`tls`). A
+        connection that cannot be set up is reported to each line that uses that address."""
+        self = cls("TLS", register_window)
+        self._tls = ssl_context or sip_tls.client_context(ca_file)
+        self._server_hostname = server_hostname
+        sock = self._reserved = _client_socket(host, port)
+        sockname = sock.getsockname()
+        self.local_addr = (str(sockname[0]), int(sockname[1]))
+        self.on_event = self._to_lines_of
+        return self
+
+    def _to_lines_of(self, event: Any) -> None:
+        """The socket's own events: a TransportFailure goes to the lines of its address."""
+        if not isinstance(event, TransportFailure):
+            _log_shared_event(event)
+            return
+        for port in list(self._lines.values()):
+            if port.core.config.proxy_addr != event.addr:
+                continue
+            try:
+                port.on_event(event)
+            except Exception:  # one line's handler must not keep the news from the others
+                log.exception("SIP event handler failed for %r", event)
 
     @property
     def lines(self) -> int:
@@ -633,12 +671,21 @@ class SharedSipSocket(SipTransport[Any]):
             except Exception:  # one line failing must not keep the news from the others
                 log.exception("SIP line failed on %s", what)
 
+    def _tls_failed(self, addr: Addr, exc: BaseException) -> None:
+        # The 503s made up for the requests that waited for the connection are not news from
+        # the PBX: they must not count as its answer to the keepalive.
+        self._synthetic = True
+        try:
+            super()._tls_failed(addr, exc)
+        finally:
+            self._synthetic = False
+
     def _feed(self, data: bytes | SipMessage, source: Addr) -> None:
         if self._closed:
             return
         if not isinstance(data, bytes):
             data = data.to_bytes()  # only bytes arrive from the network; keep the type honest
-        keepalive = self._keepalives.get(source)
+        keepalive = None if self._synthetic else self._keepalives.get(source)
         if keepalive is not None and keepalive.heard(self._loop.time()):
             log.info("SIP proxy %s:%s answers again", *source)
             self._tell_lines(source, "proxy_answered")

@@ -383,10 +383,11 @@ class UserAgent:
     def contact_uri(self) -> SipUri:
         host, port = self.config.local_addr
         params: dict[str, str | None] = {}
+        if self.config.line_token is not None:
+            # First, so ";transport=..." stays last where tools and people look for it.
+            params[LINE_PARAM] = self.config.line_token
         if self.config.transport.upper() != "UDP":
             params["transport"] = self.config.transport.lower()
-        if self.config.line_token is not None:
-            params[LINE_PARAM] = self.config.line_token
         return SipUri(host=host, user=self.config.username, port=port, params=params)
 
     @property

@@ -60,8 +60,8 @@ SWEEP_SECONDS = 10.0
 async def open_sip_transport(
     config: LineConfig, make_ua: Callable[[Addr], UserAgent], on_event: Callable[[Any], None]
 ) -> SipPort:
-    """A socket (or connection) of the line's own. The host uses it for TLS only: UDP and TCP
-    lines share the host's sockets (SipWorkerHost.open_shared_sip)."""
+    """A socket (or connection) of the line's own. The host no longer uses it (lines share the
+    host's sockets, SipWorkerHost.open_shared_sip); kept for a host that wants one per line."""
     bind = settings.SIP_BIND_ADDRESS
     if config.transport == "tcp":
         return await SipTransport.tcp(bind, 0, make_ua, on_event)
@@ -106,25 +106,30 @@ class SipWorkerHost:
         make_ua: Callable[[Addr], UserAgent],
         on_event: Callable[[Any], None],
     ) -> SipPort:
-        """The host's `open_sip`: UDP and TCP lines get a port on the shared socket of their
-        transport (phone.sip.demux routes what arrives); TLS lines, whose connection carries
-        the PBX certificate check, keep a connection of their own for now."""
-        if config.transport not in ("udp", "tcp"):
-            return await open_sip_transport(config, make_ua, on_event)
-        shared = await self.shared_socket(config.transport)
+        """The host's `open_sip`: every line gets a port on the shared socket of its transport
+        (over TLS, of its PBX domain); phone.sip.demux routes what arrives."""
+        shared = await self.shared_socket(config.transport, config.domain)
         return shared.open_line(make_ua, on_event)
 
-    async def shared_socket(self, transport: str) -> SharedSipSocket:
+    async def shared_socket(self, transport: str, domain: str = "") -> SharedSipSocket:
+        """The host's socket for `transport`; over TLS one per PBX domain and CA file, since
+        the connection's certificate check is for that domain (RFC 3261 §26.2)."""
+        ca_file = settings.SIP_TLS_CA_FILE or None
+        key = f"tls {domain} {ca_file}" if transport == "tls" else transport
         async with self._shared_lock:  # two lines starting together must not bind two
-            shared = self._shared.get(transport)
+            shared = self._shared.get(key)
             if shared is None:
                 bind = settings.SIP_BIND_ADDRESS
-                if transport == "tcp":
+                if transport == "tls":
+                    shared = await SharedSipSocket.shared_tls(
+                        bind, 0, server_hostname=domain, ca_file=ca_file
+                    )
+                elif transport == "tcp":
                     shared = await SharedSipSocket.shared_tcp(bind, 0)
                 else:
                     shared = await SharedSipSocket.shared_udp(bind, 0)
-                self._shared[transport] = shared
-                log.info("sipworker: shared SIP %s socket on %s:%s", transport, *shared.local_addr)
+                self._shared[key] = shared
+                log.info("sipworker: shared SIP %s socket on %s:%s", key, *shared.local_addr)
             return shared
 
     def line(self, user_id: int) -> Line:

@@ -28,6 +28,8 @@ from phone.sip.useragent import (
     UserAgent,
     UserAgentConfig,
 )
+from tests.integration.test_tls import DOMAIN as TLS_DOMAIN
+from tests.integration.test_tls import pki, tls_pbx  # noqa: F401 - fixtures
 from tests.support.pbx import Kamailio, KamailioError
 
 pytestmark = pytest.mark.integration
@@ -359,3 +361,73 @@ async def test_the_host_gives_udp_lines_one_socket_and_closes_it_at_shutdown(
     finally:
         await host.shutdown()
     assert shared._closed and not host._shared
+
+
+async def test_lines_on_tls_share_one_connection_and_calls_come_back_over_it(
+    pki: dict[str, Any],  # noqa: F811
+    tls_pbx: Any,  # noqa: F811
+) -> None:
+    """Two lines of one PBX domain over TLS: one connection (the certificate checked once),
+    both registered from it, and a call to one of them reaches that one only."""
+    shared = await SharedSipSocket.shared_tls(
+        "127.0.0.1", 0, server_hostname=TLS_DOMAIN, ca_file=str(pki["ca"])
+    )
+    caller_events: list[Any] = []
+    caller = await SipTransport.udp(
+        "127.0.0.1",
+        0,
+        lambda addr: UserAgent(
+            UserAgentConfig(
+                username="1003",
+                domain=TLS_DOMAIN,
+                local_addr=addr,
+                password="pw1003",
+                proxy_addr=(tls_pbx.host, tls_pbx.port),
+            )
+        ),
+        caller_events.append,
+    )
+    events: dict[str, list[Any]] = {"1001": [], "1002": []}
+    ports = {}
+    try:
+        for ext, got in events.items():
+
+            def make(addr: Addr, ext: str = ext) -> UserAgent:
+                return UserAgent(
+                    UserAgentConfig(
+                        username=ext,
+                        domain=TLS_DOMAIN,
+                        local_addr=addr,
+                        password=f"pw{ext}",
+                        transport="TLS",
+                        proxy_addr=tls_pbx.tls_addr,
+                        trusted_sources=frozenset({tls_pbx.tls_addr}),
+                    )
+                )
+
+            port = ports[ext] = shared.open_line(make, got.append)
+            port.execute(port.core.register)
+
+        def registered() -> bool:
+            return all(
+                any(
+                    isinstance(e, RegistrationStateChanged)
+                    and e.state is RegistrationState.REGISTERED
+                    for e in got
+                )
+                for got in events.values()
+            )
+
+        await until(registered, 10, "REGISTERED over TLS")
+        assert list(shared._conns) == [tls_pbx.tls_addr]
+        contacts = await asyncio.to_thread(contacts_of, tls_pbx, "1002")
+        assert len(contacts) == 1 and contacts[0].endswith(";transport=tls")
+
+        offer = build_offer("127.0.0.1", 40000, session_id="1")
+        caller.execute(lambda now: caller.core.call(now, "1002", offer))
+        await until(lambda: any(isinstance(e, IncomingCall) for e in events["1002"]), 10, "INVITE")
+        assert not any(isinstance(e, IncomingCall) for e in events["1001"])
+        assert list(shared._conns) == [tls_pbx.tls_addr]  # it came over that connection
+    finally:
+        await caller.close()
+        await shared.close()
