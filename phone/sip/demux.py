@@ -352,6 +352,12 @@ class RegisterWindow:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def has_room(self, now: float) -> bool:
+        """Could a new REGISTER go at once? (The socket holds a line's register() command back
+        until then, so a REGISTER that would only wait is not even built.)"""
+        self._expire(now)
+        return not self._waiting and len(self._in_flight) < self.size
+
     @staticmethod
     def branch_of(data: bytes) -> str | None:
         match = _VIA_BRANCH.search(data, 0, _HEAD_SEARCH)

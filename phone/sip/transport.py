@@ -23,6 +23,7 @@ core are logged, not raised.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -481,6 +482,20 @@ class _LineSender:
         self.shared.detach(self.token)
 
 
+class _LinePort(SipTransport[Any]):
+    """A line's transport on a shared socket: its register() waits while the socket's
+    REGISTER window is full (a worker starting thousands of lines builds each REGISTER only
+    when it can go: no transaction retransmitting in a queue, no Timer F running out there)."""
+
+    shared: SharedSipSocket | None = None
+
+    def execute(self, command: Callable[[float], Any]) -> Any:
+        shared = self.shared
+        if shared is not None and shared._defer_register(self, command):
+            return None
+        return super().execute(command)
+
+
 class SharedSipSocket(SipTransport[Any]):
     """One UDP socket, or one TCP listener plus one connection per peer (so one per PBX
     address), for every line of a worker process. Each line is a :class:`SipTransport` of its
@@ -496,6 +511,10 @@ class SharedSipSocket(SipTransport[Any]):
         self.demux: Demux[SipTransport[Any]] = Demux(reliable=transport_name != "UDP")
         self.register_window = RegisterWindow(register_window)
         self._synthetic = False  # feeding answers made here, not received
+        # Lines' register() commands waiting for room in the REGISTER window.
+        self._deferred: collections.deque[tuple[_LinePort, Callable[[float], Any]]] = (
+            collections.deque()
+        )
         self._lines: dict[str, SipTransport[Any]] = {}
         # One keepalive per proxy for all its lines (their own probes are switched off).
         self._keepalives: dict[Addr, SharedKeepalive] = {}
@@ -599,9 +618,11 @@ class SharedSipSocket(SipTransport[Any]):
                 config.keepalive_interval = None
             return ua
 
-        port: SipTransport[Any] = SipTransport.over(
+        port = _LinePort.over(
             _LineSender(self, token), self.local_addr, make, on_event, self.transport_name
         )
+        assert isinstance(port, _LinePort)  # over() builds the class it is called on
+        port.shared = self
         self.demux.add(token, port, port.core.config.username)
         self._lines[token] = port
         if keepalive is not None:
@@ -625,6 +646,26 @@ class SharedSipSocket(SipTransport[Any]):
     def _send_register(self, data: bytes, addr: Addr) -> None:
         for item in self.register_window.send(self._loop.time(), data, addr):
             self._send(*item)
+        self._run_deferred()
+
+    def _defer_register(self, port: _LinePort, command: Callable[[float], Any]) -> bool:
+        """Hold a line's register() back while no REGISTER could go at once (FIFO)."""
+        if command != port.core.register:  # bound methods: equal for the same core
+            return False
+        if not self._deferred and self.register_window.has_room(self._loop.time()):
+            return False
+        self._deferred.append((port, command))
+        return True
+
+    def _run_deferred(self) -> None:
+        while self._deferred and self.register_window.has_room(self._loop.time()):
+            port, command = self._deferred.popleft()
+            if port._closed:
+                continue  # the line stopped while it waited
+            try:
+                SipTransport.execute(port, command)
+            except Exception:  # one line's failure must not hold the others back
+                log.exception("SIP line failed to register")
 
     # -- the shared keepalive ---------------------------------------------------------------------
     def _join_keepalive(self, token: str, proxy: Addr, interval: float, timeout: float) -> None:
@@ -712,6 +753,7 @@ class SharedSipSocket(SipTransport[Any]):
                 now = self._loop.time()
                 for item in self.register_window.answered(now, message.top_via.branch):
                     self._send(*item)
+                self._run_deferred()
         elif isinstance(route, Reply):
             # Malformed input is worth a warning, as on a line's own socket; a request for a
             # line that has gone (a stale binding at the PBX) is routine.
@@ -727,6 +769,7 @@ class SharedSipSocket(SipTransport[Any]):
 
     async def close(self) -> None:
         self._lines.clear()
+        self._deferred.clear()
         for timer in self._keepalive_timers.values():
             timer.cancel()
         self._keepalive_timers.clear()

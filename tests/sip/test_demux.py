@@ -353,3 +353,69 @@ async def test_it_runs_many_user_agents_on_one_socket() -> None:
     finally:
         await shared.close()
         pbx_transport.close()
+
+
+class HoldingPbx(FakePbx):
+    """Answers nothing until the test says so."""
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.append(data)
+        self.addr = addr
+
+    def answer(self, data: bytes) -> None:
+        request = parse_message(data)
+        reply = crlf(
+            f"""SIP/2.0 200 OK
+Via: {request.headers.get("via")}
+From: {request.headers.get("from")}
+To: {request.headers.get("to")};tag=reg
+Call-ID: {request.call_id}
+CSeq: {request.headers.get("cseq")}
+Contact: {request.headers.get("contact")};expires=3600
+Content-Length: 0
+"""
+        )
+        self.transport.sendto(reply, self.addr)
+
+
+async def test_a_full_register_window_holds_lines_back_until_answers_come() -> None:
+    loop = asyncio.get_running_loop()
+    pbx = HoldingPbx()
+    pbx_transport, _ = await loop.create_datagram_endpoint(lambda: pbx, local_addr=("127.0.0.1", 0))
+    pbx_addr = pbx_transport.get_extra_info("sockname")[:2]
+    shared = await SharedSipSocket.shared_udp("127.0.0.1", 0, register_window=2)
+    try:
+        ports = []
+        for ext in ("1001", "1002", "1003", "1004", "1005"):
+
+            def make(addr: Any, ext: str = ext) -> UserAgent:
+                return UserAgent(
+                    UserAgentConfig(
+                        username=ext, domain="127.0.0.1", local_addr=addr, proxy_addr=pbx_addr
+                    )
+                )
+
+            port = shared.open_line(make, lambda event: None)
+            port.execute(port.core.register)
+            ports.append(port)
+        await asyncio.sleep(0.2)
+        assert len(pbx.received) == 2  # two in flight; three lines have not even built theirs
+        assert [p.core.registration.state for p in ports[2:]] == [
+            RegistrationState.UNREGISTERED
+        ] * 3
+        pbx.answer(pbx.received[0])
+        await asyncio.sleep(0.2)
+        assert len(pbx.received) == 3  # one answered: the next line's REGISTER goes
+        assert b"From: <sip:1003@" in pbx.received[2]
+        for data in list(pbx.received[1:]):
+            pbx.answer(data)
+        await asyncio.sleep(0.2)
+        for data in list(pbx.received[3:]):
+            pbx.answer(data)
+        await asyncio.sleep(0.2)
+        states = [p.core.registration.state for p in ports]
+        assert states == [RegistrationState.REGISTERED] * 5
+        assert len(pbx.received) == 5  # and no retransmission was needed
+    finally:
+        await shared.close()
+        pbx_transport.close()
