@@ -15,6 +15,13 @@ reported as a :class:`TransportFailure` event (``kind`` "certificate" for an unt
 mismatched PBX certificate) and the requests waiting for it fail at once with 503 (RFC 3261
 §8.1.3.1) instead of running into their 32 s timeout.
 
+A sipworker puts all its lines on one :class:`SharedSipSocket` per transport (per PBX domain
+over TLS): each line still gets a ``SipTransport`` of its own (core, timer, events), and
+phone.sip.demux decides which line a message that arrived is for, or answers it when it is for
+none. The shared socket also probes each PBX once for all its lines (keepalive) and lets a
+bounded number of REGISTERs be in flight, so a worker starting thousands of lines does not drown
+the registrar in retransmissions.
+
 Nothing received from the network can crash it: malformed requests are answered 400 by the
 transaction layer, malformed responses are dropped and logged, and unexpected exceptions from the
 core are logged, not raised.
