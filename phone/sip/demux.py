@@ -343,10 +343,11 @@ class RegisterWindow:
         self.give_up = give_up
         self._in_flight: dict[str, float] = {}  # branch -> when admitted (insertion order)
         self._waiting: dict[str, tuple[bytes, Addr]] = {}  # branch -> the REGISTER (FIFO)
+        self._first: dict[str, tuple[bytes, Addr]] = {}  # REGISTERs with credentials, waiting
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + len(self._first)
 
     @property
     def in_flight(self) -> int:
@@ -356,7 +357,7 @@ class RegisterWindow:
         """Could a new REGISTER go at once? (The socket holds a line's register() command back
         until then, so a REGISTER that would only wait is not even built.)"""
         self._expire(now)
-        return not self._waiting and len(self._in_flight) < self.size
+        return not self._waiting and not self._first and len(self._in_flight) < self.size
 
     @staticmethod
     def branch_of(data: bytes) -> str | None:
@@ -367,14 +368,20 @@ class RegisterWindow:
         branch = self.branch_of(data)
         if branch is None or branch in self._in_flight:
             return [(data, addr)]  # not ours to pace / a retransmission of an admitted one
+        if branch in self._waiting or branch in self._first:
+            return self._release(now)  # a retransmission of one still waiting: it keeps its turn
         if _AUTHORIZED.search(data, 0, _HEAD_SEARCH):
             # The second leg of a registration (after its 401, which freed a place) or a
-            # refresh with the credentials it has: at once, or every line would wait for the
-            # whole queue twice.
-            self._in_flight[branch] = now
-            return [(data, addr)]
-        # A retransmission of one still waiting changes nothing: its first copy keeps its turn.
-        self._waiting.setdefault(branch, (data, addr))
+            # REGISTER with the credentials it has (a refresh, or all lines at once when the
+            # PBX is back after an outage): ahead of the queue, or every line would wait for
+            # it twice; beyond twice the window even these wait (a storm stays a storm).
+            self._expire(now)
+            if len(self._in_flight) < 2 * self.size:
+                self._in_flight[branch] = now
+                return [(data, addr)]
+            self._first[branch] = (data, addr)
+            return []
+        self._waiting[branch] = (data, addr)
         return self._release(now)
 
     def answered(self, now: float, branch: str | None) -> list[tuple[bytes, Addr]]:
@@ -385,7 +392,11 @@ class RegisterWindow:
     def _release(self, now: float) -> list[tuple[bytes, Addr]]:
         self._expire(now)
         released = []
-        while self._waiting and len(self._in_flight) < self.size:
+        while self._first and len(self._in_flight) < 2 * self.size:
+            branch = next(iter(self._first))
+            released.append(self._first.pop(branch))
+            self._in_flight[branch] = now
+        while self._waiting and not self._first and len(self._in_flight) < self.size:
             branch = next(iter(self._waiting))
             released.append(self._waiting.pop(branch))
             self._in_flight[branch] = now

@@ -240,6 +240,23 @@ def test_the_register_window_holds_new_registers_until_earlier_ones_are_answered
     assert window.answered(41.0, "z9hG4bKunknown") == []
 
 
+def test_registers_with_credentials_go_first_but_not_beyond_twice_the_window() -> None:
+    # The PBX is back after an outage: every line re-registers with the credentials it has.
+    window = RegisterWindow(2)
+    storm = [register(f"z9hG4bKs{i}.1", authorized=True) for i in range(6)]
+    plain = register("z9hG4bKp.1")
+    sent = [window.send(0.0, data, PBX) for data in storm]
+    assert sent == [[(d, PBX)] for d in storm[:4]] + [[], []]
+    assert window.send(0.0, plain, PBX) == []
+    assert window.send(0.5, storm[4], PBX) == []  # retransmitted while waiting: still once
+    assert window.answered(1.0, "z9hG4bKs0.1") == [(storm[4], PBX)]
+    assert window.answered(1.0, "z9hG4bKs1.1") == [(storm[5], PBX)]
+    # The plain one waits until the credentials ones are through and the window has room.
+    assert window.answered(1.1, "z9hG4bKs2.1") == []
+    assert window.answered(1.2, "z9hG4bKs3.1") == []
+    assert window.answered(1.3, "z9hG4bKs4.1") == [(plain, PBX)]
+
+
 # ------------------------------------------------------------------ real sockets on loopback
 
 
