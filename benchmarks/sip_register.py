@@ -1,28 +1,27 @@
-"""Concurrent REGISTER throughput and memory of our UserAgent against a real Kamailio 5.6.
+"""Thousands of lines of one sipworker on one shared socket against a real Kamailio 5.6.
 
-Prints figures; no assertions. Each configuration runs in a fresh Python process (so RSS deltas
-are not polluted by an earlier run) that starts its own Kamailio (tests/support/pbx.py, the
-project's deploy/kamailio/kamailio.cfg) with one user per account, then from one event loop:
+Prints figures; no assertions. Runs in one process that starts its own Kamailio
+(tests/support/pbx.py with the project's deploy/kamailio/kamailio.cfg, one user per line, a
+bigger users table and shared memory for thousands of them) and then, from one event loop:
 
-1. creates N UserAgents and starts all their REGISTERs at once (digest auth: 401 then 200);
-2. reports registrations/s, time until all are registered, p50/p95/max of register() -> REGISTERED
-   (the whole REGISTER/401/REGISTER/200 exchange), kernel UDP receive-buffer drops on the host,
-   and RSS per registered account (VmRSS delta / N);
-3. waits for every account to refresh once (short Expires) and checks Kamailio still holds
-   exactly N bindings; reports RSS once idle;
-4. unregisters everything (Expires: 0) and checks Kamailio holds none.
+1. opens N lines on one SharedSipSocket (phone.sip.transport), each its own UserAgent
+   configured as phone.worker.line configures it (refresh jitter, trusted PBX, OPTIONS
+   keepalive every --keepalive s, which the socket turns into one probe for all lines);
+   counts file descriptors as lines are added;
+2. starts all their REGISTERs at once (digest auth: 401 then 200; the socket lets at most
+   REGISTER_WINDOW of them be in flight, so register() -> REGISTERED includes the wait) and
+   reports the burst rate (registrations/s until the last one is registered), latency
+   percentiles, CPU per registration (ours and Kamailio's: on a shared 2-core machine the
+   rate is bounded by the CPU we get) and how many bindings Kamailio holds;
+3. once completed transactions are gone (Timer K), RSS per line;
+4. an idle window (--idle s, before any refresh is due): CPU per line in % of one core, and how
+   often the event loop woke;
+5. waits until every line has refreshed its registration (Expires --expires, refresh at about
+   half of it) and reports the CPU that took, amortised per line for the production Expires;
+6. unregisters everything (Expires: 0) and checks Kamailio holds no binding.
 
-Two ways to put N accounts on sockets:
-
-- ``per-account``: one ``SipTransport`` (UDP socket + timer) per UserAgent — what the API
-  offers directly (a transport drives exactly one core);
-- ``shared``: one ``SipTransport`` whose core is a small demultiplexer defined here that owns N
-  UserAgents (same Via/Contact host:port, told apart by the user part) and keeps one timer heap;
-- ``shared-4m``: the same with SO_RCVBUF raised to 4 MiB (the default 208 KiB buffer holds only
-  a few hundred datagrams: a burst of 1000 401s overflows it).
-
-    .venv/bin/python benchmarks/sip_register.py                 # 1000 and 100 accounts, both modes
-    .venv/bin/python benchmarks/sip_register.py --accounts 1000 --modes shared --expires 40
+    .venv/bin/python benchmarks/sip_register.py                 # 5000 lines, ~90 s
+    .venv/bin/python benchmarks/sip_register.py --lines 1000 --expires 80 --idle 10
 """
 
 from __future__ import annotations
@@ -31,17 +30,12 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import heapq
-import json
 import os
-import re
 import resource
-import socket
-import subprocess
+import selectors
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +43,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from phone.sip.transaction import Addr  # noqa: E402
-from phone.sip.transport import SipTransport  # noqa: E402
+from phone.sip.transport import SharedSipSocket, SipTransport  # noqa: E402
 from phone.sip.useragent import (  # noqa: E402
     RegistrationState,
     RegistrationStateChanged,
-    UaOutput,
     UserAgent,
     UserAgentConfig,
 )
 from tests.support.pbx import Kamailio  # noqa: E402
 
-FIRST_EXT = 3000
+FIRST_EXT = 100000
+PRODUCTION_EXPIRES = 300  # portal.settings SIP_REGISTER_EXPIRES default
 
 
 def rss_kib() -> int:
@@ -70,199 +64,109 @@ def rss_kib() -> int:
     return 0
 
 
-def udp_rcvbuf_errors() -> int:
-    """Host-wide UDP datagrams dropped because a socket's receive buffer was full."""
-    with open("/proc/net/snmp") as f:
-        lines = [line.split() for line in f if line.startswith("Udp:")]
-    header, values = lines[0], lines[1]
-    return int(values[header.index("RcvbufErrors")])
-
-
-def socket_drops(port: int) -> int:
-    """Datagrams dropped at the UDP socket(s) bound to ``port`` (last column of /proc/net/udp)."""
-    total = 0
-    with open("/proc/net/udp") as f:
-        next(f)
-        for line in f:
-            cols = line.split()
-            if int(cols[1].split(":")[1], 16) == port:
-                total += int(cols[-1])
-    return total
-
-
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-# ------------------------------------------------------------------ shared-socket core
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-@dataclass(slots=True)
-class Tagged:
-    """An event of one UserAgent behind the shared core."""
-
-    index: int
-    event: Any
-
-
-@dataclass(slots=True)
-class MuxOutput:
-    send: list[Any] = field(default_factory=list)
-    events: list[Any] = field(default_factory=list)
-
-
-_RURI_USER = re.compile(rb"^[A-Z]+ sips?:([^@;>\s]+)@")
-_FROM_USER = re.compile(rb"\r\n(?:From|f)\s*:[^\r\n]*?sips?:([^@;>\s]+)@", re.IGNORECASE)
-
-
-class SharedCore:
-    """Many UserAgents behind one socket. Requests go to the Request-URI user (our Contact
-    user), responses to the From user (we only originate requests from our own AoR)."""
-
-    def __init__(self, local_addr: Addr) -> None:
-        self.local_addr = local_addr
-        self.uas: list[UserAgent] = []
-        self.by_user: dict[bytes, int] = {}
-        self._heap: list[tuple[float, int]] = []
-        self.unrouted = 0
-
-    def add(self, ua: UserAgent) -> int:
-        index = len(self.uas)
-        self.uas.append(ua)
-        self.by_user[ua.config.username.encode()] = index
-        return index
-
-    def _touch(self, index: int) -> None:
-        when = self.uas[index].next_timer()
-        if when is not None:
-            heapq.heappush(self._heap, (when, index))
-
-    def _tag(self, index: int, out: UaOutput, into: MuxOutput) -> None:
-        into.send.extend(out.send)
-        into.events.extend(Tagged(index, e) for e in out.events)
-        self._touch(index)
-
-    def run(self, index: int, command: Callable[[UserAgent, float], UaOutput], now: float) -> Any:
-        into = MuxOutput()
-        self._tag(index, command(self.uas[index], now), into)
-        return into
-
-    def receive(self, now: float, data: bytes, source: Addr) -> MuxOutput:
-        into = MuxOutput()
-        match = _FROM_USER.search(data) if data.startswith(b"SIP/2.0") else _RURI_USER.match(data)
-        index = self.by_user.get(match.group(1)) if match else None
-        if index is None:
-            self.unrouted += 1
-            return into
-        self._tag(index, self.uas[index].receive(now, data, source), into)
-        return into
-
-    def next_timer(self) -> float | None:
-        # Lazy heap: entries may be stale (the UA's timer moved); handle_timer sorts it out.
-        return self._heap[0][0] if self._heap else None
-
-    def handle_timer(self, now: float) -> MuxOutput:
-        into = MuxOutput()
-        due: set[int] = set()
-        while self._heap and self._heap[0][0] <= now:
-            due.add(heapq.heappop(self._heap)[1])
-        for index in due:
-            ua = self.uas[index]
-            when = ua.next_timer()
-            if when is not None and when <= now:
-                self._tag(index, ua.handle_timer(now), into)
-            elif when is not None:
-                heapq.heappush(self._heap, (when, index))
-        return into
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time of every process in group `pgid` (Kamailio and its children)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
-# ------------------------------------------------------------------ one run (child process)
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
 
 
-def config(ext: str, pbx: Kamailio, addr: Addr, expires: int) -> UserAgentConfig:
-    return UserAgentConfig(
-        username=ext,
-        domain=pbx.domain,
-        local_addr=addr,
-        password=f"pw{ext}",
-        proxy_addr=(pbx.host, pbx.port),
-        expires=expires,
-    )
+class CountingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Counts the event loop's wake-ups (each select() call that returns)."""
+
+    wakeups = 0
+
+    def select(self, timeout: float | None = None) -> Any:
+        CountingSelector.wakeups += 1
+        return super().select(timeout)
 
 
-class Accounts:
-    """N accounts on either transport layout, with per-account registration bookkeeping."""
+def kamailio_bindings(pbx: Kamailio) -> tuple[int, int]:
+    """(AoRs, contacts) in Kamailio's location table, from usrloc statistics (ul.dump of
+    thousands of AoRs is more than kamcmd's reply buffer takes)."""
+    stats = {}
+    for line in pbx.kamcmd("stats.get_statistics", "usrloc:").splitlines():
+        name, _, value = line.partition("=")
+        stats[name.strip()] = int(value.strip() or 0)
+    return stats["usrloc:location_users"], stats["usrloc:location_contacts"]
 
-    def __init__(self, n: int, mode: str, pbx: Kamailio, expires: int) -> None:
+
+class Bench:
+    def __init__(self, n: int, pbx: Kamailio, expires: int, keepalive: float) -> None:
         self.n = n
-        self.mode = mode
         self.pbx = pbx
         self.expires = expires
-        self.exts = [str(FIRST_EXT + i) for i in range(n)]
-        self.started: list[float] = [0.0] * n
+        self.keepalive = keepalive
+        self.ports: list[SipTransport[Any]] = []
+        self.started = [0.0] * n
         self.registered_at: list[float | None] = [None] * n
-        self.registered_count = [0] * n  # REGISTERED events (1 = initial, 2 = after a refresh)
-        self.unregistered: list[bool] = [False] * n
+        self.registered_count = [0] * n
+        self.unregistered = [False] * n
         self.failed: list[str] = []
-        self.transports: list[SipTransport[Any]] = []
-        self.shared: SipTransport[SharedCore] | None = None
         self.changed = asyncio.Event()
+        self.on_registered: Callable[[], None] | None = None
+        self.in_flight = 0
 
-    def _on_state(self, index: int, event: Any) -> None:
+    def on_event(self, index: int, event: Any) -> None:
         if not isinstance(event, RegistrationStateChanged):
             return
         if event.state is RegistrationState.REGISTERED:
             self.registered_count[index] += 1
             if self.registered_at[index] is None:
                 self.registered_at[index] = time.perf_counter()
+                self.in_flight -= 1
+                if self.on_registered is not None:
+                    self.on_registered()
         elif event.state is RegistrationState.FAILED:
-            self.failed.append(f"{self.exts[index]}: {event.reason}")
+            self.failed.append(f"{FIRST_EXT + index}: {event.reason}")
         elif event.state is RegistrationState.UNREGISTERED and self.registered_count[index]:
             self.unregistered[index] = True
         self.changed.set()
 
-    async def open(self) -> None:
-        if self.mode == "per-account":
-            for i, ext in enumerate(self.exts):
+    def open_line(self, shared: SharedSipSocket, index: int) -> None:
+        ext = str(FIRST_EXT + index)
+        pbx_addr = (self.pbx.host, self.pbx.port)
 
-                def factory(addr: Addr, ext: str = ext) -> UserAgent:
-                    return UserAgent(config(ext, self.pbx, addr, self.expires))
-
-                t = await SipTransport.udp(
-                    "127.0.0.1", 0, factory, lambda e, i=i: self._on_state(i, e)
+        def make(addr: Addr) -> UserAgent:
+            return UserAgent(
+                UserAgentConfig(
+                    username=ext,
+                    domain=self.pbx.domain,
+                    local_addr=addr,
+                    password=self.pbx.users[ext],
+                    proxy_addr=pbx_addr,
+                    expires=self.expires,
+                    refresh_jitter=0.2,
+                    trusted_sources=frozenset({pbx_addr}),
+                    keepalive_interval=self.keepalive or None,
                 )
-                self.transports.append(t)
-        else:
+            )
 
-            def on_event(tagged: Any) -> None:
-                if isinstance(tagged, Tagged):
-                    self._on_state(tagged.index, tagged.event)
-
-            self.shared = await SipTransport.udp("127.0.0.1", 0, SharedCore, on_event)
-            if self.mode == "shared-4m":
-                # The kernel doubles the value (bookkeeping); net.core.rmem_max caps it.
-                sock = self.shared._udp.get_extra_info("socket")  # type: ignore[union-attr]
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * 1024 * 1024)
-            core = self.shared.core
-            for ext in self.exts:
-                core.add(UserAgent(config(ext, self.pbx, self.shared.local_addr, self.expires)))
-
-    def command(self, index: int, method: Callable[[UserAgent, float], UaOutput]) -> None:
-        if self.shared is not None:
-            shared = self.shared
-            shared.execute(lambda now: shared.core.run(index, method, now))
-        else:
-            t = self.transports[index]
-            t.execute(lambda now: method(t.core, now))
-
-    def register_all(self) -> None:
-        for i in range(self.n):
-            self.started[i] = time.perf_counter()
-            self.command(i, lambda ua, now: ua.register(now))
-
-    def unregister_all(self) -> None:
-        for i in range(self.n):
-            self.command(i, lambda ua, now: ua.unregister(now))
+        self.ports.append(shared.open_line(make, lambda e: self.on_event(index, e)))
 
     async def until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         deadline = time.perf_counter() + timeout
@@ -275,206 +179,167 @@ class Accounts:
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
         return True
 
-    async def close(self) -> None:
-        for t in self.transports:
-            await t.close()
-        if self.shared is not None:
-            await self.shared.close()
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[k]
-
-
-def kamailio_bindings(pbx: Kamailio) -> tuple[int, int]:
-    """(AoRs, contacts) in Kamailio's location table (usrloc statistics: ul.dump of 1000
-    AoRs is more than kamcmd's reply buffer takes)."""
-    stats = {}
-    for line in pbx.kamcmd("stats.get_statistics", "usrloc:").splitlines():
-        name, _, value = line.partition("=")
-        stats[name.strip()] = int(value.strip() or 0)
-    return stats["usrloc:location_users"], stats["usrloc:location_contacts"]
-
-
-async def run_one(n: int, mode: str, expires: int) -> dict[str, Any]:
+async def run(n: int, expires: int, idle: float, keepalive: float, window: int = 0) -> None:
     users = {str(FIRST_EXT + i): f"pw{FIRST_EXT + i}" for i in range(n)}
-    pbx = Kamailio(users=users, log_level=1)
+    pbx = Kamailio(users=users, log_level=1, shm_mb=256, pkg_mb=16 + n // 200, users_htable_size=13)
+    t = time.perf_counter()
     pbx.start()
-    result: dict[str, Any] = {"mode": mode, "accounts": n}
+    print(f"Kamailio with {n} users up in {time.perf_counter() - t:.1f} s")
     try:
         gc.collect()
-        rss0 = rss_kib()
-        fds0 = open_fds()
-        accounts = Accounts(n, mode, pbx, expires)
-        await accounts.open()
+        rss0, fds0 = rss_kib(), open_fds()
+        shared = await SharedSipSocket.shared_udp("127.0.0.1", 0)
+        bench = Bench(n, pbx, expires, keepalive)
+        fds: list[tuple[int, int]] = [(0, open_fds() - fds0)]
+        for i in range(n):
+            bench.open_line(shared, i)
+            if i + 1 in (1, 10, 100, 1000) or i + 1 == n:
+                fds.append((i + 1, open_fds() - fds0))
         gc.collect()
-        result["rss_open_kib"] = rss_kib() - rss0
-        drops0 = udp_rcvbuf_errors()
-        pbx_drops0 = socket_drops(pbx.port)
-        our_drops0 = socket_drops(accounts.shared.local_addr[1]) if accounts.shared else 0
+        rss_open = rss_kib() - rss0
+        print("file descriptors (lines opened: +fds): " + ", ".join(f"{k}: +{v}" for k, v in fds))
 
-        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        # -- burst ------------------------------------------------------------------------
+        assert pbx.proc is not None
+        kam0 = group_cpu_seconds(pbx.proc.pid)
+        cpu0 = cpu_seconds()
         t0 = time.perf_counter()
-        accounts.register_all()
-        result["send_all_s"] = time.perf_counter() - t0
-        ok = await accounts.until(
-            lambda: (
-                all(c >= 1 for c in accounts.registered_count)
-                or len(accounts.failed) + sum(c >= 1 for c in accounts.registered_count) >= n
-            ),
-            60,
-        )
-        t_all = max((t for t in accounts.registered_at if t is not None), default=t0) - t0
-        latencies = [
-            (t - s) * 1000
-            for t, s in zip(accounts.registered_at, accounts.started, strict=True)
-            if t
+        pending = list(range(n))
+        pending.reverse()
+
+        def start_more() -> None:
+            # At most `window` REGISTERs waiting for their 200 (0: all at once).
+            while pending and (not window or bench.in_flight < window):
+                i = pending.pop()
+                bench.started[i] = time.perf_counter()
+                bench.in_flight += 1
+                port = bench.ports[i]
+                port.execute(port.core.register)  # as phone.worker.line does
+
+        start_more()
+        sent = time.perf_counter() - t0
+        if window:
+            bench.on_registered = start_more
+        ok = await bench.until(lambda: all(bench.registered_count), 120)
+        bench.on_registered = None
+        done = max((t for t in bench.registered_at if t is not None), default=t0) - t0
+        cpu_burst = cpu_seconds() - cpu0
+        kam_burst = group_cpu_seconds(pbx.proc.pid) - kam0
+        registered = sum(1 for c in bench.registered_count if c)
+        lat = [
+            (r - s) * 1000
+            for r, s in zip(bench.registered_at, bench.started, strict=True)
+            if r is not None
         ]
-        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        result["cpu_s"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-        gc.collect()
-        registered = sum(c >= 1 for c in accounts.registered_count)
-        result.update(
-            all_registered=ok and registered == n,
-            registered=registered,
-            failed=accounts.failed[:5],
-            time_to_all_s=t_all,
-            per_second=registered / t_all if t_all else 0.0,
-            p50_ms=percentile(latencies, 0.5) if latencies else None,
-            p95_ms=percentile(latencies, 0.95) if latencies else None,
-            max_ms=max(latencies) if latencies else None,
-            udp_drops=udp_rcvbuf_errors() - drops0,
-            pbx_socket_drops=socket_drops(pbx.port) - pbx_drops0,
-            shared_socket_drops=(
-                socket_drops(accounts.shared.local_addr[1]) - our_drops0 if accounts.shared else 0
-            ),
-            rss_registered_kib=rss_kib() - rss0,
-            fds=open_fds() - fds0,
+        print(
+            f"\nburst: {registered}/{n} registered{'' if ok else ' (TIMED OUT)'} in {done:.2f} s"
+            f" = {registered / done:.0f} registrations/s (REGISTER, 401, REGISTER, 200 each;"
+            f" handing all to the socket took {sent * 1000:.0f} ms)"
         )
-        result["kamailio_after_register"] = kamailio_bindings(pbx)
+        if lat:
+            print(
+                f"  register() -> REGISTERED: p50 {percentile(lat, 0.5):.0f} ms, "
+                f"p95 {percentile(lat, 0.95):.0f} ms, max {max(lat):.0f} ms; "
+                f"our CPU {cpu_burst:.2f} s ({cpu_burst / done * 100:.0f}% of a core meanwhile)"
+            )
+            print(
+                f"  CPU per registration: ours {cpu_burst / registered * 1000:.2f} ms (alone, one"
+                f" core would register {registered / cpu_burst:.0f}/s), Kamailio's"
+                f" {kam_burst / registered * 1000:.2f} ms; machine load average"
+                f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+            )
+        if bench.failed:
+            print(f"  failures: {len(bench.failed)}, e.g. {bench.failed[:3]}")
+        print(f"  Kamailio AoRs/contacts: {await asyncio.to_thread(kamailio_bindings, pbx)}")
 
-        # Refresh: every account re-REGISTERs once at its refresh time (same Call-ID/Contact).
-        t1 = time.perf_counter()
-        refreshed = await accounts.until(
-            lambda: all(c >= 2 for c in accounts.registered_count), expires + 30
-        )
-        result["all_refreshed"] = refreshed
-        result["refreshed"] = sum(c >= 2 for c in accounts.registered_count)
-        result["refresh_wait_s"] = time.perf_counter() - t1
-        result["kamailio_after_refresh"] = kamailio_bindings(pbx)
-        await asyncio.sleep(6)  # Timer K (T4 = 5 s): completed client transactions go away
+        # -- memory once completed transactions are gone (Timer K = T4 = 5 s) -----------------
+        await asyncio.sleep(6)
         gc.collect()
-        result["rss_idle_kib"] = rss_kib() - rss0
+        rss_idle = rss_kib() - rss0
+        per_line = rss_idle / n
+        print(
+            f"\nRSS: +{rss_open / 1024:.1f} MiB with {n} lines opened, +{rss_idle / 1024:.1f} MiB"
+            f" registered and idle = {per_line:.1f} KiB = {per_line / 1024:.4f} MiB per line"
+        )
 
-        # Unregister on stop.
-        t2 = time.perf_counter()
-        accounts.unregister_all()
-        result["all_unregistered"] = await accounts.until(lambda: all(accounts.unregistered), 30)
-        result["unregister_s"] = time.perf_counter() - t2
-        result["kamailio_after_unregister"] = kamailio_bindings(pbx)
-        if accounts.shared is not None:
-            result["unrouted"] = accounts.shared.core.unrouted
-        await accounts.close()
+        # -- idle window --------------------------------------------------------------------
+        first_refresh = min((p.core.registration.next_timer() or float("inf")) for p in bench.ports)
+        loop = asyncio.get_running_loop()
+        window = min(idle, max(1.0, first_refresh - loop.time() - 1))
+        wake0, cpu0, t0 = CountingSelector.wakeups, cpu_seconds(), time.perf_counter()
+        await asyncio.sleep(window)
+        wall = time.perf_counter() - t0
+        cpu_idle = cpu_seconds() - cpu0
+        wakeups = CountingSelector.wakeups - wake0
+        print(
+            f"\nidle {wall:.1f} s (no refresh due; shared keepalive every {keepalive:g} s):"
+            f" CPU {cpu_idle * 1000:.1f} ms = {cpu_idle / wall * 100:.3f}% of a core in all,"
+            f" {cpu_idle / wall / n * 100:.6f}% per line; {wakeups} loop wake-ups"
+            f" ({wakeups / wall:.1f}/s); keepalive probes answered:"
+            f" {shared.demux.counts['keepalive-answer']}"
+        )
+
+        # -- refresh ------------------------------------------------------------------------
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        refreshed = await bench.until(
+            lambda: all(c >= 2 for c in bench.registered_count), expires + 30
+        )
+        wall = time.perf_counter() - t0
+        cpu_refresh = cpu_seconds() - cpu0
+        count = sum(1 for c in bench.registered_count if c >= 2)
+        per_refresh_ms = cpu_refresh / max(count, 1) * 1000
+        production_interval = PRODUCTION_EXPIRES / 2 * 0.9  # mean jittered refresh delay
+        amortised = per_refresh_ms / 1000 / production_interval * 100
+        print(
+            f"\nrefresh: {count}/{n} refreshed{'' if refreshed else ' (TIMED OUT)'} within"
+            f" {wall:.1f} s (Expires {expires}); CPU over that time {cpu_refresh:.2f} s,"
+            f" {per_refresh_ms:.2f} ms per refresh (idle time included)"
+        )
+        print(
+            f"  amortised at Expires {PRODUCTION_EXPIRES} (a refresh every"
+            f" ~{production_interval:.0f} s): {amortised:.6f}%"
+            f" of a core per line, plus the idle figure above"
+        )
+        print(f"  Kamailio AoRs/contacts: {await asyncio.to_thread(kamailio_bindings, pbx)}")
+
+        # -- unregister ---------------------------------------------------------------------
+        t0 = time.perf_counter()
+        for port in bench.ports:
+            port.execute(lambda now, port=port: port.core.unregister(now))
+        done_all = await bench.until(lambda: all(bench.unregistered), 60)
+        print(
+            f"\nunregister: all done={done_all} in {(time.perf_counter() - t0) * 1000:.0f} ms;"
+            f" Kamailio AoRs/contacts {await asyncio.to_thread(kamailio_bindings, pbx)}"
+        )
+        print(f"shared socket routing: {dict(shared.demux.counts)}")
+        await shared.close()
     finally:
         pbx.stop()
         pbx.remove_files()
-    return result
-
-
-# ------------------------------------------------------------------ driver (parent process)
-
-
-def report(r: dict[str, Any]) -> None:
-    n = r["accounts"]
-    print(f"\n== {n} accounts, {r['mode']} transport ==")
-    print(
-        f"  registered {r['registered']}/{n}"
-        + (f"  failures: {r['failed']}" if r["failed"] else "")
-    )
-    print(f"  all REGISTERs handed to the socket in {r['send_all_s'] * 1000:.0f} ms")
-    print(f"  time to all registered  {r['time_to_all_s']:.3f} s")
-    print(f"  registrations/second    {r['per_second']:.0f}")
-    print(
-        f"  our CPU time until all registered: {r['cpu_s']:.3f} s "
-        f"({r['cpu_s'] / r['time_to_all_s'] * 100:.0f}% of one core over that time)"
-    )
-    print(
-        f"  register() -> REGISTERED (REGISTER, 401, REGISTER, 200): p50 {r['p50_ms']:.0f} ms, "
-        f"p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms"
-    )
-    print(
-        f"  kernel UDP receive-buffer drops during the burst: {r['udp_drops']} "
-        f"(Kamailio's socket {r['pbx_socket_drops']}, our shared socket "
-        f"{r['shared_socket_drops']}); each one costs a Timer E/F retransmission"
-    )
-    print(f"  file descriptors: +{r['fds']}")
-    mib = 1024
-    print(
-        f"  RSS: +{r['rss_open_kib'] / mib:.1f} MiB after creating, "
-        f"+{r['rss_registered_kib'] / mib:.1f} MiB all registered "
-        f"= {r['rss_registered_kib'] / n / mib:.4f} MiB/account; "
-        f"idle after refresh +{r['rss_idle_kib'] / mib:.1f} MiB "
-        f"= {r['rss_idle_kib'] / n / mib:.4f} MiB/account"
-    )
-    print(f"  Kamailio AoRs/contacts after register:   {r['kamailio_after_register']}")
-    print(
-        f"  refresh: {r['refreshed']}/{n} re-registered within {r['refresh_wait_s']:.1f} s; "
-        f"Kamailio AoRs/contacts {r['kamailio_after_refresh']}"
-    )
-    print(
-        f"  unregister: all done={r['all_unregistered']} in {r['unregister_s'] * 1000:.0f} ms; "
-        f"Kamailio AoRs/contacts {r['kamailio_after_unregister']}"
-    )
-    if "unrouted" in r:
-        print(f"  shared core: unrouted datagrams {r['unrouted']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--accounts", type=int, nargs="+", default=[1000, 100])
-    parser.add_argument("--modes", nargs="+", default=["per-account", "shared", "shared-4m"])
-    parser.add_argument("--expires", type=int, default=40, help="short, so a refresh is seen")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--lines", type=int, default=5000)
+    parser.add_argument("--expires", type=int, default=120, help="short, so a refresh is seen")
+    parser.add_argument("--idle", type=float, default=20.0, help="idle window, seconds")
+    parser.add_argument("--keepalive", type=float, default=2.0, help="0: no OPTIONS keepalive")
+    parser.add_argument(
+        "--window", type=int, default=0, help="at most this many REGISTERs in flight (0: all)"
+    )
     args = parser.parse_args()
-    if args.worker:
-        result = asyncio.run(run_one(args.accounts[0], args.modes[0], args.expires))
-        print("RESULT " + json.dumps(result))
-        return
-    refresh = max(1.0, min(args.expires / 2, args.expires - 32))
     print(
-        f"Kamailio 5.6 (deploy/kamailio/kamailio.cfg, children=2) on 127.0.0.1, "
-        f"Expires {args.expires} (refresh after {refresh:.0f} s), "
+        f"{args.lines} lines on one UDP socket, Kamailio 5.6 (children=2) on 127.0.0.1, "
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
     )
-    for n in args.accounts:
-        for mode in args.modes:
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    "--accounts",
-                    str(n),
-                    "--modes",
-                    mode,
-                    "--expires",
-                    str(args.expires),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                print(f"\n== {n} accounts, {mode}: run failed ==\n{proc.stdout}\n{proc.stderr}")
-                continue
-            report(json.loads(line[len("RESULT ") :]))
-    print(
-        "\nReference (issue): a well-known C gateway serializes registrations at ~10/s and "
-        "uses ~0.08 MB per idle registration."
-    )
+    loop = asyncio.SelectorEventLoop(CountingSelector())
+    try:
+        loop.run_until_complete(
+            run(args.lines, args.expires, args.idle, args.keepalive, args.window)
+        )
+    finally:
+        loop.close()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ reported as a :class:`TransportFailure` event (``kind`` "certificate" for an unt
 mismatched PBX certificate) and the requests waiting for it fail at once with 503 (RFC 3261
 §8.1.3.1) instead of running into their 32 s timeout.
 
+A sipworker puts all its lines on one :class:`SharedSipSocket` per transport (per PBX domain
+over TLS): each line still gets a ``SipTransport`` of its own (core, timer, events), and
+phone.sip.demux decides which line a message that arrived is for, or answers it when it is for
+none. The shared socket also probes each PBX once for all its lines (keepalive) and lets a
+bounded number of REGISTERs be in flight, so a worker starting thousands of lines does not drown
+the registrar in retransmissions.
+
 Nothing received from the network can crash it: malformed requests are answered 400 by the
 transaction layer, malformed responses are dropped and logged, and unexpected exceptions from the
 core are logged, not raised.
@@ -23,6 +30,7 @@ core are logged, not raised.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -32,8 +40,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import tls as sip_tls
+from .demux import Deliver, Demux, RegisterWindow, Reply, SharedKeepalive, keepalive_probe
 from .errors import SipParseError
-from .message import SipRequest, StreamFramer, make_response, parse_message
+from .message import (
+    SipMessage,
+    SipRequest,
+    SipResponse,
+    StreamFramer,
+    make_response,
+    parse_message,
+)
 from .transaction import Addr, MalformedMessage
 
 log = logging.getLogger(__name__)
@@ -70,7 +86,7 @@ class OutputLike(Protocol):
 class Core(Protocol):
     """What the transport drives: a UserAgent or a bare TransactionLayer."""
 
-    def receive(self, now: float, data: bytes, source: Addr) -> Any: ...
+    def receive(self, now: float, data: Any, source: Addr) -> Any: ...  # bytes or parsed
 
     def handle_timer(self, now: float) -> Any: ...
 
@@ -157,10 +173,12 @@ class SipTransport(Generic[CoreT]):
         local_addr: Addr,
         core_factory: Callable[[Addr], CoreT],
         on_event: Callable[[Any], None],
+        transport_name: str = "UDP",
     ) -> SipTransport[CoreT]:
         """Datagrams through any sender, fed back with :meth:`datagram_received` (tests wire
-        cores together in memory this way, with the real timers and event flushing)."""
-        self: SipTransport[CoreT] = cls("UDP", on_event)
+        cores together in memory this way, with the real timers and event flushing; a line on
+        a :class:`SharedSipSocket` is one of these)."""
+        self: SipTransport[CoreT] = cls(transport_name, on_event)
         self._udp = sender
         self.local_addr = local_addr
         self._core = core_factory(local_addr)
@@ -243,7 +261,11 @@ class SipTransport(Generic[CoreT]):
         self._arm()
         return result
 
-    def _feed(self, data: bytes, source: Addr) -> None:
+    def message_received(self, message: SipMessage, source: Addr) -> None:
+        """A message the shared socket has parsed already (to route it) for this core."""
+        self._feed(message, source)
+
+    def _feed(self, data: bytes | SipMessage, source: Addr) -> None:
         if self._closed:
             return
         try:
@@ -436,3 +458,330 @@ def _client_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+# Receive buffer asked for the shared UDP socket: a registration burst of thousands of lines
+# brings their 401s and 200s back at once, and the default (~200 KiB, a few hundred datagrams)
+# overflows; every datagram lost costs a Timer E/F retransmission (RFC 3261 §17.1.2.2).
+# The kernel caps it at net.core.rmem_max.
+SHARED_RCVBUF = 4 * 1024 * 1024
+# REGISTER transactions of one shared socket in flight at once (phone.sip.demux.RegisterWindow):
+# enough to keep the registrar busy, few enough that answers come back within T1.
+REGISTER_WINDOW = 200
+
+
+class _LineSender:
+    """A line's view of the shared socket: sending goes through it, closing only leaves it."""
+
+    __slots__ = ("shared", "token")
+
+    def __init__(self, shared: SharedSipSocket, token: str) -> None:
+        self.shared = shared
+        self.token = token
+
+    def sendto(self, data: bytes, addr: Addr) -> None:
+        if data.startswith(b"REGISTER "):
+            self.shared._send_register(data, addr)
+        else:
+            self.shared._send(data, addr)
+
+    def close(self) -> None:
+        self.shared.detach(self.token)
+
+
+class _LinePort(SipTransport[Any]):
+    """A line's transport on a shared socket: its register() waits while the socket's
+    REGISTER window is full (a worker starting thousands of lines builds each REGISTER only
+    when it can go: no transaction retransmitting in a queue, no Timer F running out there)."""
+
+    shared: SharedSipSocket | None = None
+
+    def execute(self, command: Callable[[float], Any]) -> Any:
+        shared = self.shared
+        if shared is not None and shared._defer_register(self, command):
+            return None
+        return super().execute(command)
+
+
+class SharedSipSocket(SipTransport[Any]):
+    """One UDP socket, or one TCP listener plus one connection per peer (so one per PBX
+    address), for every line of a worker process. Each line is a :class:`SipTransport` of its
+    own (its core, its timer, its event callback) from :meth:`open_line`; what arrives is
+    handed to the right one by phone.sip.demux, or answered here when it is for no line.
+
+    The socket belongs to whoever opened it (the sipworker host): closing a line only takes
+    it off the routing table; :meth:`close` closes the socket (and stops routing to lines).
+    """
+
+    def __init__(self, transport_name: str, register_window: int = REGISTER_WINDOW) -> None:
+        super().__init__(transport_name, _log_shared_event)
+        self.demux: Demux[SipTransport[Any]] = Demux(reliable=transport_name != "UDP")
+        self.register_window = RegisterWindow(register_window)
+        self._synthetic = False  # feeding answers made here, not received
+        # Lines' register() commands waiting for room in the REGISTER window.
+        self._deferred: collections.deque[tuple[_LinePort, Callable[[float], Any]]] = (
+            collections.deque()
+        )
+        self._lines: dict[str, SipTransport[Any]] = {}
+        # One keepalive per proxy for all its lines (their own probes are switched off).
+        self._keepalives: dict[Addr, SharedKeepalive] = {}
+        self._keepalive_timers: dict[Addr, asyncio.TimerHandle] = {}
+        self._lines_of: dict[Addr, set[str]] = {}
+        self._proxy_of: dict[str, Addr] = {}
+
+    @classmethod
+    async def shared_udp(
+        cls,
+        host: str,
+        port: int,
+        *,
+        rcvbuf: int | None = SHARED_RCVBUF,
+        register_window: int = REGISTER_WINDOW,
+    ) -> SharedSipSocket:
+        self = cls("UDP", register_window)
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(host, port)
+        )
+        self._udp = transport
+        if rcvbuf:
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sockname = transport.get_extra_info("sockname")
+        self.local_addr = (str(sockname[0]), int(sockname[1]))
+        return self
+
+    @classmethod
+    async def shared_tcp(
+        cls, host: str, port: int, *, register_window: int = REGISTER_WINDOW
+    ) -> SharedSipSocket:
+        """A listener for requests the PBX sends us (it connects to our Contact) and, on
+        demand, one outgoing connection per peer address, which every line sends over."""
+        self = cls("TCP", register_window)
+        self._server = await asyncio.start_server(self._accepted, host, port)
+        sockname = self._server.sockets[0].getsockname()
+        self.local_addr = (str(sockname[0]), int(sockname[1]))
+        return self
+
+    @classmethod
+    async def shared_tls(
+        cls,
+        host: str,
+        port: int,
+        *,
+        server_hostname: str,
+        ca_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        register_window: int = REGISTER_WINDOW,
+    ) -> SharedSipSocket:
+        """One TLS connection per PBX address for every line of a PBX domain (the certificate
+        is checked for `server_hostname`, RFC 3261 §26.2), all from one local port: the PBX
+        reaches each line over the connection they registered from (see :meth:`tls`). A
+        connection that cannot be set up is reported to each line that uses that address."""
+        self = cls("TLS", register_window)
+        self._tls = ssl_context or sip_tls.client_context(ca_file)
+        self._server_hostname = server_hostname
+        sock = self._reserved = _client_socket(host, port)
+        sockname = sock.getsockname()
+        self.local_addr = (str(sockname[0]), int(sockname[1]))
+        self.on_event = self._to_lines_of
+        return self
+
+    def _to_lines_of(self, event: Any) -> None:
+        """The socket's own events: a TransportFailure goes to the lines of its address."""
+        if not isinstance(event, TransportFailure):
+            _log_shared_event(event)
+            return
+        for port in list(self._lines.values()):
+            if port.core.config.proxy_addr != event.addr:
+                continue
+            try:
+                port.on_event(event)
+            except Exception:  # one line's handler must not keep the news from the others
+                log.exception("SIP event handler failed for %r", event)
+
+    @property
+    def lines(self) -> int:
+        return len(self._lines)
+
+    def open_line(
+        self, core_factory: Callable[[Addr], Any], on_event: Callable[[Any], None]
+    ) -> SipTransport[Any]:
+        """A line's port on this socket. `core_factory` builds its UserAgent for our address;
+        the line's token goes into it (UserAgent.use_line_token) before it sends anything."""
+        if self._closed:
+            raise RuntimeError("shared SIP socket is closed")
+        token = self.demux.new_token()
+        keepalive: tuple[Addr, float, float] | None = None
+
+        def make(addr: Addr) -> Any:
+            nonlocal keepalive
+            ua = core_factory(addr)
+            ua.use_line_token(token)
+            config = ua.config
+            if config.keepalive_interval and config.proxy_addr is not None:
+                # The socket probes the proxy for every line that uses it (SharedKeepalive).
+                keepalive = (config.proxy_addr, config.keepalive_interval, config.keepalive_timeout)
+                config.keepalive_interval = None
+            return ua
+
+        port = _LinePort.over(
+            _LineSender(self, token), self.local_addr, make, on_event, self.transport_name
+        )
+        assert isinstance(port, _LinePort)  # over() builds the class it is called on
+        port.shared = self
+        self.demux.add(token, port, port.core.config.username)
+        self._lines[token] = port
+        if keepalive is not None:
+            self._join_keepalive(token, *keepalive)
+        return port
+
+    def detach(self, token: str) -> None:
+        self.demux.remove(token)
+        self._lines.pop(token, None)
+        proxy = self._proxy_of.pop(token, None)
+        if proxy is not None:
+            tokens = self._lines_of.get(proxy, set())
+            tokens.discard(token)
+            if not tokens:
+                self._lines_of.pop(proxy, None)
+                self._keepalives.pop(proxy, None)
+                timer = self._keepalive_timers.pop(proxy, None)
+                if timer is not None:
+                    timer.cancel()
+
+    def _send_register(self, data: bytes, addr: Addr) -> None:
+        for item in self.register_window.send(self._loop.time(), data, addr):
+            self._send(*item)
+        self._run_deferred()
+
+    def _defer_register(self, port: _LinePort, command: Callable[[float], Any]) -> bool:
+        """Hold a line's register() back while no REGISTER could go at once (FIFO)."""
+        if command != port.core.register:  # bound methods: equal for the same core
+            return False
+        if not self._deferred and self.register_window.has_room(self._loop.time()):
+            return False
+        self._deferred.append((port, command))
+        return True
+
+    def _run_deferred(self) -> None:
+        while self._deferred and self.register_window.has_room(self._loop.time()):
+            port, command = self._deferred.popleft()
+            if port._closed:
+                continue  # the line stopped while it waited
+            try:
+                SipTransport.execute(port, command)
+            except Exception:  # one line's failure must not hold the others back
+                log.exception("SIP line failed to register")
+
+    # -- the shared keepalive ---------------------------------------------------------------------
+    def _join_keepalive(self, token: str, proxy: Addr, interval: float, timeout: float) -> None:
+        self._proxy_of[token] = proxy
+        self._lines_of.setdefault(proxy, set()).add(token)
+        if proxy not in self._keepalives:
+            keepalive = self._keepalives[proxy] = SharedKeepalive(interval, timeout)
+            keepalive.start(self._loop.time())
+            self._arm_keepalive(proxy)
+
+    def _arm_keepalive(self, proxy: Addr) -> None:
+        keepalive = self._keepalives.get(proxy)
+        old = self._keepalive_timers.pop(proxy, None)
+        if old is not None:
+            old.cancel()
+        when = keepalive.next_timer() if keepalive is not None else None
+        if when is not None and not self._closed:
+            self._keepalive_timers[proxy] = self._loop.call_at(
+                when, self._on_keepalive_timer, proxy
+            )
+
+    def _on_keepalive_timer(self, proxy: Addr) -> None:
+        self._keepalive_timers.pop(proxy, None)
+        keepalive = self._keepalives.get(proxy)
+        if keepalive is None or self._closed:
+            return
+        probe, lost = keepalive.handle_timer(self._loop.time())
+        if probe:
+            self._send(keepalive_probe(self.local_addr, self.transport_name, proxy), proxy)
+        if lost:
+            log.warning("SIP proxy %s:%s does not answer: its lines are failed", *proxy)
+            self._tell_lines(proxy, "proxy_lost")
+        self._arm_keepalive(proxy)
+
+    def _tell_lines(self, proxy: Addr, what: str) -> None:  # what: a UserAgent method
+        """Every line of `proxy` hears of its outage or return (only on those transitions)."""
+        for token in list(self._lines_of.get(proxy, ())):
+            port = self._lines.get(token)
+            if port is None:
+                continue
+            try:
+                command: Callable[[float], Any] = getattr(port.core, what)
+                port.execute(command)
+            except Exception:  # one line failing must not keep the news from the others
+                log.exception("SIP line failed on %s", what)
+
+    def _tls_failed(self, addr: Addr, exc: BaseException) -> None:
+        # The 503s made up for the requests that waited for the connection are not news from
+        # the PBX: they must not count as its answer to the keepalive.
+        self._synthetic = True
+        try:
+            super()._tls_failed(addr, exc)
+        finally:
+            self._synthetic = False
+
+    def _feed(self, data: bytes | SipMessage, source: Addr) -> None:
+        if self._closed:
+            return
+        if not isinstance(data, bytes):
+            data = data.to_bytes()  # only bytes arrive from the network; keep the type honest
+        keepalive = None if self._synthetic else self._keepalives.get(source)
+        if keepalive is not None and keepalive.heard(self._loop.time()):
+            log.info("SIP proxy %s:%s answers again", *source)
+            self._tell_lines(source, "proxy_answered")
+            self._arm_keepalive(source)
+        try:
+            route = self.demux.route(data, source)
+        except Exception:  # a routing bug must not take the socket (and every line) down
+            log.exception("SIP demux failed on a message from %s:%s", *source)
+            return
+        if isinstance(route, Deliver):
+            message = route.message
+            # The line's own transport catches and logs whatever its core raises.
+            if message is not None:
+                route.key.message_received(message, source)
+            else:
+                route.key.datagram_received(data, source)
+            if (
+                isinstance(message, SipResponse)
+                and message.status >= 200
+                and message.cseq.method == "REGISTER"
+            ):
+                # A REGISTER transaction is over (after the line sent what follows from it,
+                # e.g. its REGISTER with credentials): the next one waiting may go.
+                now = self._loop.time()
+                for item in self.register_window.answered(now, message.top_via.branch):
+                    self._send(*item)
+                self._run_deferred()
+        elif isinstance(route, Reply):
+            # Malformed input is worth a warning, as on a line's own socket; a request for a
+            # line that has gone (a stale binding at the PBX) is routine.
+            level = logging.WARNING if route.reason.startswith("malformed") else logging.DEBUG
+            log.log(
+                level, "SIP from %s:%s answered by the shared socket: %s", *source, route.reason
+            )
+            self._send(route.data, route.addr)
+        elif route.malformed:
+            log.warning("dropped malformed SIP from %s:%s: %s", *source, route.reason)
+        else:
+            log.debug("dropped SIP from %s:%s: %s", *source, route.reason)
+
+    async def close(self) -> None:
+        self._lines.clear()
+        self._deferred.clear()
+        for timer in self._keepalive_timers.values():
+            timer.cancel()
+        self._keepalive_timers.clear()
+        await super().close()
+
+
+def _log_shared_event(event: Any) -> None:
+    log.info("shared SIP socket: %r", event)

@@ -24,13 +24,17 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from . import demux
 from .auth import DigestAuth
+from .demux import LINE_PARAM
 from .dialog import Dialog, DialogState, next_hop, request_dialog_id
 from .errors import SipError, SipParseError
 from .message import (
     Headers,
+    SipMessage,
     SipRequest,
     SipResponse,
+    Via,
     generate_tag,
     make_response,
 )
@@ -123,6 +127,12 @@ class UserAgentConfig:
     # Backoff after a REGISTER failed (error response, timeout): RegistrationSettings.retry_*.
     register_retry_base: float = 30.0
     register_retry_max: float = 1800.0
+    # Many lines on one shared socket (phone.sip.demux): this line's token. It goes into the
+    # Contact URI (as the LINE_PARAM uri-parameter, which the registrar hands back as the
+    # Request-URI of calls to us, RFC 3261 §10.3 step 7 / §16.5), into the branch of every Via
+    # we send (responses find their way back by it, §17.1.3) and into every local tag (the To
+    # tag of in-dialog requests to us, §12.2.2). None: a socket of our own, plain identifiers.
+    line_token: str | None = None
 
 
 class CallState(enum.Enum):
@@ -374,6 +384,9 @@ class UserAgent:
     def contact_uri(self) -> SipUri:
         host, port = self.config.local_addr
         params: dict[str, str | None] = {}
+        if self.config.line_token is not None:
+            # First, so ";transport=..." stays last where tools and people look for it.
+            params[LINE_PARAM] = self.config.line_token
         if self.config.transport.upper() != "UDP":
             params["transport"] = self.config.transport.lower()
         return SipUri(host=host, user=self.config.username, port=port, params=params)
@@ -381,6 +394,22 @@ class UserAgent:
     @property
     def contact(self) -> Address:
         return Address(self.contact_uri)
+
+    def use_line_token(self, token: str) -> None:
+        """Put this user agent behind a shared socket as line `token` (see
+        UserAgentConfig.line_token). Only before its first request: the registered Contact
+        and every identifier minted afterwards carry the token."""
+        self.config.line_token = token
+        self.registration.contact = self.contact_uri
+        self.registration.from_tag = self._new_tag()
+
+    def _new_tag(self) -> str:
+        token = self.config.line_token
+        return generate_tag() if token is None else demux.make_tag(token)
+
+    def _new_via(self) -> Via:
+        token = self.config.line_token
+        return self.layer.make_via(None if token is None else demux.make_branch(token))
 
     def _from_address(self) -> Address:
         return Address(self.aor.copy(), self.config.display_name)
@@ -422,7 +451,9 @@ class UserAgent:
         times = [t for t in candidates if t is not None]
         return min(times) if times else None
 
-    def receive(self, now: float, data: bytes, source: Addr) -> UaOutput:
+    def receive(self, now: float, data: bytes | SipMessage, source: Addr) -> UaOutput:
+        """A datagram / framed stream message, or the message a shared socket's demux already
+        parsed to route it (parsing once is most of the cost of a registration burst)."""
         out = UaOutput()
         self._absorb(now, self.layer.receive(now, data, source), out)
         return out
@@ -476,7 +507,7 @@ class UserAgent:
     def _send_request(
         self, now: float, request: SipRequest, kind: str, call_id: str | None, out: UaOutput
     ) -> str:
-        request.headers.set("via", str(self.layer.make_via()))
+        request.headers.set("via", str(self._new_via()))
         if "user-agent" not in request.headers and self.config.user_agent:
             request.headers.add("user-agent", self.config.user_agent)
         tid, layer_out = self.layer.send_request(now, request, self._destination(request))
@@ -569,7 +600,7 @@ class UserAgent:
     def _send_keepalive(self, now: float, out: UaOutput) -> None:
         """An out-of-dialog OPTIONS to the proxy (RFC 3261 §11.1), a fresh Call-ID each time."""
         local = Address(self.aor.copy())
-        local.tag = generate_tag()
+        local.tag = self._new_tag()
         h = Headers()
         h.add("max-forwards", "70")
         h.add("from", str(local))
@@ -580,6 +611,20 @@ class UserAgent:
         request = SipRequest("OPTIONS", SipUri(host=self.config.domain), h)
         tid = self._send_request(now, request, "keepalive", None, out)
         self._probes[tid] = now + self.config.keepalive_timeout
+
+    def proxy_lost(self, now: float) -> UaOutput:
+        """The owner's keepalive (a shared socket probing for many lines) found the proxy gone:
+        as if our own probe had timed out."""
+        out = UaOutput()
+        self.registration.unreachable(now, NO_RESPONSE)
+        self._drain_registration(out)
+        return out
+
+    def proxy_answered(self, now: float) -> UaOutput:
+        """The proxy answered the owner's keepalive again: re-REGISTER at once if lost."""
+        out = UaOutput()
+        self._proxy_answered(now, out)
+        return out
 
     def _proxy_answered(self, now: float, out: UaOutput) -> None:
         """Any response at all, even 404/405/407/483, means the proxy is alive."""
@@ -625,7 +670,7 @@ class UserAgent:
         local = self._from_address()
         if from_user:
             local.uri.user = from_user
-        local.tag = generate_tag()
+        local.tag = self._new_tag()
         h = Headers()
         h.add("max-forwards", "70")
         h.add("from", str(local))
@@ -850,7 +895,7 @@ class UserAgent:
     def _send_subscribe(self, now: float, out: UaOutput) -> None:
         if self._mwi_call_id is None:
             self._mwi_call_id = f"{secrets.token_hex(10)}@{self.config.local_addr[0]}"
-            self._mwi_tag = generate_tag()
+            self._mwi_tag = self._new_tag()
             self._mwi_cseq = 0
         self._mwi_cseq += 1
         local = Address(self.aor.copy())
@@ -1017,7 +1062,7 @@ class UserAgent:
                 self._respond(now, make_response(request, 481, to_tag=generate_tag()), out)
                 return
             replaces = old.id
-        local_tag = generate_tag()
+        local_tag = self._new_tag()
         call = Call(request.call_id, "incoming", CallState.INCOMING, request, remote_sdp=offer)
         call.dialog = Dialog.from_uas(request, local_tag, self.contact)
         if self.config.ring_timeout is not None:
@@ -1352,7 +1397,7 @@ class UserAgent:
     def _ack_2xx(
         self, now: float, dialog: Dialog, invite: SipRequest, response: SipResponse, out: UaOutput
     ) -> SipRequest:
-        ack = dialog.create_ack(invite.cseq.seq, via=self.layer.make_via())
+        ack = dialog.create_ack(invite.cseq.seq, via=self._new_via())
         for name in ("authorization", "proxy-authorization"):
             for value in invite.headers.get_all(name):
                 ack.headers.add(name, value)

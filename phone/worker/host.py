@@ -42,7 +42,7 @@ from phone.signalling.protocol import (
 )
 from phone.signalling.schema import error_message
 from phone.sip.transaction import Addr
-from phone.sip.transport import SipTransport
+from phone.sip.transport import SharedSipSocket, SipTransport
 from phone.sip.useragent import UserAgent
 from phone.worker.db import LineConfig
 from phone.worker.line import LeaseLost, Line, SipPort
@@ -60,6 +60,8 @@ SWEEP_SECONDS = 10.0
 async def open_sip_transport(
     config: LineConfig, make_ua: Callable[[Addr], UserAgent], on_event: Callable[[Any], None]
 ) -> SipPort:
+    """A socket (or connection) of the line's own. The host no longer uses it (lines share the
+    host's sockets, SipWorkerHost.open_shared_sip); kept for a host that wants one per line."""
     bind = settings.SIP_BIND_ADDRESS
     if config.transport == "tcp":
         return await SipTransport.tcp(bind, 0, make_ua, on_event)
@@ -90,9 +92,45 @@ class SipWorkerHost:
         self.layer = get_channel_layer()
         self.lines: dict[int, Line] = {}
         self.media = MediaHub()
-        self.open_sip: Callable[..., Awaitable[SipPort]] = open_sip_transport
+        self.open_sip: Callable[..., Awaitable[SipPort]] = self.open_shared_sip
+        # One socket per transport for all lines (issue 11): file descriptors do not grow with
+        # the number of lines. Opened with the first line that needs it, closed at shutdown.
+        self._shared: dict[str, SharedSipSocket] = {}
+        self._shared_lock = asyncio.Lock()
         self.open_media: Callable[[], Awaitable[CallMedia]] = CallMedia.open
         self._heartbeat: asyncio.Task[None] | None = None
+
+    async def open_shared_sip(
+        self,
+        config: LineConfig,
+        make_ua: Callable[[Addr], UserAgent],
+        on_event: Callable[[Any], None],
+    ) -> SipPort:
+        """The host's `open_sip`: every line gets a port on the shared socket of its transport
+        (over TLS, of its PBX domain); phone.sip.demux routes what arrives."""
+        shared = await self.shared_socket(config.transport, config.domain)
+        return shared.open_line(make_ua, on_event)
+
+    async def shared_socket(self, transport: str, domain: str = "") -> SharedSipSocket:
+        """The host's socket for `transport`; over TLS one per PBX domain and CA file, since
+        the connection's certificate check is for that domain (RFC 3261 §26.2)."""
+        ca_file = settings.SIP_TLS_CA_FILE or None
+        key = f"tls {domain} {ca_file}" if transport == "tls" else transport
+        async with self._shared_lock:  # two lines starting together must not bind two
+            shared = self._shared.get(key)
+            if shared is None:
+                bind = settings.SIP_BIND_ADDRESS
+                if transport == "tls":
+                    shared = await SharedSipSocket.shared_tls(
+                        bind, 0, server_hostname=domain, ca_file=ca_file
+                    )
+                elif transport == "tcp":
+                    shared = await SharedSipSocket.shared_tcp(bind, 0)
+                else:
+                    shared = await SharedSipSocket.shared_udp(bind, 0)
+                self._shared[key] = shared
+                log.info("sipworker: shared SIP %s socket on %s:%s", key, *shared.local_addr)
+            return shared
 
     def line(self, user_id: int) -> Line:
         line = self.lines.get(user_id)
@@ -232,4 +270,9 @@ class SipWorkerHost:
             for line in lines:
                 with contextlib.suppress(Exception):
                     await owners.release(self.worker_id, line.user_id)
+        # The lines have sent their un-REGISTERs: now the shared sockets may go.
+        shared, self._shared = list(self._shared.values()), {}
+        for sock in shared:
+            with contextlib.suppress(Exception):
+                await sock.close()
         await self.media.close()

@@ -168,8 +168,18 @@ class Kamailio(children.ProgramHelper):
         log_level: int = 2,
         start_timeout: float = 10.0,
         lines: dict[str, list[str] | str] | None = None,
+        shm_mb: int = 64,
+        pkg_mb: int = 8,
+        users_htable_size: int | None = None,
     ) -> None:
         self.users: dict[str, str] = dict(users or {})
+        # Thousands of users (benchmarks/sip_register.py): more shared memory for their
+        # registrations and transactions, more private memory for the users file (each line is
+        # a script statement, ~4 KiB parsed: 8 MiB holds about 2000), and a users table of
+        # 2^users_htable_size buckets. The defaults keep a test instance small and quick.
+        self.shm_mb = shm_mb
+        self.pkg_mb = pkg_mb
+        self.users_htable_size = users_htable_size
         # line number -> extensions allowed to present it and rung when it is called
         self.lines: dict[str, list[str]] = {
             number: [exts] if isinstance(exts, str) else list(exts)
@@ -238,9 +248,9 @@ class Kamailio(children.ProgramHelper):
             "-P",
             str(self.pidfile),
             "-m",
-            "64",
+            str(self.shm_mb),
             "-M",
-            "8",
+            str(self.pkg_mb),
             "-A",
             f"SIP_IP={self.host}",
             "-A",
@@ -254,6 +264,8 @@ class Kamailio(children.ProgramHelper):
             "--substdef",
             f"!LINES_FILE!{self.lines_file}!g",
         ]
+        if self.users_htable_size is not None:
+            cmd += ["--substdef", f"!USERS_HTABLE_SIZE!{int(self.users_htable_size)}!g"]
         if self.domain != self.host:
             cmd += ["-A", f"SIP_DOMAIN={self.domain}"]
         else:
