@@ -57,11 +57,27 @@ async def alice(pbx, cast, request):
     await desk.close()
 
 
-def open_legs() -> list[RtpLeg]:
-    """The RTP legs of this process (the embedded sipworker's) that are still open. (type(),
-    not isinstance(): isinstance asks a lazy object such as an earlier request's CSP nonce for
-    its __class__, which evaluates it and raises.)"""
+def _live_legs() -> list[RtpLeg]:
+    # type(), not isinstance(): isinstance asks a lazy object such as an earlier request's CSP
+    # nonce for its __class__, which evaluates it and raises.
     return [o for o in gc.get_objects() if issubclass(type(o), RtpLeg) and not o.closed]
+
+
+EARLIER: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _earlier_legs():
+    """Legs of calls that earlier tests left up (the embedded sipworker lives as long as the
+    test process; a call between two of our users with no page attached goes on) are not
+    this test's."""
+    EARLIER.clear()
+    EARLIER.update(id(leg) for leg in _live_legs())
+
+
+def open_legs() -> list[RtpLeg]:
+    """The RTP legs this test's calls opened (in the embedded sipworker) that are still open."""
+    return [leg for leg in _live_legs() if id(leg) not in EARLIER]
 
 
 async def talk(desk: Desk, seconds: float = 2.0) -> int | None:
