@@ -123,6 +123,26 @@ class WebrtcOffer:
     sdp: str
 
 
+@dataclass(frozen=True, slots=True)
+class SetDnd:
+    """応答不可 on or off (stored for the user; calls meanwhile get 486 without ringing)."""
+
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PickupRinging:
+    """代理応答: take the call ringing at a colleague's `extension` (or, for an extension not on
+    the portal, dial the tenant's PBX pickup feature code)."""
+
+    extension: str
+
+
+@dataclass(frozen=True, slots=True)
+class PickupGroup:
+    """グループ代理応答: take the oldest call ringing in the user's pickup group."""
+
+
 BrowserCommand = (
     Dial
     | Answer
@@ -139,6 +159,9 @@ BrowserCommand = (
     | Park
     | ParkPickup
     | WebrtcOffer
+    | SetDnd
+    | PickupRinging
+    | PickupGroup
 )
 
 # schema type name → command class (the schema test checks both name the same fields)
@@ -158,6 +181,9 @@ COMMANDS: dict[str, type[BrowserCommand]] = {
     "park": Park,
     "park.pickup": ParkPickup,
     "webrtc.offer": WebrtcOffer,
+    "dnd": SetDnd,
+    "pickup": PickupRinging,
+    "pickup.group": PickupGroup,
 }
 _COMMAND_NAMES = {cls: name for name, cls in COMMANDS.items()}
 
@@ -209,9 +235,12 @@ class Handover:
     """Worker → worker: a member of a park group takes a call another member's line holds in
     a slot (seed 3-4). The owner's line (`user_id`) calls `to_extension` through the PBX with
     `token`; the picker's line answers that call at once and its page hears the caller. Sent
-    on the worker channel, so the two lines may run in different sipworker processes."""
+    on the worker channel, so the two lines may run in different sipworker processes.
 
-    user_id: int  # the line holding the parked call
+    Slot 0 (代理応答, issue 13): not a parked call but the oldest call ringing at `user_id`'s
+    line; that line answers it, then calls the picker the same way."""
+
+    user_id: int  # the line holding the parked (or ringing) call
     call_id: str
     slot: int
     to_extension: str
