@@ -2,6 +2,7 @@
 // (socket.js → ui.js for signalling, webrtc.js for media).
 import { DIAL_CHANNEL } from "./panels.js";
 import "./cti.js";
+import { setUpPresence } from "./presence.js";
 import { isCommandKey, setUpShortcuts } from "./shortcuts.js";
 import { PhoneSocket } from "./socket.js";
 import { PhoneUI } from "./ui.js";
@@ -101,6 +102,7 @@ const socket = new PhoneSocket();
 const ui = new PhoneUI(socket);
 const media = new PhoneMedia(socket, $("remote-audio"));
 window.browserPhone = { socket, ui, media }; // for support staff and end-to-end tests
+setUpPresence(socket);
 
 // -- mute (issue 13, item 7) ---------------------------------------------------------------------
 // 消音: the microphone's track stays in the call but sends silence (track.enabled = false), so

@@ -97,7 +97,7 @@ async def presence_messages(ws, wait=0.5):
 async def test_a_colleagues_lamp_follows_the_call_and_another_tenant_hears_nothing(
     registered_line, cast
 ):
-    host, far, page, line = registered_line
+    _host, far, page, line = registered_line
     bob, charlie = await ws_of(cast.bob), await ws_of(cast.charlie)
     # The snapshot on connect already shows alice idle (the store, not an event).
     assert await lamps(bob, "1001", 1) == ["idle"]
@@ -152,7 +152,7 @@ def test_a_page_of_another_tenant_gets_no_lamps_in_its_phonebook(cast, client):
 
 
 async def test_dnd_rejects_with_486_without_ringing_and_logs_it(registered_line, cast):
-    host, far, page, line = registered_line
+    _host, far, page, line = registered_line
     bob = await ws_of(cast.bob)
     assert await lamps(bob, "1001", 1) == ["idle"]
     page.send(protocol.SetDnd(True))
@@ -217,7 +217,7 @@ async def test_it_answers_bad_presence_pickup_and_dnd_messages_with_an_error(cas
 async def test_another_tenant_cannot_pick_up_a_call_by_extension(registered_line, cast):
     """charlie (tenant B) names alice's extension: not his tenant's, so no Handover reaches
     alice's line; his line treats it as an outside extension (the PBX feature code)."""
-    host, far, page, line = registered_line
+    _host, far, page, line = registered_line
     call_id = far.call(line.transport.local_addr)
     await page.wait("call", id=call_id, state="incoming")
     charlie = await Page.open(host, cast.charlie)
