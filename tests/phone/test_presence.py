@@ -217,7 +217,7 @@ async def test_it_answers_bad_presence_pickup_and_dnd_messages_with_an_error(cas
 async def test_another_tenant_cannot_pick_up_a_call_by_extension(registered_line, cast):
     """charlie (tenant B) names alice's extension: not his tenant's, so no Handover reaches
     alice's line; his line treats it as an outside extension (the PBX feature code)."""
-    _host, far, page, line = registered_line
+    host, far, page, line = registered_line
     call_id = far.call(line.transport.local_addr)
     await page.wait("call", id=call_id, state="incoming")
     charlie = await Page.open(host, cast.charlie)
