@@ -1458,6 +1458,8 @@ class Line:
             return  # fenced: the line's new owner publishes it now, not us
         state = self._presence_state()
         last = self._presence
+        if last is None and state == presence.OFFLINE:
+            return  # never published: pages show an unknown line offline already
         if last is not None and (last.state, last.extension) == (state, config.extension):
             return
         try:
