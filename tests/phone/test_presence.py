@@ -60,6 +60,7 @@ async def registered_line(cast, settings):
     far = FarEnd.open(net, PBX)
     host = SipWorkerHost("sipworker-presence-test")
     host.open_sip = net.open_sip
+    host.net = net  # for tests that look at what went out
     page = await Page.open(host, cast.alice)
     await page.wait("registration", state="registered")
     line = host.lines[cast.alice.pk]
@@ -227,3 +228,18 @@ async def test_another_tenant_cannot_pick_up_a_call_by_extension(registered_line
     assert line.calls[call_id].phase == "incoming"  # still ringing at alice, untouched
     assert not line.handing_over
     charlie.close()
+
+
+async def test_an_extension_not_on_the_portal_is_picked_up_by_the_pbx_feature_code(
+    registered_line, cast
+):
+    host, _far, page, _line = registered_line
+    cast.tenant_a.pickup_template = "**{ext}"
+    await database_sync_to_async(cast.tenant_a.save)()
+    page.send(protocol.PickupRinging("1099"))
+    dialled = await page.wait("call", direction="out")
+    assert dialled["remote"] == "**1099"
+    assert host.net.sent("INVITE sip:**1099@")
+    # A colleague on the portal whose phone does not ring: refused, nothing dialled.
+    page.send(protocol.PickupRinging("1002"))
+    assert (await page.wait("error", request="pickup"))["code"] == "no_call"
