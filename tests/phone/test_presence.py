@@ -243,3 +243,22 @@ async def test_an_extension_not_on_the_portal_is_picked_up_by_the_pbx_feature_co
     # A colleague on the portal whose phone does not ring: refused, nothing dialled.
     page.send(protocol.PickupRinging("1002"))
     assert (await page.wait("error", request="pickup"))["code"] == "no_call"
+
+
+async def test_the_redis_store_is_shared_and_forgets_lines_of_dead_workers(settings, redis_url):
+    """With several sipworkers the store is a Redis hash per tenant: what one worker's line
+    wrote another process reads; a worker that stopped beating leaves its lines offline."""
+    from phone.signalling import owners
+
+    settings.REDIS_URL, settings.SIPWORKER_EMBEDDED = redis_url, False
+    assert owners.enabled()
+    r = owners.client()
+    await r.set(owners.worker_key("w-alive"), "1", px=5000)
+    await presence.publish(7, presence.Entry("1001", "ringing", 1, 10.0, "w-alive"))
+    await presence.publish(7, presence.Entry("1002", "busy", 2, 11.0, "w-dead"))
+    await presence.publish(8, presence.Entry("2001", "idle", 3, 12.0, "w-alive"))
+    assert [(e.extension, e.state) for e in await presence.snapshot(7)] == [("1001", "ringing")]
+    assert [e.extension for e in await presence.snapshot(8)] == ["2001"]  # per tenant
+    assert (await presence.oldest_ringing(7, {1, 2})).extension == "1001"
+    await presence.publish(7, presence.Entry("1001", "offline", 1, 13.0, "w-alive"))
+    assert await presence.snapshot(7) == []
