@@ -216,17 +216,28 @@ async def test_it_answers_bad_presence_pickup_and_dnd_messages_with_an_error(cas
 
 
 async def test_another_tenant_cannot_pick_up_a_call_by_extension(registered_line, cast):
-    """charlie (tenant B) names alice's extension: not his tenant's, so no Handover reaches
-    alice's line; his line treats it as an outside extension (the PBX feature code)."""
+    """charlie (tenant B, his line up on the same PBX) names alice's ringing extension: it is
+    not his tenant's, so no Handover reaches alice's line; his line treats it as an extension
+    outside the portal and dials the PBX feature code (which his PBX would refuse)."""
     host, far, page, line = registered_line
+    cast.tenant_b.outbound_proxy = f"{PBX[0]}:{PBX[1]}"
+    await database_sync_to_async(cast.tenant_b.save)()
     call_id = far.call(line.transport.local_addr)
     await page.wait("call", id=call_id, state="incoming")
     charlie = await Page.open(host, cast.charlie)
-    await charlie.wait("calls")
+    await charlie.wait("registration", state="registered")
     charlie.send(protocol.PickupRinging("1001"))
-    await asyncio.sleep(0.5)
+    dialled = await charlie.wait("call", direction="out")
+    assert dialled["remote"] == "*81001"  # a normal call, not alice's caller
+    await asyncio.sleep(0.3)
     assert line.calls[call_id].phase == "incoming"  # still ringing at alice, untouched
     assert not line.handing_over
+    # Group pickup: tenant B's group does not see tenant A's ringing lines either.
+    charlie.send(protocol.PickupGroup())
+    assert (await charlie.wait("error", request="pickup.group"))["code"] == "no_call"
+    # Hostile extensions end as a number that cannot be dialled.
+    charlie.send(protocol.PickupRinging("1001;user=<evil>"))
+    assert (await charlie.wait("error", request="dial"))["code"] == "bad_number"
     charlie.close()
 
 
