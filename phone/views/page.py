@@ -3,7 +3,7 @@ from django.shortcuts import render
 from django.utils.translation import gettext as _
 
 from phone import presence
-from phone.models import ParkGroup
+from phone.models import ParkGroup, PhoneUserSettings
 from phone.pad import pad_for
 from portal.access import get_active_sip_account, get_profile, scoped
 from portal.turn import page_ice_config
@@ -33,6 +33,8 @@ def index(request):
             "keypad": KEYPAD,
             "line_buttons": pad_for(request.user),
             "presence_extensions": presence.lamp_extensions(request.user),
+            # 応答不可 as stored (the line confirms it with a `dnd` message on attach).
+            "dnd": PhoneUserSettings.objects.filter(user=request.user, dnd=True).exists(),
             # STUN/TURN servers for the page's RTCPeerConnection, TURN with short-lived
             # credentials (portal.turn; never TURN_SECRET itself).
             "ice_servers": page_ice_config(request.user),

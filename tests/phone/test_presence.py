@@ -273,3 +273,12 @@ async def test_the_redis_store_is_shared_and_forgets_lines_of_dead_workers(setti
     assert (await presence.oldest_ringing(7, {1, 2})).extension == "1001"
     await presence.publish(7, presence.Entry("1001", "offline", 1, 13.0, "w-alive"))
     assert await presence.snapshot(7) == []
+
+
+def test_the_phone_page_shows_the_stored_dnd_state(cast, client):
+    client.force_login(cast.alice)
+    assert 'data-testid="dnd-btn" data-state="off"' in client.get("/").content.decode()
+    PhoneUserSettings.objects.create(user=cast.alice, dnd=True)
+    assert 'data-testid="dnd-btn" data-state="on"' in client.get("/").content.decode()
+    client.force_login(cast.bob)  # per user
+    assert 'data-testid="dnd-btn" data-state="off"' in client.get("/").content.decode()
