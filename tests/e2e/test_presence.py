@@ -77,7 +77,7 @@ def open_phonebook(page, book):
 
 
 def test_a_colleagues_lamp_follows_their_call_and_alice_picks_up_a_ringing_call(
-    cast, office, portal_server, browser, far_phone
+    cast, office, portal_server, browser, far_phone, tmp_path
 ):
     bob = open_page(browser, portal_server, "bob", cast.password)
     alice = open_page(browser, portal_server, "alice", cast.password)
@@ -110,6 +110,7 @@ def test_a_colleagues_lamp_follows_their_call_and_alice_picks_up_a_ringing_call(
     second = carol.run(carol.phone.call("1002"))
     expect(bob.get_by_test_id("status")).to_have_attribute("data-state", "ringing", timeout=15000)
     expect(pickup).to_be_visible(timeout=5000)
+    alice.screenshot(path=tmp_path / "presence-ringing.png")  # kept with --basetemp=DIR
     pickup.click()
     expect(alice.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=15000)
     expect(bob.get_by_test_id("status")).to_have_attribute("data-state", "idle", timeout=5000)
