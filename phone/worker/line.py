@@ -166,6 +166,8 @@ class Pickup:
 PICKUP_HEADER = "X-BrowserPhone-Pickup"
 # With a ringing-call pickup (代理応答): the number of the caller the picker takes over.
 PICKUP_CALLER_HEADER = "X-BrowserPhone-Caller"
+# How long a ringing-call pickup's token waits for the owner's call.
+PICKUP_TOKEN_SECONDS = 30.0
 
 LineInput = (
     protocol.ToWorker
@@ -1330,6 +1332,8 @@ class Line:
         assert owner_id is not None
         token = secrets.token_urlsafe(16)
         self.pickups[token] = Pickup(0, session, "", "")
+        # A token the owner never uses (the caller gave up, the owner refused) does not stay.
+        asyncio.get_running_loop().call_later(PICKUP_TOKEN_SECONDS, self.pickups.pop, token, None)
         await self.host.to_worker(
             protocol.Handover(
                 user_id=owner_id,
