@@ -289,3 +289,22 @@ class LineButton(models.Model):
     def clean(self) -> None:
         if self.kind in (self.Kind.LINE, self.Kind.ONE_TOUCH) and not self.number:
             raise ValidationError({"number": _("Enter the line number.")})
+
+
+class PhoneUserSettings(models.Model):
+    """Per-user phone state that outlives a page: do-not-disturb (応答不可, issue 13)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="phone_settings"
+    )
+    # While on, calls to the user's line are refused with 486 Busy Here without ringing a page
+    # (history: 拒否, end reason "DND"); colleagues' lamps show dnd.
+    dnd = models.BooleanField(_("Do not disturb"), default=False)
+    dnd_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("Phone settings")
+        verbose_name_plural = _("Phone settings")
+
+    def __str__(self) -> str:
+        return f"{self.user} dnd={'on' if self.dnd else 'off'}"

@@ -93,6 +93,15 @@ class Tenant(models.Model):
             "refused (488)."
         ),
     )
+    pickup_template = models.CharField(
+        _("Call pickup feature code"),
+        max_length=32,
+        default="*8{ext}",
+        help_text=_(
+            "{ext} = extension. Dialled to pick up a colleague's ringing call when their line "
+            "is not on the portal."
+        ),
+    )
     ring_timeout = models.PositiveSmallIntegerField(
         _("Ring timeout (seconds)"),
         default=60,
@@ -118,11 +127,13 @@ class Tenant(models.Model):
         return f"{self.name} ({self.code})"
 
     def feature_code(self, kind: str, extension: str) -> str:
-        """The voicemail feature code of `kind` (start/stop/status) for an extension."""
+        """The feature code of `kind` (voicemail start/stop/status, call pickup) for an
+        extension."""
         template = {
             "start": self.vm_start_template,
             "stop": self.vm_stop_template,
             "status": self.vm_status_template,
+            "pickup": self.pickup_template,
         }[kind]
         return template.replace("{ext}", extension)
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('phone', '0008_renormalise_numbers'),
+        ('phone', '0009_user_phone_settings_dnd'),
     ]
 
     operations = [

@@ -21,6 +21,7 @@ from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.serializers.json import DjangoJSONEncoder
 
+from phone import presence
 from phone.signalling import events, owners, protocol
 from phone.signalling.protocol import WORKER_LOST_SECONDS, WORKERS_GROUP
 from phone.signalling.schema import SchemaError, error_message, parse_client_message, server_message
@@ -84,7 +85,12 @@ class PhoneConsumer(AsyncWebsocketConsumer):
         if self.tenant_id is None:
             await self.close(code=4403)
             return
-        self.groups_joined = [events.user_group(self.user_id), WORKERS_GROUP]
+        self.groups_joined = [
+            events.user_group(self.user_id),
+            WORKERS_GROUP,
+            # Colleague lamps: only the own tenant's lines (phone.presence).
+            presence.tenant_group(self.tenant_id),
+        ]
         park = await _park_group(self.user_id, self.tenant_id)
         if park is not None:
             self.groups_joined.append(events.park_group(park[0]))
@@ -93,6 +99,7 @@ class PhoneConsumer(AsyncWebsocketConsumer):
         await self.accept()
         if park is not None:
             await self.send_message(self._slots_message(park[1]))
+        await self._send_presence_snapshot()
         self.opened_at = time.time()
         self.worker: str | None = None  # the worker whose heartbeat we hear (the line's owner)
         self.worker_lost = False
@@ -254,6 +261,20 @@ class PhoneConsumer(AsyncWebsocketConsumer):
     async def park_changed(self, event):
         """A slot of our park group changed (state in the event: no database per member)."""
         await self.send_message(self._slots_message(event["slots"]))
+
+    async def _send_presence_snapshot(self):
+        try:
+            entries = await presence.snapshot(self.tenant_id)
+        except Exception:
+            log.exception("phone consumer: presence snapshot failed")
+            entries = []
+        await self.send_message(
+            server_message("presence", entries=[e.public() for e in entries], full=True)
+        )
+
+    async def presence_changed(self, event):
+        """A line of our tenant changed state (the group is per tenant: nobody else's)."""
+        await self.send_message(server_message("presence", entries=event["entries"], full=False))
 
     async def phone_dial_request(self, event):
         await self.send_message(

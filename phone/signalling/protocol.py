@@ -143,6 +143,26 @@ class QualityStats:
     rtt: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SetDnd:
+    """応答不可 on or off (stored for the user; calls meanwhile get 486 without ringing)."""
+
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PickupRinging:
+    """代理応答: take the call ringing at a colleague's `extension` (or, for an extension not on
+    the portal, dial the tenant's PBX pickup feature code)."""
+
+    extension: str
+
+
+@dataclass(frozen=True, slots=True)
+class PickupGroup:
+    """グループ代理応答: take the oldest call ringing in the user's pickup group."""
+
+
 BrowserCommand = (
     Dial
     | Answer
@@ -162,6 +182,9 @@ BrowserCommand = (
     | LineTestStart
     | LineTestStop
     | QualityStats
+    | SetDnd
+    | PickupRinging
+    | PickupGroup
 )
 
 # schema type name → command class (the schema test checks both name the same fields)
@@ -184,6 +207,9 @@ COMMANDS: dict[str, type[BrowserCommand]] = {
     "linetest.start": LineTestStart,
     "linetest.stop": LineTestStop,
     "quality.stats": QualityStats,
+    "dnd": SetDnd,
+    "pickup": PickupRinging,
+    "pickup.group": PickupGroup,
 }
 _COMMAND_NAMES = {cls: name for name, cls in COMMANDS.items()}
 
@@ -235,9 +261,12 @@ class Handover:
     """Worker → worker: a member of a park group takes a call another member's line holds in
     a slot (seed 3-4). The owner's line (`user_id`) calls `to_extension` through the PBX with
     `token`; the picker's line answers that call at once and its page hears the caller. Sent
-    on the worker channel, so the two lines may run in different sipworker processes."""
+    on the worker channel, so the two lines may run in different sipworker processes.
 
-    user_id: int  # the line holding the parked call
+    Slot 0 (代理応答, issue 13): not a parked call but the oldest call ringing at `user_id`'s
+    line; that line answers it, then calls the picker the same way."""
+
+    user_id: int  # the line holding the parked (or ringing) call
     call_id: str
     slot: int
     to_extension: str

@@ -57,6 +57,12 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple]] = {
     # The page's WebRTC stats of a call (getStats), at most one a second per call (the worker
     # drops more): loss 0..1, jitter and rtt in ms; values are clamped by phone.quality.
     "quality.stats": _call(loss=_f(_NUM), jitter=_f(_NUM), rtt=_f((int, float, type(None)), False)),
+    # 応答不可 (issue 13): on → incoming calls are refused with 486, colleagues see "dnd".
+    "dnd": {"on": _f(_BOOL)},
+    # 代理応答: take the call ringing at a colleague's extension of the same tenant.
+    "pickup": {"extension": _f(_STR, max_length=MAX_NUMBER)},
+    # グループ代理応答: the oldest call ringing in the user's pickup (= park) group.
+    "pickup.group": {},
     "ping": {"id": _f(_ANY_SCALAR, False, MAX_TOKEN)},
 }
 
@@ -130,6 +136,12 @@ SERVER_MESSAGES: dict[str, dict[str, tuple]] = {
         "rtt": _f((int, float, type(None))),
     },
     "pong": {"id": _f(_ANY_SCALAR)},
+    # The user's 応答不可 state, on attach and whenever it changes (any of their pages).
+    "dnd": {"on": _f(_BOOL)},
+    # Colleague lamps (BLF): [{extension, state: idle|ringing|busy|dnd|offline}] of lines of
+    # the user's own tenant only. full=true: the snapshot on connect (extensions not listed
+    # are offline); false: the lines that changed.
+    "presence": {"entries": _f(_LIST), "full": _f(_BOOL)},
     "error": {"code": _f(_STR), "message": _f(_STR), "request": _f((str, type(None)))},
 }
 

@@ -2,7 +2,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 
-from phone.models import ParkGroup
+from phone import presence
+from phone.models import ParkGroup, PhoneUserSettings
 from phone.pad import pad_for
 from portal.access import get_active_sip_account, get_profile, scoped
 from portal.turn import page_ice_config
@@ -31,6 +32,9 @@ def index(request):
             "park_slots": [(n, group is not None and n <= group.slot_count) for n in range(1, 7)],
             "keypad": KEYPAD,
             "line_buttons": pad_for(request.user),
+            "presence_extensions": presence.lamp_extensions(request.user),
+            # 応答不可 as stored (the line confirms it with a `dnd` message on attach).
+            "dnd": PhoneUserSettings.objects.filter(user=request.user, dnd=True).exists(),
             # STUN/TURN servers for the page's RTCPeerConnection, TURN with short-lived
             # credentials (portal.turn; never TURN_SECRET itself).
             "ice_servers": page_ice_config(request.user),
@@ -66,6 +70,14 @@ def index(request):
                 "hold_first": _("Put the call on hold, enter the number, then press Transfer."),
                 "no_call_to_transfer": _("There is no call to transfer."),
                 "nothing_to_park": _("There is no call to park."),
+                # Colleague lamps (static/phone/presence.js).
+                "presence": {
+                    "idle": _("Available"),
+                    "ringing": _("Ringing"),
+                    "busy": _("On the phone"),
+                    "dnd": _("Do not disturb"),
+                    "offline": _("Offline"),
+                },
                 # The server's `notice` codes (seed 3-2: why a call failed).
                 "notices": {
                     "busy": _("The line is busy"),
@@ -78,6 +90,7 @@ def index(request):
                     "transfer-failed": _("The transfer failed"),
                     "park-timeout": _("The parked call timed out"),
                     "line-refused": _("This line cannot be used"),
+                    "pickup-failed": _("The call could not be picked up"),
                 },
                 # The server's `error` codes (phone.signalling.schema.ERROR_CODES).
                 "errors": {

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from phone import presence
 from phone.access import (
     can_edit_phonebook,
     get_contact_for_user,
@@ -85,6 +86,8 @@ def _panel_context(request, book, **extra):
         "contacts": page.object_list,
         "editable": can_edit_phonebook(request.user, book),
         "import_form": CsvUploadForm(),
+        # Colleagues' extensions get a presence lamp (static/phone/presence.js lights it).
+        "presence_extensions": presence.lamp_extensions(request.user),
         **extra,
     }
 
@@ -103,7 +106,15 @@ def _contact_form(request, book, instance, action):
         contact = form.save()
         if not request.htmx:
             return redirect(f"{reverse('phone:phonebook')}?book={book.pk}")
-        return render(request, "phone/phonebook.html#row", {"contact": contact, "editable": True})
+        return render(
+            request,
+            "phone/phonebook.html#row",
+            {
+                "contact": contact,
+                "editable": True,
+                "presence_extensions": presence.lamp_extensions(request.user),
+            },
+        )
     context = {"form": form, "book": book, "action": action}
     if instance.pk:
         context["contact"] = instance
@@ -134,7 +145,15 @@ def contact_row(request, pk):
     """The read-only row again (an edit cancelled)."""
     contact = get_contact_for_user(request.user, pk)
     editable = can_edit_phonebook(request.user, contact.phonebook)
-    return render(request, "phone/phonebook.html#row", {"contact": contact, "editable": editable})
+    return render(
+        request,
+        "phone/phonebook.html#row",
+        {
+            "contact": contact,
+            "editable": editable,
+            "presence_extensions": presence.lamp_extensions(request.user),
+        },
+    )
 
 
 @login_required

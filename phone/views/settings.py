@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cti.forms import CtiSettingsForm
 from cti.models import CtiSettings
-from phone import actions
+from phone import actions, presence
 from phone.forms import AccountForm, LineButtonFormSet
 from phone.models import LineButton
 from phone.pad import pad_for
@@ -150,4 +150,11 @@ def save_buttons(request):
 @require_GET
 def external_pad(request):
     """The 外線パッド fragment, fetched again when the buttons change."""
-    return render(request, "phone/_external_pad.html", {"line_buttons": pad_for(request.user)})
+    return render(
+        request,
+        "phone/_external_pad.html",
+        {
+            "line_buttons": pad_for(request.user),
+            "presence_extensions": presence.lamp_extensions(request.user),
+        },
+    )

@@ -148,3 +148,70 @@ def lines_for(user_id: int) -> dict[str, Line]:
         button.number: Line(button.label, button.ring_tone or str((button.position - 1) % 4 + 1))
         for button in buttons.exclude(number="")
     }
+
+
+# -- presence, pickup and do-not-disturb (issue 13) ----------------------------------------------
+
+
+def dnd_for(user_id: int) -> bool:
+    from phone.models import PhoneUserSettings
+
+    return bool(
+        PhoneUserSettings.objects.filter(user_id=user_id).values_list("dnd", flat=True).first()
+    )
+
+
+def set_dnd(user_id: int, on: bool) -> None:
+    """応答不可 on or off, stored for the user (it outlives the page and the line)."""
+    from django.utils import timezone
+
+    from phone.models import PhoneUserSettings
+
+    PhoneUserSettings.objects.update_or_create(
+        user_id=user_id, defaults={"dnd": on, "dnd_changed_at": timezone.now()}
+    )
+
+
+def colleague_with_extension(user_id: int, extension: str) -> int | None:
+    """The user of the same tenant whose active SIP account is `extension` (never another
+    tenant's: pickup and presence stay within the tenant)."""
+    tenant_id = Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+    if tenant_id is None or not extension:
+        return None
+    found: int | None = (
+        SipAccount.objects.filter(tenant_id=tenant_id, extension=extension, is_active=True)
+        .values_list("user_id", flat=True)
+        .first()
+    )
+    return found
+
+
+def pickup_group_members(user_id: int) -> set[int]:
+    """グループ代理応答: the members of the user's park group (the park group doubles as the
+    pickup group: the people who share calls by park are the ones who answer for each other)."""
+    info = park_group_for(user_id)
+    if info is None:
+        return set()
+    from phone.models import ParkGroup
+
+    return set(ParkGroup.objects.get(pk=info.group_id).members.values_list("id", flat=True))
+
+
+def pickup_code(user_id: int, extension: str) -> str:
+    """The tenant's PBX call-pickup feature code for an extension ("*8{ext}")."""
+    from portal.models import Tenant
+
+    tenant = Tenant.objects.filter(profiles__user_id=user_id).first()
+    return tenant.feature_code("pickup", extension) if tenant else ""
+
+
+def set_answered_by(record_id: int | None, answerer_id: int) -> None:
+    """A colleague took the call (代理応答): the row of the user it rang for names them."""
+    from phone.models import CallRecord
+
+    if record_id is None:
+        return
+    name = user_display_name(answerer_id)
+    CallRecord.objects.filter(pk=record_id).update(
+        answered_by_id=answerer_id, answered_by_name=name[:100]
+    )

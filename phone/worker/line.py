@@ -28,7 +28,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from phone import actions
+from phone import actions, presence
 from phone.media.join import LegJoin
 from phone.media.tones import JapaneseBusy, ToneSource
 from phone.numbers import clean_number
@@ -46,9 +46,12 @@ from phone.signalling.protocol import (
     LineTestStop,
     Park,
     ParkPickup,
+    PickupGroup,
+    PickupRinging,
     QualityStats,
     Reject,
     Reload,
+    SetDnd,
     Swap,
     TransferBlind,
     TransferCancel,
@@ -144,6 +147,15 @@ class ParkTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class HandingOver:
+    """A call ringing here that we answered for a colleague (代理応答): the Handover that asked
+    for it and the colleague's user id (history names them as the one who answered)."""
+
+    handover: protocol.Handover
+    by: int
+
+
+@dataclass(frozen=True, slots=True)
 class Pickup:
     """A park pickup this line asked for: the owner's line will call us with `token`."""
 
@@ -156,6 +168,10 @@ class Pickup:
 # The header that marks the owner line's call to a picking colleague (never from outside:
 # out-of-dialog requests come only from the PBX, and the token is random per pickup).
 PICKUP_HEADER = "X-BrowserPhone-Pickup"
+# With a ringing-call pickup (代理応答): the number of the caller the picker takes over.
+PICKUP_CALLER_HEADER = "X-BrowserPhone-Caller"
+# How long a ringing-call pickup's token waits for the owner's call.
+PICKUP_TOKEN_SECONDS = 30.0
 
 LineInput = (
     protocol.ToWorker
@@ -271,6 +287,10 @@ class Line:
         self.joined: dict[str, Joined] = {}  # call id → the pair the worker relays
         self.pickups: dict[str, Pickup] = {}  # token → a park pickup we asked for
         self.diagnostics = Diagnostics(self)  # line test and call quality
+        self.dnd = False  # 応答不可 (loaded with the line's config)
+        self._presence: presence.Entry | None = None  # what we last published
+        # Our ringing calls answered for a colleague (代理応答): call id → who takes them.
+        self.handing_over: dict[str, HandingOver] = {}
         self.task = asyncio.create_task(self._run(), name=f"line-{user_id}")
 
     def post(self, item: LineInput) -> None:
@@ -298,6 +318,7 @@ class Line:
                 await self._handle(item)
             except Exception:
                 log.exception("line %s: handling %s failed", self.user_id, type(item).__name__)
+            await self._presence_check()
 
     async def _handle(self, item: LineInput) -> None:
         match item:
@@ -347,6 +368,8 @@ class Line:
                 await self._on_transfer_progress(item)
             case TransferRequested():
                 await self._on_refer(item)
+            case protocol.Handover(slot=0):
+                await self._hand_over_ringing(item)
             case protocol.Handover():
                 await self._hand_over(item)
             case ParkTimeout(call_id=call_id, slot=slot):
@@ -404,6 +427,7 @@ class Line:
         if self.transport is None:
             await self._start()
         await self.send(session, self._registration_message())
+        await self.send(session, server_message("dnd", on=self.dnd))
         calls = [c.message() for c in self.calls.values() if not c.internal]
         await self.send(session, server_message("calls", calls=calls))
 
@@ -472,6 +496,7 @@ class Line:
             await self._set_registration("failed", "no SIP account")
             return
         self._user_name = config.display_name
+        self.dnd = await database_sync_to_async(db.dnd_for)(self.user_id)
         try:
             host, port = config.proxy_hostport
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
@@ -574,6 +599,8 @@ class Line:
         token = event.headers.get(PICKUP_HEADER) if event.headers is not None else None
         pickup = self.pickups.pop(token, None) if token else None
         if pickup is not None:
+            if pickup.slot == 0:  # a ringing call (代理応答): the caller comes with the token
+                pickup = await self._ringing_pickup(pickup, event)
             await self._picked_up(call, pickup)
             return
         old = self.calls.get(event.replaces) if event.replaces else None
@@ -581,6 +608,9 @@ class Line:
             # RFC 3891: this INVITE takes the place of one of our calls (the far end of an
             # attended transfer): no ringing, it continues where the old one was.
             await self._replace(old, call)
+            return
+        if self.dnd:
+            await self._reject_dnd(call)
             return
         self._sip(lambda now: self.ua.ring(now, call.id))
         # The history row, the line and the phonebook name after the 180 has left: the caller
@@ -627,6 +657,9 @@ class Line:
             await self._referral_progress(call, event)
         if call.picks_up is not None:
             await self._pickup_progress(call, event)
+            return
+        if call.id in self.handing_over:
+            await self._handing_over_progress(call, event)
             return
         if not call.on_ua_state(event.state, event.status, event.reason):
             return
@@ -739,6 +772,10 @@ class Line:
                 await self.diagnostics.stop_test(session)
             case QualityStats():
                 await self.diagnostics.page_stats(session, command)
+            case SetDnd(on=on):
+                await self._set_dnd(on)
+            case PickupRinging() | PickupGroup():
+                await self._pickup_ringing(session, command)
 
     async def _refuse(
         self, session: str, code: str, command: protocol.BrowserCommand, text: str | None = None
@@ -1262,11 +1299,17 @@ class Line:
         if event.state is CallState.CONNECTED and pick.answered_at is None:
             pick.on_ua_state(event.state, event.status, event.reason)
             self.calls[pick.id] = pick
+            handing = self.handing_over.pop(parked_id, None)
+            parked = self.calls.get(parked_id)
             await self._join(parked_id, pick.id, reason="picked-up")
+            if handing is not None and parked is not None:
+                await database_sync_to_async(db.set_answered_by)(parked.record_id, handing.by)
         elif event.state is CallState.TERMINATED and pick.id in self.calls:
             await self._finish(pick, event.reason, event.status)
             parked = self.calls.get(parked_id)
-            if parked is not None:
+            if parked is not None and self.handing_over.pop(parked_id, None) is not None:
+                await self._pickup_failed(parked)
+            elif parked is not None:
                 await self._recall(parked)  # the colleague never got it: back to us
 
     async def _picked_up(self, call: LineCall, pickup: Pickup) -> None:
@@ -1280,6 +1323,187 @@ class Line:
         await self._hold_others(call)
         await self._open_record(call)
         self._sip(lambda now: self.ua.answer(now, call.id, answering[1]))
+
+    # -- 代理応答 (issue 13): a colleague takes a call ringing here --------------------------------
+    # The same path as a park pickup: the ringing line answers the INVITE itself, calls the
+    # picker's extension through the PBX with a one-time token (Handover, slot 0), the picker's
+    # line answers that at once, and this worker joins the two legs. Works across sipworkers.
+
+    async def _pickup_ringing(self, session: str, command: PickupRinging | PickupGroup) -> None:
+        config = self.config
+        if config is None:
+            await self._refuse(session, "no_account", command)
+            return
+        if isinstance(command, PickupGroup):
+            members = await database_sync_to_async(db.pickup_group_members)(self.user_id)
+            entry = await presence.oldest_ringing(config.tenant_id, members - {self.user_id})
+            if entry is None:
+                await self._refuse(session, "no_call", command, "nothing rings in your group")
+                return
+            owner_id: int | None = entry.user_id
+        else:
+            owner_id = await database_sync_to_async(db.colleague_with_extension)(
+                self.user_id, command.extension
+            )
+            if owner_id == self.user_id:
+                await self._refuse(session, "bad_state", command, "that is your own line")
+                return
+            if owner_id is None:
+                # Not on the portal (a desk phone, another PBX user): the PBX picks up for us.
+                code = await database_sync_to_async(db.pickup_code)(self.user_id, command.extension)
+                await self._dial(session, code, "")
+                return
+            entries = await presence.snapshot(config.tenant_id)
+            if not any(e.user_id == owner_id and e.state == presence.RINGING for e in entries):
+                await self._refuse(session, "no_call", command, "nothing rings there")
+                return
+        assert owner_id is not None
+        token = secrets.token_urlsafe(16)
+        self.pickups[token] = Pickup(0, session, "", "")
+        # A token the owner never uses (the caller gave up, the owner refused) does not stay.
+        asyncio.get_running_loop().call_later(PICKUP_TOKEN_SECONDS, self.pickups.pop, token, None)
+        await self.host.to_worker(
+            protocol.Handover(
+                user_id=owner_id,
+                call_id="",
+                slot=0,
+                to_extension=config.extension,
+                to_session=session,
+                token=token,
+            )
+        )
+
+    async def _hand_over_ringing(self, handover: protocol.Handover) -> None:
+        """A colleague takes the call ringing here longest: answer it (our page stops ringing;
+        the caller waits in silence for a moment), then call the colleague once it is up."""
+        ringing = [
+            c
+            for c in self.calls.values()
+            if c.phase is Phase.INCOMING
+            and not c.internal
+            and c.media is None
+            and c.id not in self.handing_over
+        ]
+        call = min(ringing, key=lambda c: c.started_at, default=None)
+        by = await database_sync_to_async(db.colleague_with_extension)(
+            self.user_id, handover.to_extension
+        )
+        if call is None or by is None:
+            await self.send(handover.to_session, error_message("no_call", request="pickup"))
+            return
+        answering = await self._prepare_answer(call)
+        if answering is None:
+            await self.send(handover.to_session, error_message("no_call", request="pickup"))
+            return
+        call.media = answering[0]
+        self.handing_over[call.id] = HandingOver(handover, by)
+        self._sip(lambda now: self.ua.answer(now, call.id, answering[1]))
+        fields = {k: v for k, v in call.message().items() if k != "type"}
+        fields.update(state="ended", reason="picked-up")
+        await self.broadcast(server_message("call", **fields))
+        self.route_media()
+
+    async def _handing_over_progress(self, call: LineCall, event: CallStateChanged) -> None:
+        handing = self.handing_over[call.id]
+        if event.state is CallState.CONNECTED and call.answered_at is None:
+            call.on_ua_state(event.state, event.status, event.reason)
+            headers = [
+                (PICKUP_HEADER, handing.handover.token),
+                (PICKUP_CALLER_HEADER, call.remote),
+            ]
+            pick = await self._place_call(
+                None, handing.handover.to_extension, headers=headers, picks_up=call.id
+            )
+            if pick is None:
+                self.handing_over.pop(call.id, None)
+                await self._pickup_failed(call)
+        elif event.state is CallState.TERMINATED:
+            # The caller gave up meanwhile: the colleague's leg (if placed) ends with it.
+            self.handing_over.pop(call.id, None)
+            for pick in [c for c in self.calls.values() if c.picks_up == call.id]:
+                self._hangup(pick)
+                await self._finish(pick, "caller-gone")
+            await self._finish(call, event.reason or "remote-bye", event.status)
+
+    async def _pickup_failed(self, call: LineCall) -> None:
+        """The colleague's line did not take the call we answered for them: it is ours again,
+        in the newest page (the caller is not dropped)."""
+        call.session = self.newest_session
+        self.route_media()
+        await self.broadcast(call.message())
+        await self.broadcast(
+            server_message("notice", level="error", code="pickup-failed", text=call.remote)
+        )
+
+    async def _ringing_pickup(self, pickup: Pickup, event: IncomingCall) -> Pickup:
+        """The picker's side: who calls comes with the owner's INVITE (the token vouches)."""
+        number = event.headers.get(PICKUP_CALLER_HEADER) if event.headers is not None else None
+        remote = (number or "")[:64]
+        name = await database_sync_to_async(db.display_name_for)(self.user_id, remote)
+        return Pickup(0, pickup.session, remote, name)
+
+    # -- 応答不可 (issue 13) -------------------------------------------------------------------
+
+    async def _set_dnd(self, on: bool) -> None:
+        await database_sync_to_async(db.set_dnd)(self.user_id, on)
+        self.dnd = on
+        await self.broadcast(server_message("dnd", on=on))
+
+    async def _reject_dnd(self, call: LineCall) -> None:
+        """While 応答不可 is on a call is refused with 486 Busy Here (RFC 3261 §21.4.24) before
+        any page rings; history logs it as 拒否 with end reason "DND"."""
+        call.rejected = True
+        self._sip(lambda now: self.ua.reject(now, call.id, 486))
+        call.end("DND", 486)
+        del self.calls[call.id]
+        self.ua.forget(call.id)
+        # Logged without telling the pages about the call: nothing rang there.
+        call.remote_name = await database_sync_to_async(db.display_name_for)(
+            self.user_id, call.remote
+        )
+        try:
+            await database_sync_to_async(actions.do_close_call)(
+                self.user_id, None, call.history_fields(self.user_id, self._user_name)
+            )
+        except Exception:
+            log.exception("line %s: could not log call %s", self.user_id, call.id)
+
+    # -- presence (BLF, issue 13) ---------------------------------------------------------------
+
+    def _presence_state(self) -> str:
+        phases = []
+        for call in self.calls.values():
+            if call.internal or call.id in self.handing_over:
+                continue  # the worker's own legs, and calls a colleague is taking
+            # An incoming call we are answering (port open, 200 on its way) no longer rings.
+            answering = call.phase is Phase.INCOMING and call.media is not None
+            phases.append("incall" if answering else call.phase.value)
+        registered = self.registration[0] == "registered" and not self.closed
+        return presence.line_state(registered=registered, phases=phases, dnd=self.dnd)
+
+    async def _presence_check(self) -> None:
+        """After every message: publish the user's lamp if it changed (phone.presence)."""
+        config = self.config
+        if config is None:
+            return
+        if self.closed and self.registration[0] == "registered":
+            return  # fenced: the line's new owner publishes it now, not us
+        state = self._presence_state()
+        last = self._presence
+        if last is None and state == presence.OFFLINE:
+            return  # never published: pages show an unknown line offline already
+        if last is not None and (last.state, last.extension) == (state, config.extension):
+            return
+        try:
+            if last is not None and last.extension != config.extension:
+                gone = presence.Entry(last.extension, presence.OFFLINE, self.user_id, time.time())
+                await presence.publish(config.tenant_id, gone)
+            self._presence = presence.Entry(
+                config.extension, state, self.user_id, time.time(), self.host.worker_id
+            )
+            await presence.publish(config.tenant_id, self._presence)
+        except Exception:
+            log.exception("line %s: publishing presence failed", self.user_id)
 
     async def _park_timeout(self, call_id: str, slot: int) -> None:
         call = self.calls.get(call_id)

@@ -4,6 +4,7 @@ import { DIAL_CHANNEL } from "./panels.js";
 import "./cti.js";
 import { LineTest } from "./linetest.js";
 import { CallQuality } from "./quality.js";
+import { setUpPresence } from "./presence.js";
 import { isCommandKey, setUpShortcuts } from "./shortcuts.js";
 import { PhoneSocket } from "./socket.js";
 import { PhoneUI } from "./ui.js";
@@ -106,6 +107,7 @@ const media = new PhoneMedia(socket, $("remote-audio"));
 const lineTest = new LineTest(socket, media);
 const quality = new CallQuality(socket, media, ui);
 window.browserPhone = { socket, ui, media, lineTest, quality }; // for support staff and end-to-end tests
+setUpPresence(socket);
 
 // -- mute (issue 13, item 7) ---------------------------------------------------------------------
 // 消音: the microphone's track stays in the call but sends silence (track.enabled = false), so

@@ -36,7 +36,8 @@ async def socket():
     connected, _ = await ws.connect()
     assert connected
     await ws.send_json_to({"type": "ping", "id": 1})
-    assert (await ws.receive_json_from())["type"] == "pong"
+    while (await ws.receive_json_from())["type"] != "pong":
+        pass  # what a page gets on connect (the colleagues' lamps) comes first
     await ws.send_json_to({"type": "dial", "number": "1002"})
     await ws.disconnect()
 

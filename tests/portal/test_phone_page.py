@@ -140,6 +140,7 @@ NOTICES_JA = {
     "transfer-failed": "転送できませんでした",
     "park-timeout": "パーク保留の時間切れです",
     "line-refused": "この回線は使えません",
+    "pickup-failed": "代理応答できませんでした",  # issue 13: a colleague's line did not take it
 }
 
 

@@ -1,0 +1,158 @@
+"""Colleague presence (BLF, issue 13): what each of our lines is doing, for the lamps of a
+tenant's phonebook entries and one-touch buttons (design.md §5 `presence-lamp`).
+
+The line (phone.worker.line) is the only writer: after every message it handled it computes
+its user's state with `line_state` (the one place that says how a line maps to a lamp) and,
+when that changed, `publish`es it: into the presence store, then to the tenant's channel-layer
+group, so every open page of the tenant hears it. A page that attaches reads `snapshot`.
+
+The store, and why there:
+- with several sipworkers (REDIS_URL, phone.signalling.owners.enabled()) one Redis hash per
+  tenant, `bp:presence:<tenant>`, field = extension, in the Redis the channel layer and the
+  leases already use: any web process reads it, lines of every worker write it, and nothing
+  new has to run. Each entry names the worker that wrote it; a snapshot leaves out entries of
+  workers that stopped beating (`bp:worker:<id>` expired), so a dead worker's lines read
+  offline without anyone cleaning up after it.
+- in the embedded default (one process, in-memory channel layer) a dict in this module: the
+  worker and every consumer share the process, and nothing survives a restart that should.
+
+Only extensions with a running line are in the store; a page shows every other colleague's
+lamp as offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from phone.signalling import owners
+
+log = logging.getLogger(__name__)
+
+# The lamp states (design.md §5), in the order a page may see them for one line.
+IDLE, RINGING, BUSY, DND, OFFLINE = "idle", "ringing", "busy", "dnd", "offline"
+STATES = (IDLE, RINGING, BUSY, DND, OFFLINE)
+
+# Channel-layer event type: consumer method presence_changed.
+PRESENCE_CHANGED = "presence.changed"
+
+
+def tenant_group(tenant_id: int) -> str:
+    """Every open phone page of one tenant (the presence lamps)."""
+    return f"presence.{tenant_id}"
+
+
+def line_state(*, registered: bool, phases: Iterable[str], dnd: bool) -> str:
+    """A user's lamp from their line: offline unless registered; ringing while a call rings
+    here (over busy: a colleague can still take it, 代理応答); busy while any call of theirs is
+    being dialled, up or held; dnd when they asked not to be disturbed; else idle."""
+    if not registered:
+        return OFFLINE
+    phases = set(phases)
+    if "incoming" in phases:
+        return RINGING
+    if phases & {"dialing", "ringing", "incall", "held"}:
+        return BUSY
+    return DND if dnd else IDLE
+
+
+@dataclass(frozen=True)
+class Entry:
+    extension: str
+    state: str
+    user_id: int
+    since: float  # when the line entered this state (group pickup takes the oldest ringing)
+    worker: str = ""
+
+    def public(self) -> dict[str, Any]:
+        """What a page gets: no user ids, no worker names."""
+        return {"extension": self.extension, "state": self.state}
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+_memory: dict[int, dict[str, Entry]] = {}
+
+
+def _key(tenant_id: int) -> str:
+    return f"bp:presence:{tenant_id}"
+
+
+async def _store(tenant_id: int, entry: Entry) -> None:
+    if not owners.enabled():
+        entries = _memory.setdefault(tenant_id, {})
+        if entry.state == OFFLINE:
+            entries.pop(entry.extension, None)
+        else:
+            entries[entry.extension] = entry
+        return
+    r = owners.client()
+    if entry.state == OFFLINE:
+        await r.hdel(_key(tenant_id), entry.extension)
+        return
+    value = json.dumps({"s": entry.state, "u": entry.user_id, "t": entry.since, "w": entry.worker})
+    await r.hset(_key(tenant_id), entry.extension, value)
+
+
+async def snapshot(tenant_id: int) -> list[Entry]:
+    """Every line of the tenant that is not offline, as the store has it now."""
+    if not owners.enabled():
+        return list(_memory.get(tenant_id, {}).values())
+    r = owners.client()
+    raw = await r.hgetall(_key(tenant_id))
+    entries = []
+    for field, value in raw.items():
+        try:
+            data = json.loads(value)
+            entry = Entry(field.decode(), data["s"], int(data["u"]), float(data["t"]), data["w"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if entry.state in STATES:
+            entries.append(entry)
+    # A dead worker's lines are offline: its beat key (bp:worker:<id>) has expired.
+    live = {w for w in {e.worker for e in entries} if await r.exists(owners.worker_key(w))}
+    return [e for e in entries if e.worker in live]
+
+
+async def publish(tenant_id: int, entry: Entry) -> None:
+    """Store the line's new state, then tell every page of the tenant (the store first: a page
+    attaching in between reads the new state, never an older one after the event)."""
+    from channels.layers import get_channel_layer
+
+    await _store(tenant_id, entry)
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(
+            tenant_group(tenant_id),
+            {"type": PRESENCE_CHANGED, "entries": [entry.public()], "at": time.time()},
+        )
+
+
+async def oldest_ringing(tenant_id: int, user_ids: set[int]) -> Entry | None:
+    """Group pickup: the member of `user_ids` whose line has rung the longest."""
+    ringing = [e for e in await snapshot(tenant_id) if e.state == RINGING and e.user_id in user_ids]
+    return min(ringing, key=lambda e: e.since, default=None)
+
+
+def reset_memory() -> None:
+    """Tests: forget the embedded store between tests."""
+    _memory.clear()
+
+
+def lamp_extensions(user) -> set[str]:
+    """The extensions that get a lamp on this user's pages: the active SIP accounts of the
+    user's own tenant (never another tenant's), but not the user's own."""
+    from portal.models import Profile, SipAccount
+
+    tenant_id = Profile.objects.filter(user=user).values_list("tenant_id", flat=True).first()
+    if tenant_id is None:
+        return set()
+    return set(
+        SipAccount.objects.filter(tenant_id=tenant_id, is_active=True)
+        .exclude(user=user)
+        .values_list("extension", flat=True)
+    )
