@@ -9,7 +9,9 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
+from phone.media.bridge import ice_host_addresses
 from phone.models import CallRecord
+from tests.integration.test_call_control import Desk
 from tests.phone.ws import communicator
 from tests.support.workers import Workers, next_of, redis_layer_settings
 
@@ -41,7 +43,8 @@ def workers(settings, redis_url, on_pbx, tmp_path):
     settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
     settings.SIPWORKER_EMBEDDED = False
     settings.REDIS_URL = redis_url  # leases: pages reach the worker that owns their line
-    pool = Workers(redis_url, tmp_path)
+    # ICE on loopback: a test page (FakeBrowser, patched alike) reaches the workers' WebRTC.
+    pool = Workers(redis_url, tmp_path, ICE_HOST_ADDRESSES="127.0.0.1")
     yield pool
     pool.close()
 
@@ -141,13 +144,14 @@ async def test_it_recovers_from_a_killed_sipworker_without_a_reload(
     await ws.disconnect()
 
 
-STAFF = [f"30{i:02d}" for i in range(10)]  # ten users' extensions on a PBX of their own
+STAFF = [f"30{i:02d}" for i in range(20)]  # twenty users' extensions on a PBX of their own
 OUTSIDE = "3099"
+OUTSIDE_HZ, PAGE_HZ = 700, 1000
 
 
 @pytest.fixture
 def staff(cast, make_kamailio):
-    """Ten users of tenant A on a Kamailio that knows them (and an outside phone, 3099)."""
+    """Twenty users of tenant A on a Kamailio that knows them (and an outside phone, 3099)."""
     from django.contrib.auth import get_user_model
 
     from portal.models import Profile, SipAccount
@@ -175,7 +179,7 @@ def owner_map(redis_url, users):
 
 
 async def test_two_sipworkers_share_the_lines_and_take_over_when_one_dies(
-    workers, staff, redis_url, make_baresip
+    workers, staff, redis_url, make_baresip, make_tone
 ):
     # (`staff` after `workers`: it points tenant A at its own PBX, after on_pbx did.)
     import asyncio
@@ -199,15 +203,18 @@ async def test_two_sipworkers_share_the_lines_and_take_over_when_one_dies(
     for ext in STAFF:  # one binding per account: no line registered by two workers
         assert len(await asyncio.to_thread(pbx.registered, ext)) == 1, ext
 
-    # A call on the worker that survives.
+    # A call with audio (a page with its WebRTC peer) on the worker that survives.
     doomed_pid = int(owners[users[0].pk].split("-")[-2])
     survivor = next(u for u in users if int(owners[u.pk].split("-")[-2]) != doomed_pid)
     outside = await asyncio.to_thread(
-        make_baresip, OUTSIDE, f"pw{OUTSIDE}", pbx=pbx, auto_answer=True
-    )
-    await pages[survivor.pk].send_json_to({"type": "dial", "number": OUTSIDE})
-    while (call := await next_of(pages[survivor.pk], "call"))["state"] != "incall":
-        pass
+        make_baresip, OUTSIDE, f"pw{OUTSIDE}", pbx=pbx, auto_answer=True,
+        tone=make_tone(OUTSIDE_HZ, seconds=60),
+    )  # fmt: skip
+    with ice_host_addresses(["127.0.0.1"]):
+        desk = await Desk.open(survivor, PAGE_HZ)
+    await desk.send("dial", number=OUTSIDE)
+    call = await desk.next("call", state="incall")
+    await asyncio.to_thread(outside.wait_event, "CALL_ESTABLISHED", 10)
 
     moved = [u for u in users if int(owners[u.pk].split("-")[-2]) == doomed_pid]
     by_pid[doomed_pid].send_signal(signal.SIGKILL)
@@ -225,17 +232,44 @@ async def test_two_sipworkers_share_the_lines_and_take_over_when_one_dies(
     )
     after = owner_map(redis_url, users)
     assert {int(after[u.pk].split("-")[-2]) for u in users} == set(by_pid) - {doomed_pid}
-    # The survivor's call went on untouched.
-    await asyncio.sleep(1.0)
+    # The survivor's call went on untouched: the page still hears the outside phone.
+    since = time.monotonic()
+    await asyncio.sleep(1.5)
     assert not outside.event_types().count("CALL_CLOSED")
-    await pages[survivor.pk].send_json_to({"type": "hold", "call_id": call["id"]})
-    while (await next_of(pages[survivor.pk], "call"))["state"] != "held":
-        pass
+    assert desk.hears(since) == pytest.approx(OUTSIDE_HZ, abs=15)
 
-    # A worker starting again takes nothing back: owners stay as they are.
+    # A worker starting again takes nothing back, not even mid-call: owners stay as they are.
     workers.start()
     await asyncio.to_thread(workers.wait_live, 2)
     await asyncio.sleep(2.5)
     assert owner_map(redis_url, users) == after
+    since = time.monotonic()
+    await asyncio.sleep(1.5)
+    assert desk.hears(since) == pytest.approx(OUTSIDE_HZ, abs=15)
+    # ... and the outside phone heard the page to the end.
+    await desk.send("hangup", call_id=call["id"])
+    await asyncio.to_thread(outside.wait_event, "CALL_CLOSED", 10)
+    heard = await asyncio.to_thread(recorded_windows, outside)
+    assert heard[-4:].count(PAGE_HZ) >= 2, heard
+    await desk.close()
     for ws in pages.values():
         await ws.disconnect()
+
+
+def recorded_windows(phone) -> list[int | None]:
+    """Half-second windows of what a baresip far end recorded, 15 Hz buckets snapped to the
+    page's tone (baresip may still be finishing the file: read it again shortly)."""
+    import wave
+
+    from tests.support import analysis
+    from tests.support.tones import tone_windows
+
+    deadline = time.monotonic() + 3.0
+    while True:
+        try:
+            windows = tone_windows(analysis.read_wav(phone.received_wavs()[-1])[0])
+            return [PAGE_HZ if w is not None and abs(w - PAGE_HZ) < 15 else w for w in windows]
+        except (wave.Error, EOFError, IndexError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
