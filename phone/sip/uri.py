@@ -34,6 +34,18 @@ def split_outside(text: str, sep: str) -> list[str]:
 
     RFC 3261 §7.3.1: a comma inside a quoted display name or inside <...> does not separate values.
     """
+    # Most header values have no quotes and no brackets (Via, CSeq, a Contact's parameters):
+    # str.split gives the same answer without walking the text a character at a time, which
+    # was a fifth of the worker's CPU in a registration burst (benchmarks/sip_register.py).
+    if '"' not in text:
+        if sep not in text:
+            return [text]
+        if "<" not in text:
+            return text.split(sep)
+    return _split_walk(text, sep)
+
+
+def _split_walk(text: str, sep: str) -> list[str]:
     parts: list[str] = []
     buf: list[str] = []
     in_quote = False

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phone.sip.errors import SipParseError
-from phone.sip.uri import Address, SipUri, parse_address, parse_uri, split_outside
+from phone.sip.uri import (
+    Address,
+    SipUri,
+    _split_walk,
+    parse_address,
+    parse_uri,
+    split_outside,
+)
 
 
 def test_it_parses_a_full_sip_uri() -> None:
@@ -104,3 +113,18 @@ def test_it_splits_on_commas_outside_quotes_and_brackets() -> None:
         '"a,b" <sip:x@y;p=1,2>',
         " <sip:z@w>",
     ]
+
+
+@given(st.text(alphabet=';,"<>\\ab=', max_size=30), st.sampled_from([",", ";"]))
+def test_the_fast_split_agrees_with_the_character_walk(text, sep) -> None:
+    """split_outside takes str.split where a value has no quotes or brackets; the character
+    walk must give the same parts for every such value."""
+    try:
+        walked = _split_walk(text, sep)
+    except SipParseError:
+        walked = None
+    if walked is None:
+        with pytest.raises(SipParseError):
+            split_outside(text, sep)
+    else:
+        assert split_outside(text, sep) == walked
