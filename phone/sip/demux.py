@@ -32,6 +32,7 @@ when a reply can be routed (§21.4.1), like a core on a socket of its own would 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections import Counter
@@ -144,15 +145,30 @@ class Demux(Generic[K]):
         self._users: dict[str, set[str]] = {}  # Contact user part -> tokens (fallback route)
         self._user_of: dict[str, str] = {}
         self.counts: Counter[str] = Counter()  # how messages were routed, for tests/benchmarks
+        self._salt = secrets.token_bytes(16)  # seeded tokens: stable per socket, not guessable
 
     def __len__(self) -> int:
         return len(self._lines)
 
-    def new_token(self) -> str:
-        while True:
-            token = secrets.token_hex(_TOKEN_BYTES)
-            if token not in self._lines:
+    def new_token(self, seed: str | None = None) -> str:
+        """A token no line of this socket uses. With a `seed` (the line's address of record) the
+        same one every time that seed comes back while this socket lives: a line that starts
+        again (released, reloaded, its account re-created) registers the same Contact, so the
+        registrar replaces its old binding (RFC 3261 §10.3 step 7) instead of keeping a stale
+        one that forks every call to a token nobody has — whose 404 a proxy would prefer to
+        the live line's 486 (the lowest 4xx wins in Kamailio's branch selection)."""
+        if seed is None:
+            while True:
+                token = secrets.token_hex(_TOKEN_BYTES)
+                if token not in self._lines:
+                    return token
+        for n in range(1, 1000):  # two live lines of one address of record: the next index
+            digest = hashlib.blake2b(
+                f"{seed}#{n}".encode(), key=self._salt, digest_size=_TOKEN_BYTES
+            )
+            if (token := digest.hexdigest()) not in self._lines:
                 return token
+        return self.new_token()
 
     def add(self, token: str, key: K, user: str | None = None) -> None:
         if token in self._lines:

@@ -605,13 +605,17 @@ class SharedSipSocket(SipTransport[Any]):
         return len(self._lines)
 
     def open_line(
-        self, core_factory: Callable[[Addr], Any], on_event: Callable[[Any], None]
+        self,
+        core_factory: Callable[[Addr], Any],
+        on_event: Callable[[Any], None],
+        seed: str | None = None,
     ) -> SipTransport[Any]:
         """A line's port on this socket. `core_factory` builds its UserAgent for our address;
-        the line's token goes into it (UserAgent.use_line_token) before it sends anything."""
+        the line's token goes into it (UserAgent.use_line_token) before it sends anything.
+        `seed`: the line's address of record, for the same token each time (Demux.new_token)."""
         if self._closed:
             raise RuntimeError("shared SIP socket is closed")
-        token = self.demux.new_token()
+        token = self.demux.new_token(seed)
         keepalive: tuple[Addr, float, float] | None = None
 
         def make(addr: Addr) -> Any:

@@ -109,7 +109,7 @@ class SipWorkerHost:
         """The host's `open_sip`: every line gets a port on the shared socket of its transport
         (over TLS, of its PBX domain); phone.sip.demux routes what arrives."""
         shared = await self.shared_socket(config.transport, config.domain)
-        return shared.open_line(make_ua, on_event)
+        return shared.open_line(make_ua, on_event, seed=f"{config.extension}@{config.domain}")
 
     async def shared_socket(self, transport: str, domain: str = "") -> SharedSipSocket:
         """The host's socket for `transport`; over TLS one per PBX domain and CA file, since

@@ -128,18 +128,21 @@ def embedded_line(user):
     return host.lines[user.pk]
 
 
-def drop_stale_contacts(pbx, ext, port):
+def drop_stale_contacts(pbx, ext, token):
     """Earlier tests' lines of `ext` died with their event loop still registered: Kamailio
-    would fork to them too (and answer 408 for the dead branch). Keep the live line's."""
-    for contact in pbx.registered(ext):
-        if not contact.uri.endswith(f":{port}"):
+    would fork to them too (and answer 408 for the dead branch). Keep the live line's (its
+    Contact carries the line's token, phone.sip.demux)."""
+    contacts = pbx.registered(ext)
+    assert any(f"bpline={token}" in c.uri for c in contacts), contacts
+    for contact in contacts:
+        if f"bpline={token}" not in contact.uri:
             pbx.kamcmd("ul.rm_contact", "location", f"{ext}@{pbx.domain}", contact.uri)
 
 
 async def test_dnd_refuses_with_486_and_logs_it(desks, cast, outside, office):
     alice, bob = await desks(cast.alice, ALICE_HZ), await desks(cast.bob, BOB_HZ)
-    port = embedded_line(cast.bob).transport.local_addr[1]
-    await asyncio.to_thread(drop_stale_contacts, office, "1002", port)
+    token = embedded_line(cast.bob).ua.config.line_token
+    await asyncio.to_thread(drop_stale_contacts, office, "1002", token)
     await bob.send("dnd", on=True)
     await bob.next("dnd", on=True)
     assert await lamp(alice, "1002", "dnd")

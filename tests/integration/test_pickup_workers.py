@@ -40,7 +40,7 @@ async def test_alice_picks_up_bobs_call_from_another_sipworker(cast, workers, re
     account.password = "pw1002"
     await database_sync_to_async(account.save)()
     workers.start(), workers.start()
-    await asyncio.to_thread(redis_workers.wait_live_workers, redis_url, 2)
+    await asyncio.to_thread(workers.wait_live, 2)
     pages = {}
     for user in (cast.alice, cast.bob):
         ws = await database_sync_to_async(communicator)(user)

@@ -436,3 +436,18 @@ async def test_a_full_register_window_holds_lines_back_until_answers_come() -> N
     finally:
         await shared.close()
         pbx_transport.close()
+
+
+def test_a_line_that_starts_again_gets_its_token_back() -> None:
+    """Seeded by the address of record: the same Contact is registered again (the registrar
+    replaces the old binding), a second live line of that address gets its own, and another
+    socket's tokens are its own."""
+    demux: Demux[str] = Demux()
+    first = demux.new_token("1002@pbx.example")
+    demux.add(first, "bob")
+    second = demux.new_token("1002@pbx.example")
+    assert second != first  # bob's line still lives: a shared line of 1002 gets its own
+    demux.remove(first)
+    assert demux.new_token("1002@pbx.example") == first
+    assert demux.new_token("1003@pbx.example") != first
+    assert Demux[str]().new_token("1002@pbx.example") != first
