@@ -387,3 +387,21 @@ async def test_another_tenant_cannot_change_someones_dnd_over_the_websocket(cast
         lambda: list(PhoneUserSettings.objects.filter(user=cast.alice).values_list("dnd"))
     )()
     assert stored == []
+
+
+def test_history_shows_where_a_dnd_call_was_forwarded(cast, client):
+    from django.urls import reverse
+    from django.utils import timezone
+
+    CallRecord.objects.create(
+        tenant=cast.tenant_a,
+        user=cast.alice,
+        direction="rejected",
+        remote_number="1002",
+        started_at=timezone.now(),
+        ended_at=timezone.now(),
+        end_reason="DND forward 0312345678",
+    )
+    client.force_login(cast.alice)
+    page = client.get(reverse("phone:history")).content.decode()
+    assert "→ 0312345678)" in page
