@@ -81,7 +81,11 @@ class DndForm(forms.ModelForm):
 
     def clean_dnd_forward_to(self):
         value = self.cleaned_data["dnd_forward_to"]
-        return clean_number(value) if value else ""
+        number = clean_number(value) if value else ""
+        if number and number in {a.extension for a in _accounts(self.instance.user).values()}:
+            # The caller's phone would be sent back to the line that refused it.
+            raise forms.ValidationError(_("Calls cannot be forwarded to your own extension."))
+        return number
 
 
 def _dnd_form(user, data=None):

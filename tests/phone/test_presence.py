@@ -347,7 +347,9 @@ def test_the_settings_panel_saves_the_dnd_forward_number(cast, client):
     assert db.dnd_for(cast.alice.pk) == db.DndSetting(False, "0312345678")
 
 
-@pytest.mark.parametrize("number", ["", "201;evil", "sip:201@x", "0" * 21, "abc", "<201>"])
+@pytest.mark.parametrize(
+    "number", ["", "201;evil", "sip:201@x", "0" * 21, "abc", "<201>", "1001", "10-01"]
+)
 def test_a_bad_forwarding_number_gets_a_field_error(cast, client, number):
     response = _settings_post(
         client, cast.alice, {"dnd_action": "forward", "dnd_forward_to": number}
