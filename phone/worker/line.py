@@ -1472,7 +1472,11 @@ class Line:
         Temporarily naming the number at the PBX (§21.3.3, the caller recurses, §8.1.3.4),
         history 拒否 "DND forward <number>"."""
         # Read now, not at start: the 設定 panel changes it without telling the line.
-        setting = await database_sync_to_async(db.dnd_for)(self.user_id)
+        try:
+            setting = await database_sync_to_async(db.dnd_for)(self.user_id)
+        except Exception:
+            log.exception("line %s: could not read the DND setting; refusing", self.user_id)
+            setting = db.DndSetting(on=True)
         if setting.forward_to and self.config is not None:
             target = SipUri(host=self.config.domain, user=setting.forward_to)
             await self._refuse_on_arrival(
