@@ -302,9 +302,30 @@ class PhoneUserSettings(models.Model):
     dnd = models.BooleanField(_("Do not disturb"), default=False)
     dnd_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    class DndAction(models.TextChoices):
+        REJECT = "reject", _("Reject (busy)")
+        FORWARD = "forward", _("Forward to a number")
+
+    # What 応答不可 does with a call: 486 Busy Here, or 302 Moved Temporarily with a Contact
+    # naming dnd_forward_to at the PBX (RFC 3261 §21.3.3; history: 拒否 "DND forward <number>",
+    # which is why the number is kept short enough for end_reason).
+    dnd_action = models.CharField(
+        _("When do not disturb is on"),
+        max_length=8,
+        choices=DndAction.choices,
+        default=DndAction.REJECT,
+    )
+    dnd_forward_to = models.CharField(
+        _("Forward to"), max_length=20, blank=True, validators=[validate_number]
+    )
+
     class Meta:
         verbose_name = _("Phone settings")
         verbose_name_plural = _("Phone settings")
 
     def __str__(self) -> str:
         return f"{self.user} dnd={'on' if self.dnd else 'off'}"
+
+    def clean(self) -> None:
+        if self.dnd_action == self.DndAction.FORWARD and not self.dnd_forward_to:
+            raise ValidationError({"dnd_forward_to": _("Enter the number to forward calls to.")})

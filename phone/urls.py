@@ -12,6 +12,7 @@ urlpatterns = [
     path("settings/account/", settings.save_account, name="settings_account"),
     path("settings/cti/", settings.save_cti, name="settings_cti"),
     path("settings/buttons/", settings.save_buttons, name="settings_buttons"),
+    path("settings/dnd/", settings.save_dnd, name="settings_dnd"),
     path("pad/", settings.external_pad, name="external_pad"),
     path("phonebook/", phonebook.phonebook, name="phonebook"),
     path("phonebook/<int:book_id>/new/", phonebook.contact_new, name="contact_new"),

@@ -603,6 +603,44 @@ def negotiate_answer(
 
 
 @dataclass(slots=True, frozen=True)
+class OfferRefusal:
+    """Why an offer cannot be answered under a media-encryption setting (answer 488)."""
+
+    reason: str
+    # The offer would be answerable in plain RTP, only the setting requires SRTP (RFC 4568):
+    # the caller's media is less protected than the tenant demands.
+    insecure: bool
+
+
+def offer_refusal(
+    offer: SessionDescription, encryption: str, *, codecs: Iterable[Codec] = DEFAULT_CODECS
+) -> OfferRefusal | None:
+    """None if ``negotiate_answer`` would answer ``offer`` under ``encryption``, else why not.
+
+    Asked when an INVITE arrives, before any page rings (RFC 3261 §13.3.1.1: a UAS that cannot
+    take the session says so at once rather than ringing). It runs the answer's own rules on
+    a throwaway address, so the two can never disagree.
+    """
+    supported = list(codecs)
+
+    def refusal(setting: str) -> str | None:
+        try:
+            negotiate_answer(
+                offer, "0.0.0.0", 9, session_id="0", codecs=supported, encryption=setting,
+                srtp_key=bytes(SRTP_KEY_LENGTH),
+            )  # fmt: skip
+        except SdpNegotiationError as exc:
+            return str(exc)
+        return None
+
+    reason = refusal(encryption)
+    if reason is None:
+        return None
+    insecure = encryption == ENCRYPTION_SDES and refusal(ENCRYPTION_NONE) is None
+    return OfferRefusal(reason, insecure)
+
+
+@dataclass(slots=True, frozen=True)
 class NegotiatedMedia:
     """What the RTP leg needs after an offer/answer exchange, from our point of view."""
 

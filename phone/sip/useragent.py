@@ -72,8 +72,13 @@ from .uri import Address, SipUri, parse_address, parse_uri
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO, SUBSCRIBE"
 SUPPORTED = "replaces, norefersub"
+# RFC 3261 §21.3: what we put in a 3xx and how far we follow one (§8.1.3.4 lets a UAC recurse;
+# a bound keeps two users forwarding to each other from ringing forever).
+MAX_REDIRECT_CONTACTS = 5
+MAX_REDIRECTS = 3
 
 __all__ = [
+    "CallRedirected",
     "CallState",
     "CallStateChanged",
     "HoldChanged",
@@ -149,6 +154,15 @@ class CallStateChanged:
     state: CallState
     status: int | None = None  # SIP status behind the change, when there is one
     reason: str = ""  # e.g. "busy", "declined", "cancelled", "remote-bye", "local-bye", "timeout"
+
+
+@dataclass(slots=True)
+class CallRedirected:
+    """An outgoing call got a 3xx and now calls ``target`` instead (RFC 3261 §8.1.3.4)."""
+
+    call_id: str
+    status: int
+    target: str
 
 
 @dataclass(slots=True)
@@ -241,6 +255,7 @@ UaEvent = (
     | MalformedMessage
     | HoldChanged
     | UntrustedRequests
+    | CallRedirected
 )
 
 # At most one UntrustedRequests event per this many seconds.
@@ -300,6 +315,8 @@ class Call:
     refer_pending: bool = False
     refer_subscription: bool = False  # we accepted a REFER and owe NOTIFYs
     ring_deadline: float | None = None  # incoming, unanswered: 480 at this time (ring_timeout)
+    # Request-URIs this call's INVITEs went to before a 3xx sent it on (lowered), oldest first.
+    redirected_from: list[str] = field(default_factory=list)
 
 
 def _parse_sipfrag(body: bytes) -> tuple[int, str] | None:
@@ -781,6 +798,27 @@ class UserAgent:
         self._respond(now, make_response(call.invite, status, to_tag=tag), out)
         reason = {486: "busy", 603: "declined", 600: "busy"}.get(status, "rejected")
         self._end(call, out, status, reason)
+        return out
+
+    def redirect(
+        self, now: float, call_id: str, targets: Iterable[SipUri], status: int = 302
+    ) -> UaOutput:
+        """Redirect an incoming call: a 3xx whose Contact header(s) name where to call instead
+        (RFC 3261 §21.3, 302 Moved Temporarily: §21.3.3; the caller recurses, §8.1.3.4)."""
+        if not 300 <= status < 400:
+            raise ValueError(f"not a redirection status: {status}")
+        uris = list(targets)
+        if not 1 <= len(uris) <= MAX_REDIRECT_CONTACTS:
+            raise ValueError(f"a redirect names 1 to {MAX_REDIRECT_CONTACTS} contacts")
+        for uri in uris:
+            if not isinstance(uri, SipUri) or uri.scheme not in ("sip", "sips") or not uri.host:
+                raise ValueError(f"not a SIP URI to redirect to: {uri!r}")
+        out = UaOutput()
+        call = self._incoming(call_id)
+        tag = call.dialog.local_tag if call.dialog else generate_tag()
+        headers = [("contact", str(Address(uri.copy()))) for uri in uris]
+        self._respond(now, make_response(call.invite, status, to_tag=tag, headers=headers), out)
+        self._end(call, out, status, "redirected")
         return out
 
     def _incoming(self, call_id: str) -> Call:
@@ -1352,6 +1390,8 @@ class UserAgent:
         if 200 <= code < 300:
             self._on_invite_2xx(now, call, response, out)
             return
+        if 300 <= code < 400 and self._follow_redirect(now, call, response, out):
+            return
         if call.state is not CallState.TERMINATED:
             reason = {
                 486: "busy",
@@ -1363,6 +1403,45 @@ class UserAgent:
                 404: "not-found",
             }.get(code, "failed")
             self._end(call, out, code, reason)
+
+    def _follow_redirect(
+        self, now: float, call: Call, response: SipResponse, out: UaOutput
+    ) -> bool:
+        """RFC 3261 §8.1.3.4: a UAC MAY recurse on a 3xx. We try its first SIP Contact we have
+        not called yet in a new INVITE - same Call-ID, From (tag) and To, a new CSeq and
+        branch - at most MAX_REDIRECTS times a call. False: the 3xx ends the call."""
+        if call.state is CallState.TERMINATED or call.cancel_requested:
+            return False
+        if len(call.redirected_from) >= MAX_REDIRECTS:
+            return False
+        tried = {str(call.invite.uri).lower(), *call.redirected_from}
+        target: SipUri | None = None
+        for contact in response.contacts[:MAX_REDIRECT_CONTACTS]:
+            uri = contact.uri
+            if uri.scheme in ("sip", "sips") and uri.host and str(uri).lower() not in tried:
+                target = uri.copy()
+                target.headers = {}  # §19.1.5: ?headers= shape a request, never a Request-URI
+                break
+        if target is None:
+            return False  # none, or only ones we called already: a loop (§8.1.3.4)
+        old = call.invite
+        invite = SipRequest("INVITE", target, old.headers.copy(), old.body)
+        invite.headers.set("cseq", f"{old.cseq.seq + 1} INVITE")
+        # Credentials were for the old Request-URI; a challenge for the new one is answered.
+        invite.headers.remove("authorization")
+        invite.headers.remove("proxy-authorization")
+        try:
+            self._destination(invite)
+        except SipError:
+            return False  # no proxy and a host we cannot reach by address: the 3xx stands
+        call.redirected_from.append(str(old.uri).lower())
+        call.invite = invite
+        call.dialog = None  # an early dialog with the redirecting UAS is over
+        call.got_provisional = False
+        call.remote_sdp = None
+        call.invite_tid = self._send_request(now, invite, "invite", call.id, out)
+        out.events.append(CallRedirected(call.id, response.status, str(target)))
+        return True
 
     def _on_invite_2xx(self, now: float, call: Call, response: SipResponse, out: UaOutput) -> None:
         # Retransmitted 2xx: re-send the same ACK (§13.2.2.4).

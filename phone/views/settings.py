@@ -6,6 +6,7 @@ re-registers and open pages refresh, and the response tells this page through HX
 
 import json
 
+from django import forms
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
@@ -15,7 +16,8 @@ from cti.forms import CtiSettingsForm
 from cti.models import CtiSettings
 from phone import actions, presence
 from phone.forms import AccountForm, LineButtonFormSet
-from phone.models import LineButton
+from phone.models import LineButton, PhoneUserSettings
+from phone.numbers import clean_number
 from phone.pad import pad_for
 from portal.access import get_profile, scoped
 from portal.models import SipAccount
@@ -64,6 +66,34 @@ def _cti_form(user, data=None):
     return CtiSettingsForm(data, instance=instance)
 
 
+class DndForm(forms.ModelForm):
+    """応答不可: refuse (486) or forward (302) to a number (the line reads it per call)."""
+
+    class Meta:
+        model = PhoneUserSettings
+        fields = ["dnd_action", "dnd_forward_to"]
+        widgets = {
+            "dnd_action": forms.RadioSelect,
+            "dnd_forward_to": forms.TextInput(
+                attrs={"data-testid": "dnd-forward-to", "inputmode": "tel", "autocomplete": "off"}
+            ),
+        }
+
+    def clean_dnd_forward_to(self):
+        value = self.cleaned_data["dnd_forward_to"]
+        number = clean_number(value) if value else ""
+        if number and number in {a.extension for a in _accounts(self.instance.user).values()}:
+            # The caller's phone would be sent back to the line that refused it.
+            raise forms.ValidationError(_("Calls cannot be forwarded to your own extension."))
+        return number
+
+
+def _dnd_form(user, data=None):
+    # The user's own row, never one named by the request: nobody edits another's setting.
+    instance = PhoneUserSettings.objects.filter(user=user).first() or PhoneUserSettings(user=user)
+    return DndForm(data, instance=instance)
+
+
 def _buttons_context(user, data=None):
     profile = get_profile(user)
     mine = scoped(LineButton, user).filter(user=user).order_by("position")
@@ -72,6 +102,7 @@ def _buttons_context(user, data=None):
     )
     shared = scoped(LineButton, user).filter(user__isnull=True).order_by("position")
     return {
+        "dnd_form": _dnd_form(user),
         "formset": formset,
         "shared_buttons": shared,
         "buttons_allowed": profile.tenant.user_buttons_allowed,
@@ -144,6 +175,16 @@ def save_buttons(request):
         request, "other", {**_buttons_context(request.user), "saved": True},
         trigger="buttons-changed",
     )  # fmt: skip
+
+
+@login_required
+@require_POST
+def save_dnd(request):
+    form = _dnd_form(request.user, request.POST)
+    if not form.is_valid():
+        return _render(request, "other", {**_buttons_context(request.user), "dnd_form": form})
+    form.save()
+    return _render(request, "other", {**_buttons_context(request.user), "saved": True})
 
 
 @login_required

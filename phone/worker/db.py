@@ -153,12 +153,25 @@ def lines_for(user_id: int) -> dict[str, Line]:
 # -- presence, pickup and do-not-disturb (issue 13) ----------------------------------------------
 
 
-def dnd_for(user_id: int) -> bool:
+@dataclass(frozen=True, slots=True)
+class DndSetting:
+    on: bool = False
+    forward_to: str = ""  # 応答不可 forwards (302) to this number; "": refuse with 486
+
+
+def dnd_for(user_id: int) -> DndSetting:
     from phone.models import PhoneUserSettings
 
-    return bool(
-        PhoneUserSettings.objects.filter(user_id=user_id).values_list("dnd", flat=True).first()
+    row = (
+        PhoneUserSettings.objects.filter(user_id=user_id)
+        .values_list("dnd", "dnd_action", "dnd_forward_to")
+        .first()
     )
+    if row is None:
+        return DndSetting()
+    on, action, number = row
+    forwards = action == PhoneUserSettings.DndAction.FORWARD and bool(number)
+    return DndSetting(bool(on), number if forwards else "")
 
 
 def set_dnd(user_id: int, on: bool) -> None:

@@ -63,11 +63,17 @@ from phone.signalling.protocol import (
 from phone.signalling.schema import error_message, server_message
 from phone.sip.errors import SipError, SipParseError
 from phone.sip.registration import RegistrationState, RegistrationStateChanged
-from phone.sip.sdp import SdpNegotiationError, SessionDescription
+from phone.sip.sdp import (
+    OfferRefusal,
+    SdpNegotiationError,
+    SessionDescription,
+    offer_refusal,
+)
 from phone.sip.transaction import Addr, MalformedMessage
 from phone.sip.transport import TransportFailure
 from phone.sip.uri import SipUri, parse_address
 from phone.sip.useragent import (
+    CallRedirected,
     CallState,
     CallStateChanged,
     HoldChanged,
@@ -344,6 +350,9 @@ class Line:
                 await self._on_incoming(item)
             case CallStateChanged():
                 await self._on_call_state(item)
+            case CallRedirected(call_id=call_id, status=status, target=target):
+                # Our call was redirected (a colleague's 応答不可 forward): the UA follows it.
+                log.info("line %s: call %s %s to %s", self.user_id, call_id, status, target)
             case MediaUpdated(call_id=call_id, media=media, early=early):
                 pair = self.joined.get(call_id)
                 call = self.calls.get(call_id)
@@ -496,7 +505,7 @@ class Line:
             await self._set_registration("failed", "no SIP account")
             return
         self._user_name = config.display_name
-        self.dnd = await database_sync_to_async(db.dnd_for)(self.user_id)
+        self.dnd = (await database_sync_to_async(db.dnd_for)(self.user_id)).on
         try:
             host, port = config.proxy_hostport
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
@@ -611,6 +620,14 @@ class Line:
             return
         if self.dnd:
             await self._reject_dnd(call)
+            return
+        refusal = self._offer_refusal(call)
+        if refusal is not None:
+            # RFC 3261 §13.3.1.1: an offer we could never answer is refused now, with 488,
+            # not after the user picked up (RFC 3261 §13.3.1.3).
+            log.info("line %s: refused %s: %s", self.user_id, call.id, refusal.reason)
+            reason = "insecure-media" if refusal.insecure else "unacceptable-media"
+            await self._refuse_on_arrival(call, 488, reason)
             return
         self._sip(lambda now: self.ua.ring(now, call.id))
         # The history row, the line and the phonebook name after the 180 has left: the caller
@@ -1450,11 +1467,44 @@ class Line:
         await self.broadcast(server_message("dnd", on=on))
 
     async def _reject_dnd(self, call: LineCall) -> None:
-        """While 応答不可 is on a call is refused with 486 Busy Here (RFC 3261 §21.4.24) before
-        any page rings; history logs it as 拒否 with end reason "DND"."""
+        """While 応答不可 is on a call is refused before any page rings: with 486 Busy Here
+        (RFC 3261 §21.4.24), history 拒否 "DND"; or, when the user forwards, with 302 Moved
+        Temporarily naming the number at the PBX (§21.3.3, the caller recurses, §8.1.3.4),
+        history 拒否 "DND forward <number>"."""
+        # Read now, not at start: the 設定 panel changes it without telling the line.
+        try:
+            setting = await database_sync_to_async(db.dnd_for)(self.user_id)
+        except Exception:
+            log.exception("line %s: could not read the DND setting; refusing", self.user_id)
+            setting = db.DndSetting(on=True)
+        if setting.forward_to and self.config is not None:
+            target = SipUri(host=self.config.domain, user=setting.forward_to)
+            await self._refuse_on_arrival(
+                call, 302, f"DND forward {setting.forward_to}", redirect_to=target
+            )
+            return
+        await self._refuse_on_arrival(call, 486, "DND")
+
+    def _offer_refusal(self, call: LineCall) -> OfferRefusal | None:
+        """Why the call's offer cannot be answered under the tenant's SRTP setting, or None
+        (no offer: ours goes in the 200, RFC 3261 §13.2.1)."""
+        if call.offer is None or self.config is None:
+            return None
+        return offer_refusal(call.offer, self.config.media_encryption)
+
+    async def _refuse_on_arrival(
+        self, call: LineCall, status: int, reason: str, *, redirect_to: SipUri | None = None
+    ) -> None:
+        """Refuse an incoming call before any page rang (応答不可, media we cannot take): the
+        final response, then a 拒否 history row with `reason`; the pages hear nothing."""
         call.rejected = True
-        self._sip(lambda now: self.ua.reject(now, call.id, 486))
-        call.end("DND", 486)
+        # SipError: the caller gave up while we read the setting; it is logged all the same.
+        with contextlib.suppress(SipError):
+            if redirect_to is not None:
+                self._sip(lambda now: self.ua.redirect(now, call.id, [redirect_to], status))
+            else:
+                self._sip(lambda now: self.ua.reject(now, call.id, status))
+        call.end(reason, status)
         del self.calls[call.id]
         self.ua.forget(call.id)
         # Logged without telling the pages about the call: nothing rang there.

@@ -80,6 +80,14 @@ def open_legs() -> list[RtpLeg]:
     return [leg for leg in _live_legs() if id(leg) not in EARLIER]
 
 
+async def everything_else(desk: Desk, quiet: float = 1.0) -> list[dict]:
+    """What the page got until it heard nothing for `quiet` seconds, and all it kept unread
+    (receive_nothing: a timed-out receive would cancel the consumer)."""
+    while not await desk.ws.receive_nothing(timeout=quiet):
+        desk.unread.append(await desk.ws.receive_json_from())
+    return list(desk.unread)
+
+
 async def talk(desk: Desk, seconds: float = 2.0) -> int | None:
     since = time.monotonic()
     await asyncio.sleep(seconds)
@@ -161,23 +169,24 @@ async def test_srtp_required_and_a_plain_rtp_phone_fail_cleanly(alice, pbx, make
     assert notice["text"].startswith("488"), notice
     await alice.next("call", state="ended")
     await plain.wait_event_async("CALL_CLOSED", timeout=10)  # it closed its side ("No audio")
-    # In: its plain RTP/AVP offer is refused with 488 when alice answers (no RTP leg stays
-    # open, so nothing is sent unencrypted).
+    # In: its plain RTP/AVP offer is refused with 488 as it arrives (RFC 3261 §13.3.1.1):
+    # nothing rings on the page, no RTP leg opens, so nothing is sent unencrypted.
     await asyncio.to_thread(plain.dial, "1001")
-    incoming = await alice.next("incoming")
-    await alice.send("answer", call_id=incoming["id"])
     closed = await plain.wait_event_async("CALL_CLOSED", timeout=10)
     assert "488" in closed.get("param", ""), closed
-    await alice.next("call", id=incoming["id"], state="ended")
+    heard = await everything_else(alice)
+    assert not [m for m in heard if m["type"] == "incoming"], heard
+    assert not [m for m in heard if m["type"] == "call" and m.get("direction") == "in"], heard
     assert [leg for leg in open_legs() if leg.remote is not None] == []
     rows = await database_sync_to_async(
         lambda: list(
             CallRecord.objects.filter(user=cast.alice)
             .order_by("started_at")
-            .values_list("direction", "remote_number", "answered_at", "ended_at")
+            .values_list("direction", "remote_number", "end_reason", "answered_at", "ended_at")
         )
     )()
-    assert [(d, r) for d, r, *_ in rows] == [("out", "1004"), ("missed", "1004")]
+    assert [(d, r) for d, r, *_ in rows] == [("out", "1004"), ("rejected", "1004")]
+    assert rows[1][2] == "insecure-media"
     assert all(answered is None and ended_at is not None for *_, answered, ended_at in rows)
 
 
@@ -224,3 +233,30 @@ async def test_an_answer_that_drops_required_srtp_is_hung_up_not_talked_over(
         lambda: CallRecord.objects.filter(user=cast.alice).values("direction", "end_reason").get()
     )()
     assert row == {"direction": "out", "end_reason": "insecure-media"}
+
+
+@pytest.mark.parametrize("alice", ["sdes"], indirect=True)
+async def test_srtp_required_still_takes_an_invite_without_an_offer(alice, pbx, make_sipp, cast):
+    """No SDP in the INVITE (RFC 3261 §13.2.1): nothing to refuse on arrival; the page rings,
+    and answering offers RTP/SAVP with a=crypto in the 200 (SIPp checks it and answers SRTP
+    in the ACK)."""
+    caller = make_sipp(
+        "uac_invite_no_sdp.xml",
+        pbx.hostport,
+        service="1001",
+        auth=("1004", "pw1004"),
+        keys={"domain": pbx.domain, "caller": "1004"},
+        timeout=20,
+    ).start()
+    incoming = await alice.next("incoming")
+    assert incoming["remote"] == "1004"
+    await alice.send("answer", call_id=incoming["id"])
+    await alice.next("call", id=incoming["id"], state="incall")
+    await alice.next("call", id=incoming["id"], state="ended")
+    result = await caller.wait_async(timeout=20)
+    assert result.ok, result.error_log[-2000:] or result.stderr[-2000:]
+    assert 407 in result.responses and result.responses[-2:] == [200, 200]
+    row = await database_sync_to_async(
+        lambda: CallRecord.objects.filter(user=cast.alice).values("direction", "end_reason").get()
+    )()
+    assert row["direction"] == "in"

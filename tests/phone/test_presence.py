@@ -282,3 +282,128 @@ def test_the_phone_page_shows_the_stored_dnd_state(cast, client):
     assert 'data-testid="dnd-btn" data-state="on"' in client.get("/").content.decode()
     client.force_login(cast.bob)  # per user
     assert 'data-testid="dnd-btn" data-state="off"' in client.get("/").content.decode()
+
+
+# -- 応答不可 → 転送 (DND forward) ---------------------------------------------------------------
+
+
+async def test_dnd_forward_redirects_with_302_naming_the_number_at_the_pbx(registered_line, cast):
+    host, far, page, line = registered_line
+    await database_sync_to_async(PhoneUserSettings.objects.create)(
+        user=cast.alice, dnd_action="forward", dnd_forward_to="201"
+    )
+    page.send(protocol.SetDnd(True))
+    await page.wait("dnd", on=True)
+    mark = page.mark()
+    call_id = far.call(line.transport.local_addr)
+    ended = await far.wait(
+        lambda e: isinstance(e, CallStateChanged) and e.state is CallState.TERMINATED
+    )
+    # The far end here has no proxy to send a new INVITE through: the 302 stands.
+    assert ended.status == 302
+    (redirect,) = host.net.sent("SIP/2.0 302", src=line.transport.local_addr)
+    assert b"\r\nContact: <sip:201@a.pbx.test>\r\n" in redirect.data
+    await asyncio.sleep(0.2)
+    assert not [m for m in page.messages[mark:] if m["type"] in ("incoming", "call")]
+    row = await database_sync_to_async(lambda: CallRecord.objects.get(sip_call_id=call_id))()
+    assert (row.direction, row.end_reason) == ("rejected", "DND forward 201")
+
+    # Back to refusing: 486 again, read per call (the 設定 panel does not tell the line).
+    await database_sync_to_async(PhoneUserSettings.objects.filter(user=cast.alice).update)(
+        dnd_action="reject"
+    )
+    far.call(line.transport.local_addr)
+    ended = await far.wait(
+        lambda e: (
+            isinstance(e, CallStateChanged)
+            and e.state is CallState.TERMINATED
+            and e.call_id != call_id
+        )
+    )
+    assert ended.status == 486
+
+
+def _settings_post(client, user, data):
+    from django.urls import reverse
+
+    client.force_login(user)
+    return client.post(reverse("phone:settings_dnd"), data, HTTP_HX_REQUEST="true")
+
+
+def test_the_settings_panel_saves_the_dnd_forward_number(cast, client):
+    from django.urls import reverse
+
+    client.force_login(cast.alice)
+    page = client.get(f"{reverse('phone:settings')}?tab=other").content.decode()
+    assert 'data-testid="dnd-forward-to"' in page and 'data-testid="dnd-action-forward"' in page
+    response = _settings_post(
+        client, cast.alice, {"dnd_action": "forward", "dnd_forward_to": "03-1234-5678"}
+    )
+    assert 'data-testid="settings-saved"' in response.content.decode()
+    saved = PhoneUserSettings.objects.get(user=cast.alice)
+    assert (saved.dnd_action, saved.dnd_forward_to, saved.dnd) == ("forward", "0312345678", False)
+    from phone.worker import db
+
+    assert db.dnd_for(cast.alice.pk) == db.DndSetting(False, "0312345678")
+
+
+@pytest.mark.parametrize(
+    "number", ["", "201;evil", "sip:201@x", "0" * 21, "abc", "<201>", "1001", "10-01"]
+)
+def test_a_bad_forwarding_number_gets_a_field_error(cast, client, number):
+    response = _settings_post(
+        client, cast.alice, {"dnd_action": "forward", "dnd_forward_to": number}
+    )
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert 'data-testid="dnd-error-dnd_forward_to"' in page
+    assert 'data-testid="settings-saved"' not in page
+    assert not PhoneUserSettings.objects.filter(user=cast.alice).exists()
+
+
+def test_another_tenant_cannot_change_someones_dnd_setting_over_http(cast, client):
+    PhoneUserSettings.objects.create(user=cast.alice, dnd=True)
+    # Whatever charlie names, he saves his own row (there is no user or pk to name).
+    _settings_post(
+        client,
+        cast.charlie,
+        {"dnd_action": "forward", "dnd_forward_to": "999", "user": cast.alice.pk},
+    )
+    alice = PhoneUserSettings.objects.get(user=cast.alice)
+    assert (alice.dnd, alice.dnd_action, alice.dnd_forward_to) == (True, "reject", "")
+    assert PhoneUserSettings.objects.get(user=cast.charlie).dnd_forward_to == "999"
+
+
+async def test_another_tenant_cannot_change_someones_dnd_over_the_websocket(cast):
+    ws = await ws_of(cast.charlie)
+    for message in (
+        {"type": "dnd", "on": True, "user": cast.alice.pk},
+        {"type": "dnd", "on": True, "extension": "1001"},
+    ):
+        await ws.send_json_to(message)
+        while (reply := await ws.receive_json_from(timeout=5))["type"] != "error":
+            pass
+        assert reply["code"] == "bad_field"
+    await ws.disconnect()
+    stored = await database_sync_to_async(
+        lambda: list(PhoneUserSettings.objects.filter(user=cast.alice).values_list("dnd"))
+    )()
+    assert stored == []
+
+
+def test_history_shows_where_a_dnd_call_was_forwarded(cast, client):
+    from django.urls import reverse
+    from django.utils import timezone
+
+    CallRecord.objects.create(
+        tenant=cast.tenant_a,
+        user=cast.alice,
+        direction="rejected",
+        remote_number="1002",
+        started_at=timezone.now(),
+        ended_at=timezone.now(),
+        end_reason="DND forward 0312345678",
+    )
+    client.force_login(cast.alice)
+    page = client.get(reverse("phone:history")).content.decode()
+    assert "→ 0312345678)" in page
