@@ -4,9 +4,10 @@ every colleague's WebSocket (target p95 ≤ 200 ms). Prints figures; no assertio
 N users of one tenant each open the real phone WebSocket (benchmarks/fanout.py); one line
 changes state in turn (idle → ringing → busy → idle ...) through phone.presence.publish, the
 call the sipworker's Line makes after a message changed its state (store write, then the
-tenant group send), and the time until each page's `presence` message with that state arrives is recorded. Run with the in-memory channel layer
-and store (the embedded default) and with Redis as both (a throwaway redis-server on a free
-port; REDIS_URL set, so the store is the Redis hash several sipworkers would write).
+tenant group send), and the time until each page's `presence` message with that state
+arrives is recorded. Run with the in-memory channel layer and store (the embedded default)
+and with Redis as both (a throwaway redis-server on a free port; REDIS_URL set, so the store
+is the Redis hash several sipworkers would write).
 
     .venv/bin/python benchmarks/presence_fanout.py                  # 100 pages, 30 changes
     .venv/bin/python benchmarks/presence_fanout.py --pages 20 --changes 10 --layers memory
