@@ -95,3 +95,27 @@ def on_pbx(cast, kamailio):
     account.password = "pw1001"
     account.save()
     return kamailio
+
+
+@pytest.fixture
+def office(cast, on_pbx):
+    """alice (1001) and bob (1002) of tenant A on the test PBX, in one park (= pickup) group."""
+    from phone.models import ParkGroup
+    from portal.models import SipAccount
+
+    account = SipAccount.objects.get(user=cast.bob)
+    account.password = "pw1002"
+    account.save()
+    group = ParkGroup.objects.create(tenant=cast.tenant_a, name="Sales")
+    group.members.add(cast.alice, cast.bob)
+    return on_pbx
+
+
+@pytest.fixture
+def loopback_ice():
+    """This process's WebRTC (the embedded sipworker, FakeBrowser) offers 127.0.0.1, which
+    aioice leaves out by itself (phone.media_network: ICE_HOST_ADDRESSES in production)."""
+    from phone.media.bridge import ice_host_addresses
+
+    with ice_host_addresses(["127.0.0.1"]):
+        yield

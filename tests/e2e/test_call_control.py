@@ -6,8 +6,6 @@ outside phones (our own UA, tests/e2e/far_end.py) 700 and 900 Hz."""
 import pytest
 from playwright.sync_api import expect
 
-from phone.models import ParkGroup
-from portal.models import SipAccount
 from tests.e2e.conftest import ANALYSE, login, wait_until
 from tests.support import analysis
 from tests.support.tones import write_tone
@@ -23,17 +21,6 @@ def browser_args(folder):
         f"--use-file-for-fake-audio-capture={wav}",
         "--autoplay-policy=no-user-gesture-required",
     ]
-
-
-@pytest.fixture
-def office(cast, on_pbx):
-    """alice (1001) and bob (1002) on the test PBX, in one park group."""
-    account = SipAccount.objects.get(user=cast.bob)
-    account.password = "pw1002"
-    account.save()
-    group = ParkGroup.objects.create(tenant=cast.tenant_a, name="Sales")
-    group.members.add(cast.alice, cast.bob)
-    return on_pbx
 
 
 def open_page(browser, server, user, password):

@@ -5,8 +5,7 @@ outside phone 700 Hz."""
 import pytest
 from playwright.sync_api import expect
 
-from phone.models import CallRecord, Contact, LineButton, ParkGroup, Phonebook
-from portal.models import SipAccount
+from phone.models import CallRecord, Contact, LineButton, Phonebook
 from tests.e2e.conftest import ANALYSE, login, wait_until
 from tests.support import analysis
 from tests.support.tones import write_tone
@@ -40,14 +39,9 @@ def browser_args(folder):
 
 
 @pytest.fixture
-def office(cast, on_pbx):
-    """alice (1001) and bob (1002) on the test PBX, in one (park = pickup) group; bob is in
-    the tenant's phonebook and on a one-touch button of alice's pad."""
-    account = SipAccount.objects.get(user=cast.bob)
-    account.password = "pw1002"
-    account.save()
-    group = ParkGroup.objects.create(tenant=cast.tenant_a, name="Sales")
-    group.members.add(cast.alice, cast.bob)
+def office(cast, office):
+    """The office (alice and bob on the test PBX, one park = pickup group); bob is in the
+    tenant's phonebook and on a one-touch button of alice's pad."""
     book = Phonebook.objects.create(tenant=cast.tenant_a, name="社内")
     Contact.objects.create(tenant=cast.tenant_a, phonebook=book, name="Bob", number="1002")
     LineButton.objects.create(

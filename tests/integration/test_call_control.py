@@ -12,8 +12,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from phone.media.bridge import ice_host_addresses
-from phone.models import CallRecord, ParkGroup
+from phone.models import CallRecord
 from portal.models import SipAccount
 from tests.phone.ws import communicator
 from tests.support import analysis
@@ -21,30 +20,13 @@ from tests.support.fake_browser import FakeBrowser
 from tests.support.tones import tone_windows
 from tests.support.workers import Workers, redis_layer_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("loopback_ice"),
+]
 
 OUTSIDE_HZ, ALICE_HZ, BOB_HZ = 700, 1000, 1300
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice():
-    with ice_host_addresses(["127.0.0.1"]):
-        yield
-
-
-@pytest.fixture
-def office(cast, kamailio):
-    """Tenant A on the test PBX: alice 1001 and bob 1002, one park group."""
-    cast.tenant_a.pbx_domain = kamailio.domain
-    cast.tenant_a.outbound_proxy = kamailio.hostport
-    cast.tenant_a.save()
-    for user, password in ((cast.alice, "pw1001"), (cast.bob, "pw1002")):
-        account = SipAccount.objects.get(user=user)
-        account.password = password
-        account.save()
-    group = ParkGroup.objects.create(tenant=cast.tenant_a, name="Sales")
-    group.members.add(cast.alice, cast.bob)
-    return kamailio
 
 
 class Desk:

@@ -13,21 +13,18 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from phone.media.bridge import ice_host_addresses
 from phone.models import CallRecord, PhoneUserSettings
 from portal.models import SipAccount
 from tests.integration.test_call_control import Desk
 from tests.integration.test_srtp import everything_else
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("loopback_ice"),
+]
 
 ALICE_HZ, BOB_HZ, TARGET_HZ = 1000, 1300, 900
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice():
-    with ice_host_addresses(["127.0.0.1"]):
-        yield
 
 
 @pytest.fixture

@@ -16,32 +16,17 @@ from channels.db import database_sync_to_async
 
 from phone.media.bridge import ice_host_addresses
 from phone.worker import diagnostics
-from portal.models import SipAccount
 from tests.phone.ws import communicator
 from tests.support import analysis
 from tests.support.fake_browser import FakeBrowser
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("loopback_ice"),
+]
 
 PAGE_HZ, OTHER_HZ = 1000, 1300
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice():
-    with ice_host_addresses(["127.0.0.1"]):
-        yield
-
-
-@pytest.fixture
-def office(cast, kamailio):
-    cast.tenant_a.pbx_domain = kamailio.domain
-    cast.tenant_a.outbound_proxy = kamailio.hostport
-    cast.tenant_a.save()
-    for user, password in ((cast.alice, "pw1001"), (cast.bob, "pw1002")):
-        account = SipAccount.objects.get(user=user)
-        account.password = password
-        account.save()
-    return kamailio
 
 
 class Page:

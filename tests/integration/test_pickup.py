@@ -18,13 +18,15 @@ from phone.sip.useragent import CallState, CallStateChanged
 from tests.integration import test_call_control as call_control
 from tests.integration.test_call_control import ALICE_HZ, BOB_HZ, OUTSIDE_HZ, frequency_heard
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("loopback_ice"),
+]
 
 CAROL_HZ = 1600
 
-# The office on Kamailio, the pages (Desk) and the outside phone of the call-control tests.
-loopback_ice = call_control.loopback_ice
-office = call_control.office
+# The pages (Desk) and the outside phone of the call-control tests.
 desks = call_control.desks
 outside = call_control.outside
 carol_user = call_control.carol_user

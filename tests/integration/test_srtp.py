@@ -13,22 +13,19 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from phone.media.bridge import ice_host_addresses
 from phone.media.leg import RtpLeg
 from phone.models import CallRecord
 from portal.models import SipAccount
 from tests.integration.test_call_control import Desk, hears_in_recordings
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("loopback_ice"),
+]
 
 ALICE_HZ, OUTSIDE_HZ = 1000, 900
 SRTP_PHONE = {"extra_config": "module srtp.so", "account_params": "mediaenc=srtp-mand"}
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice():
-    with ice_host_addresses(["127.0.0.1"]):
-        yield
 
 
 def _tenant_on(kamailio, cast, encryption):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from phone.media import g711
-from phone.media.bridge import BridgeError, MediaBridge, ice_host_addresses
+from phone.media.bridge import BridgeError, MediaBridge
 from phone.media.dtmf import DtmfReceiver
 from phone.media.leg import PortRange, RtpLeg
 from phone.media.rtp import RtpPacket, RtpSender
@@ -30,11 +30,7 @@ from tests.support.fake_browser import FakeBrowser, wait_for
 HOST = "127.0.0.1"
 BROWSER_HZ, FAR_HZ = 1000, 700
 
-
-@pytest.fixture(autouse=True)
-def loopback_ice():
-    with ice_host_addresses([HOST]):
-        yield
+pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from phone.media import g711
-from phone.media.bridge import MediaBridge, ice_host_addresses
+from phone.media.bridge import MediaBridge
 from phone.media.leg import PortRange, RtpLeg
 from phone.media.rtp import (
     RtcpReceiverReport,
@@ -37,11 +37,7 @@ from tests.support.fake_browser import FakeBrowser
 HOST = "127.0.0.1"
 SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 
-
-@pytest.fixture(autouse=True)
-def loopback_ice():
-    with ice_host_addresses([HOST]):
-        yield
+pytestmark = pytest.mark.usefixtures("loopback_ice")
 
 
 @pytest.fixture(autouse=True)

@@ -15,20 +15,16 @@ from phone.models import CallRecord
 from phone.worker import diagnostics
 from tests.integration.test_line_test import Page
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("loopback_ice"),
+]
 
 
 @pytest.fixture(autouse=True)
 def fast_quality(monkeypatch):
     monkeypatch.setattr(diagnostics, "QUALITY_SECONDS", 0.5)
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice():
-    from phone.media.bridge import ice_host_addresses
-
-    with ice_host_addresses(["127.0.0.1"]):
-        yield
 
 
 @pytest.fixture
@@ -179,7 +175,10 @@ async def test_real_packet_loss_towards_the_worker_turns_the_call_poor(cast, out
         # (every 2.5-7.5 s), then the indicator follows.
         poor = await quality_until(page, call_id, "poor", timeout=20)
         assert link.dropped > 0
-        assert poor["loss"] == pytest.approx(33.3, abs=5)
+        # A third is dropped; the first report that says so may also cover packets from
+        # before the link began to drop (fraction lost since the last report, RFC 3550
+        # §6.4.1), so it says a little less.
+        assert 20 <= poor["loss"] <= 38, poor
         await page.send("hangup", call_id=call_id)
         await page.next("call", id=call_id, state="ended")
         row = await row_of(call_id)
