@@ -8,8 +8,7 @@ the user agent sends, authenticates and reads the bodies.
 Life cycle:
 - `subscribe(now)` builds the initial SUBSCRIBE (out of dialog, no To tag, Expires bounded).
 - a 2xx (or a NOTIFY that races it, §4.1.2.4) creates the dialog; refreshes are in-dialog
-  SUBSCRIBEs sent before the subscription expires (§4.1.2.2): at half its duration, and at
-  least 32 s before its end when it is long enough.
+  SUBSCRIBEs sent before the subscription expires (§4.1.2.2), half-way.
 - `unsubscribe(now)` sends Expires: 0 in the dialog (§4.1.2.3); the subscription is done.
 - NOTIFY's Subscription-State (§4.1.3): active/pending keep it (a shorter expires moves the
   refresh earlier); terminated ends the dialog and, per its reason and retry-after, starts a
@@ -38,8 +37,9 @@ PENDING, ACTIVE, TERMINATED = "pending", "active", "terminated"
 
 
 def refresh_delay(expires: float) -> float:
-    """When to refresh a subscription granted for ``expires`` seconds (§4.1.2.2)."""
-    return max(1.0, min(expires / 2, expires - 32))
+    """When to refresh a subscription granted for ``expires`` seconds (§4.1.2.2): half-way,
+    which leaves a long one far more than a transaction's 32 s to get its answer."""
+    return max(1.0, expires / 2)
 
 
 def parse_subscription_state(value: str | None) -> tuple[str, dict[str, str]]:

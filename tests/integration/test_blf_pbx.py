@@ -1,0 +1,140 @@
+"""Lamps for PBX extensions that are not ours (issue 13): the embedded sipworker subscribes to
+the dialog event package (RFC 4235) of extension 1009 — a SIPp notifier registered at Kamailio
+(tests/support/sipp/uas_dialog_notify.xml) — and alice's page sees 1009 go idle → ringing →
+busy → idle; malformed NOTIFYs change nothing; charlie (tenant B) sees nothing of it; the
+subscription is refreshed and removed when the line stops."""
+
+import asyncio
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+
+from phone import presence
+from phone.models import Contact, LineButton, Phonebook
+from tests.integration import test_call_control as call_control
+from tests.phone.ws import communicator
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+office = call_control.office
+
+
+@pytest.fixture(autouse=True)
+def fresh_presence():
+    presence.reset_memory()
+    yield
+    presence.reset_memory()
+
+
+def test_it_chooses_the_tenants_internal_extensions_that_are_not_ours(cast):
+    book = Phonebook.objects.create(tenant=cast.tenant_a, name="Office")
+    for number in ("1009", "1002", "0312345678", "119", "2001", "12-34"):
+        Contact.objects.create(tenant=cast.tenant_a, phonebook=book, name=number, number=number)
+    LineButton.objects.create(
+        tenant=cast.tenant_a, kind=LineButton.Kind.ONE_TOUCH, number="1010", position=1
+    )
+    other = Phonebook.objects.create(tenant=cast.tenant_b, name="B")
+    Contact.objects.create(tenant=cast.tenant_b, phonebook=other, name="x", number="1011")
+    # 1002 is bob's line; 0312345678 is outside; 119 a service number; 12-34 is 1234 stripped.
+    # 2001 is charlie's extension, but in tenant B: in tenant A it is the PBX's.
+    assert presence.pbx_extensions(cast.tenant_a.pk) == ["1009", "1010", "1234", "2001"]
+    assert presence.pbx_extensions(cast.tenant_b.pk) == ["1011"]
+    assert {"1009", "1010", "1002"} <= presence.lamp_extensions(cast.alice)
+    assert "1009" not in presence.lamp_extensions(cast.charlie)
+
+
+def test_it_bounds_the_watched_extensions(cast):
+    book = Phonebook.objects.create(tenant=cast.tenant_a, name="Office")
+    Contact.objects.bulk_create(
+        Contact(tenant=cast.tenant_a, phonebook=book, name=str(n), number=str(n))
+        for n in range(3000, 3000 + presence.MAX_PBX_EXTENSIONS + 20)
+    )
+    watched = presence.pbx_extensions(cast.tenant_a.pk)
+    assert len(watched) == presence.MAX_PBX_EXTENSIONS and watched[0] == "3000"
+
+
+class Page:
+    """A phone page's WebSocket (no WebRTC: lamps need none)."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, user):
+        ws = await database_sync_to_async(communicator)(user)
+        assert (await ws.connect())[0]
+        return cls(ws)
+
+    async def lamps(self, extension, until, timeout=20):
+        """The states of `extension` this page hears until it hears `until`."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while not seen or seen[-1] != until:
+            message = await self.ws.receive_json_from(timeout=max(0.1, deadline - time.monotonic()))
+            if message["type"] == "presence":
+                seen += [e["state"] for e in message["entries"] if e["extension"] == extension]
+        return seen
+
+    async def heard_of(self, extension):
+        """Every presence state of `extension` among the messages this page has got (a
+        receive that times out would end the communicator: receive_nothing first)."""
+        seen = []
+        while not await self.ws.receive_nothing(timeout=0.5):
+            message = await self.ws.receive_json_from()
+            if message["type"] == "presence":
+                seen += [e["state"] for e in message["entries"] if e["extension"] == extension]
+        return seen
+
+
+@pytest.mark.integration
+async def test_a_pbx_extensions_lamp_follows_its_dialogs(office, cast, make_sipp, settings):
+    settings.SIPWORKER_RELEASE_SECONDS = 0.5
+    kamailio = office
+    await asyncio.to_thread(kamailio.add_user, "1009", "pw1009")
+    try:
+        await database_sync_to_async(_phonebook_with_1009)(cast)
+        notifier = make_sipp(
+            "uas_dialog_notify.xml", timeout=60, keys={"domain": kamailio.domain}
+        ).start()
+        registered = await asyncio.to_thread(
+            lambda: make_sipp(
+                "register.xml",
+                kamailio.hostport,
+                service="1009",
+                auth=("1009", "pw1009"),
+                keys={"domain": kamailio.domain, "contact_port": str(notifier.port)},
+            ).run()
+        )
+        assert registered.ok, registered.stderr[-2000:]
+        charlie = await Page.open(cast.charlie)
+        alice = await Page.open(cast.alice)
+        # SUBSCRIBE through Kamailio to 1009 (RFC 6665), then its NOTIFYs; the malformed
+        # ones (bad XML → 400, 65 dialogs → 413) come between busy and idle and change nothing.
+        assert await alice.lamps("1009", until="idle") == ["idle"]
+        assert await alice.lamps("1009", until="idle") == ["ringing", "busy", "idle"]
+        # 200 (Expires: 6) → refreshed after 3 s: wait for one refresh, then close the page;
+        # the line stops (SIPWORKER_RELEASE_SECONDS) and un-SUBSCRIBEs (Expires: 0).
+        await asyncio.sleep(4.0)
+        await alice.ws.disconnect()
+        result = await notifier.wait_async(timeout=30)
+        assert result.ok, (result.stderr[-2000:], result.error_log[-2000:])
+        assert result.requests.count("SUBSCRIBE") >= 3  # initial, refresh(es), Expires: 0
+        assert 400 in result.responses and 413 in result.responses
+        # The lamp is gone from the store with the subscription; tenant B heard nothing.
+        for _ in range(50):
+            entries = await presence.snapshot(cast.tenant_a.pk)
+            if all(e.extension != "1009" for e in entries):
+                break
+            await asyncio.sleep(0.1)
+        assert all(e.extension != "1009" for e in entries)
+        assert await charlie.heard_of("1009") == []
+        assert all(e.extension != "1009" for e in await presence.snapshot(cast.tenant_b.pk))
+        await charlie.ws.disconnect()
+    finally:
+        await asyncio.to_thread(kamailio.remove_user, "1009")
+
+
+def _phonebook_with_1009(cast):
+    book = Phonebook.objects.create(tenant=cast.tenant_a, name="Office")
+    Contact.objects.create(tenant=cast.tenant_a, phonebook=book, name="Reception", number="1009")
