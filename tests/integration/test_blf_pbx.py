@@ -138,3 +138,54 @@ async def test_a_pbx_extensions_lamp_follows_its_dialogs(office, cast, make_sipp
 def _phonebook_with_1009(cast):
     book = Phonebook.objects.create(tenant=cast.tenant_a, name="Office")
     Contact.objects.create(tenant=cast.tenant_a, phonebook=book, name="Reception", number="1009")
+
+
+class StubLine:
+    """What phone.worker.blf.Watchers looks at of a line."""
+
+    def __init__(self, tenant_id, registered=True):
+        self.config = type("Config", (), {"tenant_id": tenant_id})()
+        self.closed = False
+        self.transport = object()
+        self.registration = ("registered" if registered else "registering", "")
+        self.watch = None
+        self.posted = []
+
+    def post(self, item):
+        self.posted.append(item)
+
+
+def test_one_line_per_tenant_watches_and_the_next_takes_over():
+    from phone.worker import blf
+
+    watchers = blf.Watchers()
+    a1, a2, a3, b1 = StubLine(1), StubLine(1), StubLine(1, registered=False), StubLine(2)
+    for line in (a1, a2, b1):  # a3 has not registered yet
+        watchers.line_registered(line)
+    assert watchers.elected == {1: a1, 2: b1}
+    assert a1.posted == [blf.WatchTick()] and a2.posted == [] and b1.posted == [blf.WatchTick()]
+    assert a1.watch is not None and a2.watch is None
+    # a1 stops: a2 (registered, same tenant) takes over; a3 is not registered.
+    a1.closed = True
+    watchers.line_stopped(a1, [a3, a2, b1])
+    assert watchers.elected == {1: a2, 2: b1} and a2.posted == [blf.WatchTick()]
+    # A line that never watched stopping changes nothing.
+    watchers.line_stopped(a3, [a2, b1])
+    assert watchers.elected == {1: a2, 2: b1}
+    a2.closed = True
+    watchers.line_stopped(a2, [a3])
+    assert 1 not in watchers.elected
+
+
+async def test_only_one_worker_holds_a_tenants_watch_lease(settings, redis_url):
+    from phone.worker import blf
+
+    settings.REDIS_URL, settings.SIPWORKER_EMBEDDED = redis_url, False
+    assert await blf.hold_lease(7, "w1")
+    assert not await blf.hold_lease(7, "w2")
+    assert await blf.hold_lease(7, "w1")  # renewed
+    assert await blf.hold_lease(8, "w2")  # another tenant
+    await blf.release_lease(7, "w2")  # not the holder: nothing happens
+    assert not await blf.hold_lease(7, "w2")
+    await blf.release_lease(7, "w1")
+    assert await blf.hold_lease(7, "w2")
