@@ -1031,7 +1031,8 @@ class UserAgent:
         elif sub.generation != generation and key in self._watched:
             # The subscription ended: a new one starts its versions over (RFC 4235 §4.1).
             self._watched[key].reset()
-            if sub.refresh_at is None:
+            if sub.refresh_at is None or sub.refresh_at > now:
+                # Not subscribing again at once: what the lamp showed may be stale by then.
                 self._report_lamp(key, "offline", out)
         if sub.refresh_at is not None and sub.refresh_at <= now and not sub.stopped:
             self._send_subscribe(now, key, out)
