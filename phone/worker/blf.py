@@ -137,11 +137,19 @@ class LineWatch:
         if line.closed or line.transport is None or line.config is None:
             return
         self._timer = asyncio.get_running_loop().call_later(TICK_SECONDS, line.post, WatchTick())
+        was = self.leased
         try:
             self.leased = await hold_lease(self.tenant_id, line.host.worker_id)
         except Exception:
             log.exception("line %s: the BLF lease could not be renewed", line.user_id)
             self.leased = False
+        if self.leased != was:
+            log.info(
+                "line %s: %s the PBX lamps of tenant %s",
+                line.user_id,
+                "watches" if self.leased else "no longer watches",
+                self.tenant_id,
+            )
         wanted: set[str] = set()
         if self.leased:
             wanted = set(await database_sync_to_async(db.pbx_extensions)(self.tenant_id))

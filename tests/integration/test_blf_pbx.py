@@ -5,6 +5,7 @@ busy → idle; malformed NOTIFYs change nothing; charlie (tenant B) sees nothing
 subscription is refreshed and removed when the line stops."""
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -121,6 +122,7 @@ async def test_a_pbx_extensions_lamp_follows_its_dialogs(office, cast, make_sipp
         assert result.ok, (result.stderr[-2000:], result.error_log[-2000:])
         assert result.requests.count("SUBSCRIBE") >= 3  # initial, refresh(es), Expires: 0
         assert 400 in result.responses and 413 in result.responses
+        assert len(subscriptions(result)) == 1
         # The lamp is gone from the store with the subscription; tenant B heard nothing.
         for _ in range(50):
             entries = await presence.snapshot(cast.tenant_a.pk)
@@ -133,6 +135,16 @@ async def test_a_pbx_extensions_lamp_follows_its_dialogs(office, cast, make_sipp
         await charlie.ws.disconnect()
     finally:
         await asyncio.to_thread(kamailio.remove_user, "1009")
+
+
+def subscriptions(result):
+    """The Call-IDs of the SUBSCRIBEs a SIPp notifier received."""
+    ids = set()
+    for block in re.split(r"^-{10,}.*$", result.messages_log, flags=re.M):
+        lines = [line.strip() for line in block.strip().splitlines() if line.strip()]
+        if len(lines) > 1 and "received" in lines[0] and lines[1].startswith("SUBSCRIBE "):
+            ids |= {line.split(":", 1)[1].strip() for line in lines if line.startswith("Call-ID:")}
+    return ids
 
 
 def _phonebook_with_1009(cast):
@@ -189,3 +201,83 @@ async def test_only_one_worker_holds_a_tenants_watch_lease(settings, redis_url):
     assert not await blf.hold_lease(7, "w2")
     await blf.release_lease(7, "w1")
     assert await blf.hold_lease(7, "w2")
+
+
+@pytest.mark.integration
+async def test_across_sipworkers_one_subscribes_and_the_other_takes_over(
+    cast, on_pbx, make_sipp, settings, redis_url, tmp_path
+):
+    """alice's and bob's lines on two sipworkers (Redis): each is its tenant's elected line on
+    its worker, only the lease holder subscribes (SIPp takes one subscription), both pages see
+    the lamp; when the holder's line stops, the other worker's line takes the lease."""
+    import redis
+
+    from portal.models import SipAccount
+    from tests.phone.test_sipworker_redis import owner_map
+    from tests.support.workers import Workers, redis_layer_settings
+
+    kamailio = on_pbx
+    settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
+    settings.SIPWORKER_EMBEDDED = False
+    settings.REDIS_URL = redis_url
+    pool = Workers(redis_url, tmp_path, SIPWORKER_RELEASE_SECONDS="1")
+    await asyncio.to_thread(kamailio.add_user, "1009", "pw1009")
+    try:
+
+        def setup():
+            account = SipAccount.objects.get(user=cast.bob)
+            account.password = "pw1002"
+            account.save()
+            _phonebook_with_1009(cast)
+
+        await database_sync_to_async(setup)()
+        notifier = make_sipp(
+            "uas_dialog_notify.xml", timeout=60, keys={"domain": kamailio.domain}
+        ).start()
+        registered = await asyncio.to_thread(
+            lambda: make_sipp(
+                "register.xml",
+                kamailio.hostport,
+                service="1009",
+                auth=("1009", "pw1009"),
+                keys={"domain": kamailio.domain, "contact_port": str(notifier.port)},
+            ).run()
+        )
+        assert registered.ok, registered.stderr[-2000:]
+        pages = {}
+        for n, user in enumerate((cast.alice, cast.bob), start=1):
+            pool.start()  # the newest worker is the least loaded: the line is claimed there
+            await asyncio.to_thread(pool.wait_live, n)
+            pages[user.pk] = await Page.open(user)
+        for _ in range(200):  # until both lines are claimed
+            owners = owner_map(redis_url, [cast.alice, cast.bob])
+            if all(owners.values()):
+                break
+            await asyncio.sleep(0.1)
+        assert "" != owners[cast.alice.pk] != owners[cast.bob.pk] != "", owners
+        # alice's line registered first and subscribed: her page sees the calls; bob's page
+        # (the other worker) gets 1009's state from the shared store and the tenant group.
+        alice = pages[cast.alice.pk]
+        assert "busy" in await alice.lamps("1009", until="busy", timeout=30)
+        assert (await alice.lamps("1009", until="idle"))[-1:] == ["idle"]
+        assert (await pages[cast.bob.pk].lamps("1009", until="idle"))[-1:] == ["idle"]
+        client = redis.from_url(redis_url)
+        holder = client.get(f"bp:blf:{cast.tenant_a.pk}").decode()
+        (holder_user,) = [u for u, w in owners.items() if w == holder]
+        await asyncio.sleep(4.0)  # one refresh (Expires: 6)
+        await pages[holder_user].ws.disconnect()
+        result = await notifier.wait_async(timeout=30)
+        assert result.ok, (result.stderr[-2000:], result.error_log[-2000:])
+        assert len(subscriptions(result)) == 1  # one worker subscribed, not one per line
+        # The other worker's line takes the lease at its next tick (every 10 s).
+        for _ in range(300):
+            now_holding = (client.get(f"bp:blf:{cast.tenant_a.pk}") or b"").decode()
+            if now_holding not in ("", holder):
+                break
+            await asyncio.sleep(0.1)
+        (other_user,) = [u for u in owners if u != holder_user]
+        assert now_holding == owners[other_user]
+        await pages[other_user].ws.disconnect()
+    finally:
+        await asyncio.to_thread(kamailio.remove_user, "1009")
+        await asyncio.to_thread(pool.close)
