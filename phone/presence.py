@@ -137,6 +137,35 @@ async def publish(tenant_id: int, entry: Entry) -> None:
         )
 
 
+_WITHDRAW_PBX = """
+local v = redis.call('hget', KEYS[1], ARGV[1])
+if v and cjson.decode(v)['u'] == 0 then return redis.call('hdel', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+async def withdraw_pbx(tenant_id: int, extension: str) -> None:
+    """A PBX extension's lamp is no longer watched: offline, unless the entry is no longer
+    the PBX's (the extension became a line of ours, whose entry stays)."""
+    from channels.layers import get_channel_layer
+
+    if not owners.enabled():
+        entries = _memory.get(tenant_id, {})
+        current = entries.get(extension)
+        if current is None or current.user_id != 0:
+            return
+        del entries[extension]
+    elif not await owners.client().eval(_WITHDRAW_PBX, 1, _key(tenant_id), extension):
+        return
+    layer = get_channel_layer()
+    if layer is not None:
+        gone = Entry(extension, OFFLINE, 0, time.time())
+        await layer.group_send(
+            tenant_group(tenant_id),
+            {"type": PRESENCE_CHANGED, "entries": [gone.public()], "at": time.time()},
+        )
+
+
 async def oldest_ringing(tenant_id: int, user_ids: set[int]) -> Entry | None:
     """Group pickup: the member of `user_ids` whose line has rung the longest."""
     ringing = [e for e in await snapshot(tenant_id) if e.state == RINGING and e.user_id in user_ids]

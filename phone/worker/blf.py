@@ -154,7 +154,8 @@ class LineWatch:
         if self.leased:
             wanted = set(await database_sync_to_async(db.pbx_extensions)(self.tenant_id))
         for extension in sorted(self.extensions - wanted):
-            await self._unwatch(extension)
+            # Lease lost (another worker holds it now): its entries are the new holder's.
+            await self._unwatch(extension, withdraw=self.leased)
         for extension in sorted(wanted - self.extensions):
             with contextlib.suppress(SipError):
                 watch = functools.partial(
@@ -163,18 +164,25 @@ class LineWatch:
                 line._sip(watch)
                 self.extensions.add(extension)
 
-    async def _unwatch(self, extension: str) -> None:
+    async def _unwatch(self, extension: str, *, withdraw: bool = True) -> None:
         line = self.line
         self.extensions.discard(extension)
         if line.transport is not None:
             with contextlib.suppress(SipError):
                 line._sip(lambda now: line.ua.unwatch_dialogs(now, extension))
-        await self.publish(extension, presence.OFFLINE)
+        if extension in self.published:
+            self.published.discard(extension)
+            if withdraw:
+                await self._withdraw(extension)
 
     async def publish(self, extension: str, state: str) -> None:
-        if extension not in self.extensions and state != presence.OFFLINE:
+        """A watched extension's lamp changed (the UserAgent's WatchedLamp)."""
+        if extension not in self.extensions:
             return  # a NOTIFY racing our un-SUBSCRIBE
-        if state == presence.OFFLINE and extension not in self.published:
+        if state == presence.OFFLINE:
+            if extension in self.published:
+                self.published.discard(extension)
+                await self._withdraw(extension)
             return
         entry = presence.Entry(extension, state, 0, time.time(), self.line.host.worker_id)
         try:
@@ -182,10 +190,13 @@ class LineWatch:
         except Exception:
             log.exception("line %s: publishing %s failed", self.line.user_id, extension)
             return
-        if state == presence.OFFLINE:
-            self.published.discard(extension)
-        else:
-            self.published.add(extension)
+        self.published.add(extension)
+
+    async def _withdraw(self, extension: str) -> None:
+        try:
+            await presence.withdraw_pbx(self.tenant_id, extension)
+        except Exception:
+            log.exception("line %s: withdrawing %s failed", self.line.user_id, extension)
 
     async def stop(self, *, unsubscribe: bool = True) -> None:
         """Un-SUBSCRIBE everything (the line still has its transport; not when the line was
@@ -198,7 +209,9 @@ class LineWatch:
                 await self._unwatch(extension)
             else:
                 self.extensions.discard(extension)
-                await self.publish(extension, presence.OFFLINE)
+                if extension in self.published:
+                    self.published.discard(extension)
+                    await self._withdraw(extension)
         if self.leased:
             with contextlib.suppress(Exception):
                 await release_lease(self.tenant_id, self.line.host.worker_id)

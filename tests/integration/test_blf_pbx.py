@@ -281,3 +281,20 @@ async def test_across_sipworkers_one_subscribes_and_the_other_takes_over(
     finally:
         await asyncio.to_thread(kamailio.remove_user, "1009")
         await asyncio.to_thread(pool.close)
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_withdrawing_a_pbx_lamp_leaves_a_line_of_ours_alone(store, settings, request):
+    if store == "redis":
+        settings.REDIS_URL = request.getfixturevalue("redis_url")
+        settings.SIPWORKER_EMBEDDED = False
+        from phone.signalling import owners
+
+        await owners.announce("w1", 1)  # a live worker: its entries are in snapshots
+    await presence.publish(1, presence.Entry("1009", "busy", 0, 1.0, "w1"))
+    await presence.publish(1, presence.Entry("1010", "idle", 0, 1.0, "w1"))
+    # 1010 became a portal user's line meanwhile: that line's entry replaced the PBX's.
+    await presence.publish(1, presence.Entry("1010", "ringing", 42, 2.0, "w1"))
+    await presence.withdraw_pbx(1, "1009")
+    await presence.withdraw_pbx(1, "1010")
+    assert [(e.extension, e.user_id) for e in await presence.snapshot(1)] == [("1010", 42)]
