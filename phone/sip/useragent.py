@@ -1464,16 +1464,20 @@ class UserAgent:
                 self.subscriptions.pop(key, None)
             return
         if sub.generation != generation:
-            self._subscription_gone(key, sub, out)
+            self._subscription_gone(key, sub, out, again_now=sub.due(now))
         if sub.due(now):
             self._send_subscribe(now, key, out)
 
-    def _subscription_gone(self, key: str, sub: Subscription, out: UaOutput) -> None:
-        """A watched extension's subscription ended: nothing is known until a new one."""
+    def _subscription_gone(
+        self, key: str, sub: Subscription, out: UaOutput, *, again_now: bool = False
+    ) -> None:
+        """A watched extension's subscription ended: a new one starts its versions over
+        (RFC 4235 §4.1); unless it starts at once, nothing is known until it does."""
         watched = self._watched.get(key)
         if watched is not None:
             watched.reset()
-            self._report_lamp(key, "offline", out)
+            if not again_now:
+                self._report_lamp(key, "offline", out)
 
     def _retry_with_auth(
         self, now: float, pending: _Pending, response: SipResponse, out: UaOutput
