@@ -18,12 +18,17 @@ The store, and why there:
 
 Only extensions with a running line are in the store; a page shows every other colleague's
 lamp as offline.
+
+Extensions of the PBX that are no line of ours (`pbx_extensions`) are watched by one line of
+the tenant (phone.worker.blf, RFC 4235 dialog event package) and published the same way, with
+user id 0 (no user: never a pickup group member).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -132,6 +137,35 @@ async def publish(tenant_id: int, entry: Entry) -> None:
         )
 
 
+_WITHDRAW_PBX = """
+local v = redis.call('hget', KEYS[1], ARGV[1])
+if v and cjson.decode(v)['u'] == 0 then return redis.call('hdel', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+async def withdraw_pbx(tenant_id: int, extension: str) -> None:
+    """A PBX extension's lamp is no longer watched: offline, unless the entry is no longer
+    the PBX's (the extension became a line of ours, whose entry stays)."""
+    from channels.layers import get_channel_layer
+
+    if not owners.enabled():
+        entries = _memory.get(tenant_id, {})
+        current = entries.get(extension)
+        if current is None or current.user_id != 0:
+            return
+        del entries[extension]
+    elif not await owners.client().eval(_WITHDRAW_PBX, 1, _key(tenant_id), extension):
+        return
+    layer = get_channel_layer()
+    if layer is not None:
+        gone = Entry(extension, OFFLINE, 0, time.time())
+        await layer.group_send(
+            tenant_group(tenant_id),
+            {"type": PRESENCE_CHANGED, "entries": [gone.public()], "at": time.time()},
+        )
+
+
 async def oldest_ringing(tenant_id: int, user_ids: set[int]) -> Entry | None:
     """Group pickup: the member of `user_ids` whose line has rung the longest."""
     ringing = [e for e in await snapshot(tenant_id) if e.state == RINGING and e.user_id in user_ids]
@@ -145,14 +179,51 @@ def reset_memory() -> None:
 
 def lamp_extensions(user) -> set[str]:
     """The extensions that get a lamp on this user's pages: the active SIP accounts of the
-    user's own tenant (never another tenant's), but not the user's own."""
+    user's own tenant (never another tenant's), but not the user's own, and the tenant's PBX
+    extensions (`pbx_extensions`) whose dialogs a sipworker watches."""
     from portal.models import Profile, SipAccount
 
     tenant_id = Profile.objects.filter(user=user).values_list("tenant_id", flat=True).first()
     if tenant_id is None:
         return set()
-    return set(
+    ours = set(
         SipAccount.objects.filter(tenant_id=tenant_id, is_active=True)
         .exclude(user=user)
         .values_list("extension", flat=True)
     )
+    return ours | set(pbx_extensions(tenant_id))
+
+
+# -- lamps for PBX extensions (RFC 4235 dialog event package, phone.worker.blf) ------------------
+
+# An internal extension: 2 to 6 digits, not starting with 0 (the outside-line prefix and every
+# Japanese outside number start with 0), and no three-digit 1xx (110, 119, 117...: special
+# service numbers a phonebook may well hold).
+INTERNAL_EXTENSION = re.compile(r"^(?!1\d\d$)[1-9]\d{1,5}$")
+# At most this many watched extensions per tenant (one SUBSCRIBE dialog each at the PBX).
+MAX_PBX_EXTENSIONS = 100
+
+
+def pbx_extensions(tenant_id: int) -> list[str]:
+    """The internal extensions the tenant's pages show (any phonebook of the tenant, shared or
+    personal, and one-touch buttons) that are not the extension of an active SIP account of
+    the tenant: the PBX tells their state (RFC 4235) instead of a line of ours. Sorted, at most
+    MAX_PBX_EXTENSIONS (the lowest numbers win)."""
+    from phone.models import Contact, LineButton
+    from portal.models import SipAccount
+
+    numbers = set(Contact.objects.filter(tenant_id=tenant_id).values_list("number", flat=True))
+    numbers |= set(
+        LineButton.objects.filter(tenant_id=tenant_id, kind=LineButton.Kind.ONE_TOUCH).values_list(
+            "number", flat=True
+        )
+    )
+    ours = set(
+        SipAccount.objects.filter(tenant_id=tenant_id, is_active=True).values_list(
+            "extension", flat=True
+        )
+    )
+    internal = sorted(
+        (n for n in numbers - ours if INTERNAL_EXTENSION.match(n)), key=lambda n: (len(n), n)
+    )
+    return internal[:MAX_PBX_EXTENSIONS]

@@ -28,6 +28,7 @@ from . import demux
 from .auth import DigestAuth
 from .demux import LINE_PARAM
 from .dialog import Dialog, DialogState, next_hop, request_dialog_id
+from .dialoginfo import DialogInfoError, DialogInfoState, DialogInfoTooLarge, parse_dialog_info
 from .errors import SipError, SipParseError
 from .message import (
     Headers,
@@ -55,6 +56,7 @@ from .sdp import (
     parse_sdp,
     sdes_of,
 )
+from .subscription import TERMINATED, Subscription
 from .transaction import (
     Addr,
     MalformedMessage,
@@ -235,6 +237,15 @@ class UntrustedRequests:
 
 
 @dataclass(slots=True)
+class WatchedLamp:
+    """The dialogs of a watched extension (RFC 4235) changed its lamp: idle | ringing | busy,
+    or offline when the subscription ended and nothing is known any more."""
+
+    extension: str
+    state: str
+
+
+@dataclass(slots=True)
 class MessageSummary:
     """Voicemail status from a message-summary NOTIFY (RFC 3842)."""
 
@@ -256,6 +267,7 @@ UaEvent = (
     | HoldChanged
     | UntrustedRequests
     | CallRedirected
+    | WatchedLamp
 )
 
 # At most one UntrustedRequests event per this many seconds.
@@ -381,9 +393,10 @@ class UserAgent:
             ),
             rng=self._rng,
         )
-        self._mwi_call_id: str | None = None
-        self._mwi_refresh_at: float | None = None
-        self._mwi_expires = 3600
+        # Our subscriptions (RFC 6665) by key: "mwi", "dialog:<extension>".
+        self.subscriptions: dict[str, Subscription] = {}
+        self._watched: dict[str, DialogInfoState] = {}  # "dialog:<ext>" → its dialogs
+        self._lamps: dict[str, str] = {}  # "dialog:<ext>" → the lamp last reported
         self._register_tid: str | None = None  # the REGISTER transaction in flight, if any
         self._keepalive_at: float | None = None  # next OPTIONS probe
         self._probes: dict[str, float] = {}  # unanswered probe transaction -> its deadline
@@ -454,7 +467,7 @@ class UserAgent:
         candidates = [
             self.layer.next_timer(),
             self.registration.next_timer(),
-            self._mwi_refresh_at,
+            *(s.refresh_at for s in self.subscriptions.values()),
             self._keepalive_at,
             *self._probes.values(),
         ]
@@ -484,9 +497,9 @@ class UserAgent:
         self._drain_registration(out)
         self._keepalive_timers(now, out)
         self._report_untrusted(now, out)
-        if self._mwi_refresh_at is not None and now >= self._mwi_refresh_at:
-            self._mwi_refresh_at = None
-            self._send_subscribe(now, out)
+        for key, sub in list(self.subscriptions.items()):
+            if sub.due(now):
+                self._send_subscribe(now, key, out)
         for call in list(self.calls.values()):
             self._call_timers(now, call, out)
         return out
@@ -923,35 +936,137 @@ class UserAgent:
         )
         self._send_request(now, notify, "notify", call.id, out)
 
-    # -- MWI (RFC 3842) -------------------------------------------------------------------------
+    # -- subscriptions (RFC 6665): MWI (RFC 3842) and watched dialogs (RFC 4235) -----------
     def subscribe_mwi(self, now: float, expires: int = 3600) -> UaOutput:
+        return self._subscribe(
+            now, "mwi", "message-summary", "application/simple-message-summary", self.aor, expires
+        )
+
+    def watch_dialogs(self, now: float, extension: str, expires: int = 600) -> UaOutput:
+        """Subscribe to the dialog event package of ``extension`` (RFC 4235): WatchedLamp
+        events follow its NOTIFYs."""
+        key = f"dialog:{extension}"
+        self._watched.setdefault(key, DialogInfoState())
+        target = self.target_uri(extension)
+        return self._subscribe(now, key, "dialog", "application/dialog-info+xml", target, expires)
+
+    def unwatch_dialogs(self, now: float, extension: str) -> UaOutput:
+        """Un-SUBSCRIBE (Expires: 0, RFC 6665 §4.1.2.3) and forget the extension."""
         out = UaOutput()
-        self._mwi_expires = expires
-        self._send_subscribe(now, out)
+        key = f"dialog:{extension}"
+        sub = self.subscriptions.get(key)
+        self._watched.pop(key, None)
+        self._lamps.pop(key, None)
+        if sub is None:
+            return out
+        request = sub.unsubscribe(now)
+        if request is None:
+            del self.subscriptions[key]
+            return out
+        self._send_subscription_request(now, key, request, out)
         return out
 
-    def _send_subscribe(self, now: float, out: UaOutput) -> None:
-        if self._mwi_call_id is None:
-            self._mwi_call_id = f"{secrets.token_hex(10)}@{self.config.local_addr[0]}"
-            self._mwi_tag = self._new_tag()
-            self._mwi_cseq = 0
-        self._mwi_cseq += 1
-        local = Address(self.aor.copy())
-        local.tag = self._mwi_tag
-        h = Headers()
-        h.add("max-forwards", "70")
-        h.add("from", str(local))
-        h.add("to", str(Address(self.aor.copy())))
-        h.add("call-id", self._mwi_call_id)
-        h.add("cseq", f"{self._mwi_cseq} SUBSCRIBE")
-        h.add("contact", str(self.contact))
-        h.add("event", "message-summary")
-        h.add("accept", "application/simple-message-summary")
-        h.add("expires", str(self._mwi_expires))
-        request = SipRequest("SUBSCRIBE", self.aor.copy(), h)
+    @property
+    def watched(self) -> list[str]:
+        return [key.partition(":")[2] for key in self._watched]
+
+    def _subscribe(
+        self, now: float, key: str, event: str, accept: str, target: SipUri, expires: int
+    ) -> UaOutput:
+        out = UaOutput()
+        sub = self.subscriptions.get(key)
+        if sub is None or sub.stopped:
+            sub = Subscription(
+                event=event,
+                accept=accept,
+                target=target,
+                local=Address(self.aor.copy()),
+                contact=self.contact,
+                expires=expires,
+                new_tag=self._new_tag,
+                call_id_host=self.config.local_addr[0],
+            )
+            self.subscriptions[key] = sub
+        else:
+            sub.expires = expires
+        self._send_subscribe(now, key, out)
+        return out
+
+    def _send_subscribe(self, now: float, key: str, out: UaOutput) -> None:
+        sub = self.subscriptions[key]
+        if sub.stopped:
+            return
+        self._send_subscription_request(now, key, sub.subscribe(now), out)
+
+    def _send_subscription_request(
+        self, now: float, key: str, request: SipRequest, out: UaOutput
+    ) -> None:
         if self.auth.challenges:
             self.auth.apply(request)
-        self._send_request(now, request, "subscribe", None, out)
+        # The key rides in call_id: no call is named "mwi" or "dialog:...".
+        self._send_request(now, request, "subscribe", key, out)
+
+    def _subscription_for(self, request: SipRequest) -> tuple[str, Subscription] | None:
+        for key, sub in self.subscriptions.items():
+            if sub.matches(request):
+                return key, sub
+        return None
+
+    def _on_subscription_notify(
+        self, now: float, key: str, sub: Subscription, request: SipRequest, out: UaOutput
+    ) -> None:
+        generation = sub.generation
+        verdict = sub.on_notify(now, request)
+        if verdict.status != 200:
+            self._respond(now, make_response(request, verdict.status), out)
+            return
+        if key == "mwi":
+            self._respond(now, make_response(request, 200), out)
+            if request.body:
+                out.events.append(parse_message_summary(request.body))
+        else:
+            self._on_dialog_notify(now, key, request, out)
+        if sub.stopped and sub.state == TERMINATED:
+            self.subscriptions.pop(key, None)
+        elif sub.generation != generation and key in self._watched:
+            # The subscription ended: a new one starts its versions over (RFC 4235 §4.1).
+            self._watched[key].reset()
+            if sub.refresh_at is None or sub.refresh_at > now:
+                # Not subscribing again at once: what the lamp showed may be stale by then.
+                self._report_lamp(key, "offline", out)
+        if sub.refresh_at is not None and sub.refresh_at <= now and not sub.stopped:
+            self._send_subscribe(now, key, out)
+
+    def _on_dialog_notify(self, now: float, key: str, request: SipRequest, out: UaOutput) -> None:
+        watched = self._watched.get(key)
+        if not request.body or watched is None:
+            self._respond(now, make_response(request, 200), out)  # pending: no state yet
+            return
+        content_type = (request.content_type or "").lower()
+        if content_type != "application/dialog-info+xml":
+            # RFC 3261 §21.4.13: not what our Accept asked for.
+            resp = make_response(request, 415, headers=[("accept", "application/dialog-info+xml")])
+            self._respond(now, resp, out)
+            return
+        try:
+            info = parse_dialog_info(request.body)
+        except DialogInfoTooLarge:
+            # RFC 3261 §21.4.11: past what we are willing to process; our state stays.
+            self._respond(now, make_response(request, 413), out)
+            return
+        except DialogInfoError:
+            # RFC 3261 §21.4.1: a malformed body; our state stays.
+            self._respond(now, make_response(request, 400), out)
+            return
+        self._respond(now, make_response(request, 200), out)
+        if watched.apply(info):
+            self._report_lamp(key, watched.lamp, out)
+
+    def _report_lamp(self, key: str, state: str, out: UaOutput) -> None:
+        if self._lamps.get(key) == state:
+            return
+        self._lamps[key] = state
+        out.events.append(WatchedLamp(key.partition(":")[2], state))
 
     # -- incoming requests ----------------------------------------------------------------------
     def _on_request(self, now: float, event: RequestReceived, out: UaOutput) -> None:
@@ -972,8 +1087,9 @@ class UserAgent:
             return
         call = self._call_for_request(request)
         if call is None or call.dialog is None:
-            if method == "NOTIFY" and request.call_id == self._mwi_call_id:
-                self._on_mwi_notify(now, request, out)
+            found = self._subscription_for(request) if method == "NOTIFY" else None
+            if found is not None:
+                self._on_subscription_notify(now, *found, request, out)
                 return
             # RFC 3261 §12.2.2: unknown dialog.
             self._respond(now, make_response(request, 481), out)
@@ -1019,7 +1135,7 @@ class UserAgent:
             return False  # §12.2: no To tag, no dialog
         if self._call_for_request(request) is not None:
             return True
-        return request.method == "NOTIFY" and request.call_id == self._mwi_call_id
+        return request.method == "NOTIFY" and self._subscription_for(request) is not None
 
     def _refuse_untrusted(
         self, now: float, request: SipRequest, source: Addr, out: UaOutput
@@ -1330,11 +1446,38 @@ class UserAgent:
                     TransferProgress(call.id, response.status, response.reason, final=not ok)
                 )
         elif kind == "subscribe":
-            if 200 <= response.status < 300:
-                expires = response.expires or self._mwi_expires
-                self._mwi_refresh_at = now + max(1.0, min(expires / 2, expires - 32))
-            elif response.status >= 300:
-                self._mwi_refresh_at = now + 300.0
+            self._on_subscribe_response(now, pending, response, out)
+
+    def _on_subscribe_response(
+        self, now: float, pending: _Pending, response: SipResponse, out: UaOutput
+    ) -> None:
+        key = pending.call_id or ""
+        sub = self.subscriptions.get(key)
+        if sub is None or sub.call_id != pending.request.call_id or response.status < 200:
+            return  # a subscription since replaced by a newer one
+        generation = sub.generation
+        sub.on_response(now, pending.request, response)
+        if sub.stopped:
+            # Un-SUBSCRIBEd: the notifier's last NOTIFY (terminated) may follow and gets its
+            # 200 from the entry, which goes then (or when the extension is watched again).
+            if not 200 <= response.status < 300:
+                self.subscriptions.pop(key, None)
+            return
+        if sub.generation != generation:
+            self._subscription_gone(key, sub, out, again_now=sub.due(now))
+        if sub.due(now):
+            self._send_subscribe(now, key, out)
+
+    def _subscription_gone(
+        self, key: str, sub: Subscription, out: UaOutput, *, again_now: bool = False
+    ) -> None:
+        """A watched extension's subscription ended: a new one starts its versions over
+        (RFC 4235 §4.1); unless it starts at once, nothing is known until it does."""
+        watched = self._watched.get(key)
+        if watched is not None:
+            watched.reset()
+            if not again_now:
+                self._report_lamp(key, "offline", out)
 
     def _retry_with_auth(
         self, now: float, pending: _Pending, response: SipResponse, out: UaOutput
@@ -1351,7 +1494,9 @@ class UserAgent:
             seq = call.dialog.local_seq
         request.headers.set("cseq", f"{seq} {old.method}")
         if pending.kind == "subscribe":
-            self._mwi_cseq = seq
+            sub = self.subscriptions.get(pending.call_id or "")
+            if sub is not None:
+                sub.resent(seq)
         self.auth.apply(request)
         tid = self._send_request(now, request, pending.kind, pending.call_id, out)
         self._pending[tid].auth_tries = pending.auth_tries + 1
@@ -1554,6 +1699,16 @@ class UserAgent:
             if self._probes.pop(event.transaction_id, None) is not None:
                 self.registration.unreachable(now, NO_RESPONSE)
                 self._drain_registration(out)
+            return
+        if pending.kind == "subscribe":
+            key = pending.call_id or ""
+            sub = self.subscriptions.get(key)
+            if sub is not None and sub.call_id == pending.request.call_id:
+                stopped = sub.stopped
+                sub.failed(now)
+                self._subscription_gone(key, sub, out)
+                if stopped:
+                    self.subscriptions.pop(key, None)
             return
         call = self.calls.get(pending.call_id or "")
         if call is None:

@@ -228,3 +228,10 @@ def set_answered_by(record_id: int | None, answerer_id: int) -> None:
     CallRecord.objects.filter(pk=record_id).update(
         answered_by_id=answerer_id, answered_by_name=name[:100]
     )
+
+
+def pbx_extensions(tenant_id: int) -> list[str]:
+    """The tenant's PBX extensions a line watches (phone.worker.blf)."""
+    from phone.presence import pbx_extensions as extensions
+
+    return extensions(tenant_id)

@@ -44,6 +44,7 @@ from phone.signalling.schema import error_message
 from phone.sip.transaction import Addr
 from phone.sip.transport import SharedSipSocket, SipTransport
 from phone.sip.useragent import UserAgent
+from phone.worker import blf
 from phone.worker.db import LineConfig
 from phone.worker.line import LeaseLost, Line, SipPort
 from phone.worker.media import CallMedia, MediaHub
@@ -91,6 +92,7 @@ class SipWorkerHost:
         self.channel = channel or owners.channel_of(self.worker_id)
         self.layer = get_channel_layer()
         self.lines: dict[int, Line] = {}
+        self.blf = blf.Watchers()  # which line watches each tenant's PBX extensions
         self.media = MediaHub()
         self.open_sip: Callable[..., Awaitable[SipPort]] = self.open_shared_sip
         # One socket per transport for all lines (issue 11): file descriptors do not grow with

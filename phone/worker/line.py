@@ -85,8 +85,9 @@ from phone.sip.useragent import (
     UntrustedRequests,
     UserAgent,
     UserAgentConfig,
+    WatchedLamp,
 )
-from phone.worker import db
+from phone.worker import blf, db
 from phone.worker.call import LineCall, Phase
 from phone.worker.diagnostics import Diagnostics, LineTestTick, QualityTick, sample_leg
 from phone.worker.media import CallMedia, MediaHub, carry
@@ -295,6 +296,8 @@ class Line:
         self.diagnostics = Diagnostics(self)  # line test and call quality
         self.dnd = False  # 応答不可 (loaded with the line's config)
         self._presence: presence.Entry | None = None  # what we last published
+        # Lamps of the tenant's PBX extensions, while this line is the one that watches them.
+        self.watch: blf.LineWatch | None = None
         # Our ringing calls answered for a colleague (代理応答): call id → who takes them.
         self.handing_over: dict[str, HandingOver] = {}
         self.task = asyncio.create_task(self._run(), name=f"line-{user_id}")
@@ -398,6 +401,12 @@ class Line:
                 consult_id = self.transferring.pop(held_id, None)
                 if consult_id is not None:
                     await self._join(held_id, consult_id)
+            case blf.WatchTick():
+                if self.watch is not None:
+                    await self.watch.tick()
+            case WatchedLamp(extension=extension, state=state):
+                if self.watch is not None:
+                    await self.watch.publish(extension, state)
             case MessageSummary(waiting=waiting, new=new, old=old):
                 await self.broadcast(server_message("vm.status", waiting=waiting, new=new, old=old))
             case UntrustedRequests(count=count, last_source=source, last_method=method):
@@ -476,6 +485,7 @@ class Line:
         new owner."""
         self.host.forget(self)
         self.closed = True
+        await self._stop_watching(unsubscribe=False)
         for call in list(self.calls.values()):
             await self._finish(call, "lease lost")
         for pair in list(self.joined.values()):
@@ -560,6 +570,20 @@ class Line:
             # Voicemail waiting (RFC 3842) lights 留守電状態; unsolicited NOTIFYs work too.
             self._mwi_subscribed = True
             self._sip(self.ua.subscribe_mwi)
+        if event.state is RegistrationState.REGISTERED:
+            watchers = getattr(self.host, "blf", None)
+            if watchers is not None:
+                watchers.line_registered(self)  # the tenant's PBX lamps (phone.worker.blf)
+
+    async def _stop_watching(self, *, unsubscribe: bool = True) -> None:
+        """This line no longer watches PBX extensions: the next line of its tenant does."""
+        watch, self.watch = self.watch, None
+        if watch is None:
+            return
+        await watch.stop(unsubscribe=unsubscribe)
+        watchers = getattr(self.host, "blf", None)
+        if watchers is not None:
+            watchers.line_stopped(self, list(getattr(self.host, "lines", {}).values()))
 
     async def stop(self) -> None:
         for call in list(self.calls.values()):
@@ -567,6 +591,7 @@ class Line:
             await self._finish(call, "local-bye")
         for pair in list(self.joined.values()):
             await self._unjoin(pair)
+        await self._stop_watching()  # un-SUBSCRIBE while the transport is still there
         if self.transport is not None:
             transport = self.transport
             with contextlib.suppress(Exception):
