@@ -93,11 +93,13 @@ from tests.support.ports import free_port, release_ports  # noqa: E402
 from tests.support.sipp import Sipp, run_sipp, sipp_binary  # noqa: E402
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
-DB_NAME = "browserphone_bridgebench"
+# Per run: other checkouts on the same machine run this benchmark too (DROP ... WITH (FORCE)).
+DB_NAME = f"browserphone_bridgebench_{os.getpid()}"
 ECHO_EXT, ECHO_PW = "9000", "pw9000"
 FIRST_EXT = 1000
 MAX_USERS = 100
 SCENARIO = Path(__file__).resolve().parent / "sipp" / "uas_echo.xml"
+PROBE = Path(__file__).resolve().parent / "sipworker_probe.py"
 GAP = 0.060
 TAG = struct.Struct("!HI")  # call index, frame counter: the first 6 bytes of a PCMU payload
 _RTP = struct.Struct("!BBHII")
@@ -130,6 +132,46 @@ def machine_busy() -> tuple[float, float]:
     return sum(values) - idle, sum(values)
 
 
+def pbx_part(events: list[tuple[str, float]], start: float, end: float) -> float | None:
+    """Seconds within [start, end] during which an INVITE of ours waited at the PBX for its
+    final response (first transmission to final response; a 407 challenge and the INVITE
+    that answers it are two such waits, the worker's work between them is its own)."""
+    total, pending, seen = 0.0, None, False
+    for kind, at in events:
+        if not start <= at <= end:
+            continue
+        if kind == "invite":
+            pending = at if pending is None else pending  # a retransmission: the first counts
+        elif kind == "final" and pending is not None:
+            total += at - pending
+            pending, seen = None, True
+    return total if seen else None
+
+
+def profile_summary(path: Path, top: int = 25) -> str:
+    """Self and inclusive shares of a py-spy --format raw (collapsed stacks) profile."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r" \(([^)]*/)?", " (", f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    if not total:
+        return "  (no samples)"
+    rows = [f"  {total} samples; self:"]
+    rows += [f"  {c * 100 / total:5.1f}%  {f}" for f, c in own.most_common(top)]
+    rows.append("  inclusive:")
+    rows += [f"  {c * 100 / total:5.1f}%  {f}" for f, c in incl.most_common(top * 2)]
+    return "\n".join(rows)
+
+
 def extension(i: int) -> str:
     return str(FIRST_EXT + i)
 
@@ -149,6 +191,8 @@ class Stack:
         self.sipp: Sipp | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.worker_logs: list[Path] = []
+        self.sip_times: list[Path] = []
+        self.worker_cpu = 0  # --pin: the CPU of the sipworkers (this process: the others)
         self.db_created = False
         self.env: dict[str, str] = {}
 
@@ -253,9 +297,14 @@ class Stack:
         lines a page claims for it (phone.signalling.owners: the least loaded worker)."""
         for _ in range(count):
             log = self.tmp / f"sipworker-{len(self.worker_logs)}.log"
+            times = self.tmp / f"sip-times-{len(self.worker_logs)}.log"
+            self.sip_times.append(times)
+            cmd = [sys.executable, str(PROBE)]  # manage.py sipworker + SIP timestamps
+            if self.args.pin:
+                cmd = [shutil.which("taskset") or "taskset", "-c", str(self.worker_cpu), *cmd]
             proc = subprocess.Popen(
-                children.command([sys.executable, str(ROOT / "manage.py"), "sipworker"]),
-                env=self.env,
+                children.command(cmd),
+                env={**self.env, "SIP_TIMES": str(times)},
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
@@ -286,6 +335,17 @@ class Stack:
                 text = log.read_text(errors="replace")
                 tails.append(f"--- {log.name}\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(tails)
+
+    def invite_times(self) -> dict[str, list[tuple[str, float]]]:
+        """Per From user, the INVITEs the workers sent and the final responses they received
+        (benchmarks/sipworker_probe.py), in order: [("invite", t), ("final", t), ...]."""
+        events: dict[str, list[tuple[str, float]]] = {}
+        for path in self.sip_times:
+            with contextlib.suppress(FileNotFoundError):
+                for line in path.read_text().splitlines():
+                    kind, user, at = line.split()[:3]
+                    events.setdefault(user, []).append((kind, float(at)))
+        return events
 
     def worker_errors(self) -> list[str]:
         return [
@@ -460,6 +520,7 @@ class Session:
         self.counter = 0
         self.sent_at: dict[int, float] = {}
         self.setup: float | None = None
+        self.dialled: tuple[float, float] | None = None
         self.call_id: str | None = None
         self.worker_channel = ""
         self.failure = ""
@@ -587,6 +648,7 @@ class Session:
             raise RuntimeError(f"call ended before it connected: {msg['reason']}")
         self.call_id = msg["id"]
         self.setup = at - sent
+        self.dialled = (sent, at)  # perf_counter() is CLOCK_MONOTONIC, as the probe's times
 
     async def hold(self) -> None:
         """Hold the call: the sipworker re-INVITEs the far end and plays it music on hold."""
@@ -633,7 +695,7 @@ class Session:
         self.counter = (self.counter + 1) & 0xFFFFFFFF
         payload = TAG.pack(self.index, self.counter) + payload[TAG.size :]
         self.sent_at[self.counter] = time.monotonic()
-        if len(self.sent_at) > 100:  # forget frames that never came back
+        if len(self.sent_at) > 1000:  # forget frames that never came back (20 s)
             self.sent_at.pop(next(iter(self.sent_at)))
         data = _RTP.pack(0x80, self.pt, self.seq, self.ts, self.ssrc) + payload
         self.seq = (self.seq + 1) & 0xFFFF
@@ -728,6 +790,7 @@ class Bench:
             busy0, total0 = machine_busy()
             bench_cpu0, sipp_cpu0 = time.process_time(), self.sipp_cpu()
             cpu0, wall0 = workers_cpu(), time.monotonic()
+            spies = self.start_profiles(n, moh)
             await asyncio.sleep(self.args.seconds)
             cpu, wall = workers_cpu() - cpu0, time.monotonic() - wall0
             bench_cpu = (time.process_time() - bench_cpu0) / wall
@@ -736,6 +799,9 @@ class Bench:
             machine = (busy1 - busy0) / max(1, total1 - total0)
             max_lag = self.max_lag
             measured = [(s.received, s.echoed, s.gaps, s.max_gap, list(s.rtts)) for s in live]
+            for spy, out in spies:
+                await asyncio.to_thread(spy.wait)
+                print(f"{'':7}py-spy profile {out}:\n{profile_summary(out)}", flush=True)
             await self.step("hangup", [s for s in live if s.call_id], lambda s: s.hangup(), GATE)
         finally:
             pacer.cancel()
@@ -745,6 +811,21 @@ class Bench:
         ok = len(live)
         setups = [s.setup for s in live if s.setup is not None]
         rtts = [r for m in measured for r in m[4]]
+        # dial -> incall at the page, split into the PBX's part and the worker's own
+        times = self.stack.invite_times()
+        pbx, ours, inside = [], [], []
+        for s in live:
+            if s.dialled is None:
+                continue
+            part = pbx_part(times.get(extension(s.index), []), *s.dialled)
+            if part is not None:
+                pbx.append(part)
+                ours.append(s.dialled[1] - s.dialled[0] - part)
+                marks: dict[str, float] = {}  # the worker's own view (probe): first of each
+                for kind, at in times.get(s.channel, []):
+                    marks.setdefault(kind, at)
+                if "dial" in marks and "incall" in marks:
+                    inside.append(marks["incall"] - marks["dial"] - part)
         return {
             "n": n,
             "workers": len(self.stack.workers),
@@ -757,6 +838,13 @@ class Bench:
             "setup_p50": percentile(setups, 0.5) * 1000,
             "setup_p95": percentile(setups, 0.95) * 1000,
             "setup_max": max(setups, default=float("nan")) * 1000,
+            "split": len(pbx),
+            "pbx_p50": percentile(pbx, 0.5) * 1000,
+            "pbx_p95": percentile(pbx, 0.95) * 1000,
+            "ours_p50": percentile(ours, 0.5) * 1000,
+            "ours_p95": percentile(ours, 0.95) * 1000,
+            "inside_p50": percentile(inside, 0.5) * 1000,
+            "inside_p95": percentile(inside, 0.95) * 1000,
             "cpu_per_call": cpu / wall / ok if ok else float("nan"),
             "marginal": (cpu / wall - self.idle) / ok if ok else float("nan"),
             "machine": machine,
@@ -778,6 +866,23 @@ class Bench:
             "receive_errors": self.receive_errors,
         }
 
+    def start_profiles(self, n: int, moh: bool) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        """--profile DIR: py-spy samples every sipworker over the steady-state window (it
+        reads the process from outside, --nonblocking: the worker is not stopped to sample)."""
+        if not self.args.profile:
+            return []
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        directory = Path(self.args.profile)
+        directory.mkdir(parents=True, exist_ok=True)
+        spies = []
+        for pid in self.stack.worker_pids():
+            out = directory / f"{'moh' if moh else 'pass'}-{n}-{pid}.txt"
+            cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(self.args.seconds))]
+            cmd += ["--rate", "200", "--nonblocking", "--format", "raw", "-o", str(out)]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spies.append((proc, out))
+        return spies
+
     def sipp_cpu(self) -> float:
         sipp = self.stack.sipp
         return proc_cpu(sipp.proc.pid) if sipp is not None and sipp.proc is not None else 0.0
@@ -793,7 +898,10 @@ def show(r: dict[str, Any]) -> None:
     print(
         f"{r['mode']:>11} N={r['n']:>3} on {r['workers']} sipworker(s) (lines {r['spread']})"
         f"  connected {r['ok']}/{r['n']}  setup p50/p95"
-        f" {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f})"
+        f" {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f};"
+        f" PBX p50/p95 {r['pbx_p50']:.0f}/{r['pbx_p95']:.0f}, ours"
+        f" {r['ours_p50']:.0f}/{r['ours_p95']:.0f} of {r['split']}, of which in the worker"
+        f" {r['inside_p50']:.0f}/{r['inside_p95']:.0f})"
         f"  sipworker cpu/call {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
         f" (processes {r['worker_cpu'] * 100:.1f}%; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
         f"{'':7}frames/call/s recv {r['recv']:.1f} echoed {r['echoed']:.1f}"
@@ -955,6 +1063,14 @@ def main() -> None:
         help="no ?socket_timeout=30 in REDIS_URL (shows the redis-py 8 receive timeout)",
     )
     parser.add_argument("--keep-log", action="store_true", help="print the sipworker log at end")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="sipworkers on the last CPU, this process, SIPp, Kamailio and redis on the others",
+    )
+    parser.add_argument(
+        "--profile", default="", help="directory: py-spy profiles of the steady-state windows"
+    )
     args = parser.parse_args()
     if max(args.n + args.moh) > MAX_USERS:
         parser.error(f"at most {MAX_USERS} calls")
@@ -976,6 +1092,13 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, terminate)
     stack = Stack(args)
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            sys.exit("--pin needs two CPUs")
+        stack.worker_cpu = cpus[-1]
+        # Before any child or thread exists: all of them inherit it (redis, Kamailio, SIPp).
+        os.sched_setaffinity(0, cpus[:-1])
     rtp_min, _, rtp_max = args.rtp_ports.partition("-")
     # redis-py >= 8 reads with a 5 s socket timeout by default, and channels_redis blocks in
     # BZPOPMIN for 5 s: every receive on an idle channel then fails with redis TimeoutError
@@ -1010,7 +1133,9 @@ def main() -> None:
         print(
             f"bridge full-stack benchmark: {os.cpu_count()} CPUs, {args.seconds:.0f} s steady"
             f" state, dial rate {args.dial_rate or 'all at once'}/s; sipworkers"
-            f" {args.workers}, redis :{stack.redis_port},"
+            f" {args.workers}"
+            + (f" pinned to CPU {stack.worker_cpu}, the rest on the others" if args.pin else "")
+            + f", redis :{stack.redis_port},"
             f" kamailio {stack.pbx.hostport}, SIPp echo {stack.sipp.port}",  # type: ignore[union-attr]
             flush=True,
         )
