@@ -606,6 +606,11 @@ class RtpLeg:
         if self._relay_owner is owner:
             self.relay_from(None)
 
+    def relay_skip(self) -> None:
+        """The relay's source had a packet that is not forwarded (an event, comfort noise):
+        the next relayed packet is renumbered to follow on, so no loss shows downstream."""
+        self._forwarder.skip()
+
     def relay(
         self, payload: bytes, ssrc: int, seq: int, timestamp: int, marker: bool, now: float
     ) -> bool:
