@@ -76,6 +76,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pylibsrtp  # noqa: E402
+from aioice.ice import StunProtocol  # noqa: E402
 from aiortc import (  # noqa: E402
     RTCConfiguration,
     RTCPeerConnection,
@@ -85,7 +87,8 @@ from aiortc import (  # noqa: E402
 from aiortc import sdp as aiortc_sdp  # noqa: E402
 
 from phone.media import g711  # noqa: E402
-from phone.media.bridge import _drive, _SilentTrack  # noqa: E402
+from phone.media.bridge import _browser_sender, _drive, _SilentTrack  # noqa: E402
+from phone.media.rtp import RtpParseError, payload_bounds  # noqa: E402
 from phone.media.tones import SineTone  # noqa: E402
 from tests.support import children  # noqa: E402
 from tests.support.pbx import Kamailio, kamailio_binary  # noqa: E402
@@ -304,7 +307,11 @@ class Stack:
                 cmd = [shutil.which("taskset") or "taskset", "-c", str(self.worker_cpu), *cmd]
             proc = subprocess.Popen(
                 children.command(cmd),
-                env={**self.env, "SIP_TIMES": str(times)},
+                env={
+                    **self.env,
+                    "SIP_TIMES": str(times),
+                    **({"BENCH_UVLOOP": "1"} if self.args.uvloop else {}),
+                },
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
@@ -514,6 +521,7 @@ class Session:
         )
         self.transceiver.receiver._handle_rtp_packet = self.on_rtp  # type: ignore[method-assign]
         self.dtls: Any = None
+        self.send_rtp: Any = None
         self.pt = 0
         self.ssrc = 0
         self.seq, self.ts = 1000, 0
@@ -638,6 +646,39 @@ class Session:
                 raise RuntimeError(f"WebRTC {self.pc.connectionState}")
             await asyncio.sleep(0.01)
         self.dtls = self.transceiver.sender.transport
+        self.install_fast_path()
+
+    def install_fast_path(self) -> None:
+        """The load generator's own media path, as cheap as the bridge's (MediaBridge's fast
+        receive and synchronous send): on this 2-core machine aiortc's full receive path for
+        100 browsers starves the generator's CPU and its stalls would read as the worker's."""
+        dtls = self.dtls
+        self.send_rtp = _browser_sender(dtls)
+        try:
+            unprotect = dtls._rx_srtp.unprotect
+            pair = dtls.transport._connection._nominated.get(1)
+        except AttributeError:
+            return
+        if pair is None or type(pair.protocol) is not StunProtocol:
+            return
+        protocol = pair.protocol
+        usual = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
+            if len(data) > 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+                try:
+                    plain = unprotect(data)
+                except pylibsrtp.Error:
+                    return
+                try:
+                    start, end = payload_bounds(plain)
+                except RtpParseError:
+                    return
+                self.on_payload(plain[start:end])
+            else:
+                usual(data, addr)
+
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
     async def dial(self, number: str) -> None:
         sent = await self.command("dial", number=number)
@@ -665,6 +706,7 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.to_worker("worker.detach")
         self.dtls = None
+        self.send_rtp = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pc.close(), 10)
         if self.reader is not None:
@@ -676,6 +718,9 @@ class Session:
     # media --------------------------------------------------------------------------------
 
     async def on_rtp(self, packet: Any, arrival_time_ms: int = 0) -> None:
+        self.on_payload(packet.payload)
+
+    def on_payload(self, payload: bytes) -> None:
         now = time.monotonic()
         if self.last is not None:
             gap = now - self.last
@@ -683,9 +728,9 @@ class Session:
             self.gaps += gap > GAP
         self.last = now
         self.received += 1
-        if len(packet.payload) < TAG.size:
+        if len(payload) < TAG.size:
             return
-        index, counter = TAG.unpack_from(packet.payload)
+        index, counter = TAG.unpack_from(payload)
         sent = self.sent_at.pop(counter, None) if index == self.index else None
         if sent is not None:
             self.echoed += 1
@@ -700,7 +745,10 @@ class Session:
         data = _RTP.pack(0x80, self.pt, self.seq, self.ts, self.ssrc) + payload
         self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + 160) & 0xFFFFFFFF
-        _drive(self.dtls._send_rtp(data))
+        if self.send_rtp is not None:
+            self.send_rtp(data)
+        else:
+            _drive(self.dtls._send_rtp(data))
 
 
 class Bench:
@@ -1067,6 +1115,9 @@ def main() -> None:
         "--pin",
         action="store_true",
         help="sipworkers on the last CPU, this process, SIPp, Kamailio and redis on the others",
+    )
+    parser.add_argument(
+        "--uvloop", action="store_true", help="sipworkers on uvloop (experiment; needs uvloop)"
     )
     parser.add_argument(
         "--profile", default="", help="directory: py-spy profiles of the steady-state windows"

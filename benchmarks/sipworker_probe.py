@@ -21,6 +21,9 @@ the channel layer to the worker, the line's actor, building and parsing SIP, the
 to the page).
 
     SIP_TIMES=/tmp/x.log python benchmarks/sipworker_probe.py   (same environment as sipworker)
+
+BENCH_UVLOOP=1 runs the worker on uvloop's event loop instead of asyncio's (an experiment:
+production runs asyncio's).
 """
 
 from __future__ import annotations
@@ -87,6 +90,12 @@ def main() -> None:
     path = os.environ.get("SIP_TIMES")
     if path:
         install(path)
+    if os.environ.get("BENCH_UVLOOP"):
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from django.core.management import execute_from_command_line
 

@@ -158,6 +158,8 @@ PCMU, PCMA, OPUS = "PCMU", "PCMA", "opus"
 _LAW_NAME = {g711.PAYLOAD_TYPE_PCMU: PCMU, g711.PAYLOAD_TYPE_PCMA: PCMA}
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 _RTP_HEADER = struct.Struct("!BBHII")
+_pack_header = _RTP_HEADER.pack
+_unpack_header = _RTP_HEADER.unpack_from
 # Sender-report counters are refreshed every this many packets (aiortc sends an SR every
 # 0.5-1.5 s; 160 ms staleness is invisible there and saves a clock read per packet).
 _SR_EVERY = 8
@@ -762,7 +764,7 @@ class MediaBridge:
             start, end = payload_bounds(data)
         except RtpParseError:
             return
-        _, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
+        _, b1, seq, ts, ssrc = _unpack_header(data)
         if b1 & 0x7F == self._pt:
             self._from_browser(data[start:end], ssrc, seq, ts, b1 > 0x7F)
 
@@ -901,14 +903,16 @@ class MediaBridge:
 
     def _send(self, payload: bytes, seq: int, ts: int, marker: bool) -> None:
         pt = self._pt
-        data = (
-            _RTP_HEADER.pack(self._first_byte, 0x80 | pt if marker else pt, seq, ts, self._out.ssrc)
-            + self._ext
-            + payload
-        )
+        out = self._out
+        data = _pack_header(self._first_byte, 0x80 | pt if marker else pt, seq, ts, out.ssrc)
+        data += self._ext
+        data += payload
         stats = self.stats
         stats.to_browser += 1
-        self._out.stats.count(len(payload), ts)
+        st = out.stats  # SenderStats.count, inline: this runs for every packet to the browser
+        st.packets_sent += 1
+        st.octets_sent += len(payload)
+        st.last_rtp_timestamp = ts
         try:
             if self._browser_send is not None:
                 self._browser_send(data)

@@ -101,6 +101,9 @@ log = logging.getLogger(__name__)
 TICK = FRAME_MS / 1000
 _DONE = object()
 _RTP_HEADER = struct.Struct("!BBHII")
+_pack_header = _RTP_HEADER.pack
+_unpack_header = _RTP_HEADER.unpack_from
+_monotonic = time.monotonic
 # Direct output with nothing relayed for this long: the relay's source has paused (browser
 # gone quiet, ICE not up yet); the leg falls back to sending silence so the far end keeps a
 # stream (symmetric-RTP latching, RTP timeouts), until the next relayed packet.
@@ -247,6 +250,9 @@ class _Endpoint(asyncio.DatagramProtocol):
     ) -> None:
         self.on_datagram = on_datagram
         self.on_lost = on_lost
+        # asyncio looks the method up on the protocol per datagram: the leg's handler itself
+        # answers, one Python call less per packet than the method below.
+        self.datagram_received = on_datagram  # type: ignore[method-assign,assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_lost()
@@ -324,6 +330,7 @@ class RtpLeg:
         self._ticker = ticker
         self._rx: deque[PlayoutFrame] = deque(maxlen=rx_queue_frames)
         self._rx_waiter: asyncio.Future[None] | None = None
+        self._unconsumed = False  # nobody pulls received frames: the playout buffer rests
         self._tx: deque[bytes] = deque(maxlen=tx_queue_frames)
         self._tx_floor = 1 << 30  # smallest send-queue depth seen in this drain window
         self._tx_ticks = 0
@@ -586,6 +593,7 @@ class RtpLeg:
         self._listener = listener
         self.playout.reset()
         self._rx.clear()
+        self._unconsumed = False
         self._update_mode()
 
     def unlisten(self, listener: LegListener) -> None:
@@ -628,28 +636,26 @@ class RtpLeg:
             if not self.direct:
                 return False
         self._last_relay = now
-        out = self._forwarder.forward(ssrc, seq, timestamp, marker, len(payload), now)
+        octets = len(payload)
+        out = self._forwarder.forward(ssrc, seq, timestamp, marker, octets, now)
         transport, remote = self._rtp_transport, self.remote
         if out is None or transport is None or remote is None:
             return True
         out_seq, out_ts, out_marker = out
-        data = (
-            _RTP_HEADER.pack(
-                0x80,
-                0x80 | self.payload_type if out_marker else self.payload_type,
-                out_seq,
-                out_ts,
-                self.sender.ssrc,
-            )
-            + payload
-        )
+        sender = self.sender
+        pt = self.payload_type
+        data = _pack_header(0x80, 0x80 | pt if out_marker else pt, out_seq, out_ts, sender.ssrc)
+        data += payload
         if self.srtp_required:
             protected = self.srtp.protect(data) if self.srtp is not None else None
             if protected is None:
                 return True
             data = protected
         transport.sendto(data, remote)
-        self.sender.stats.count(len(payload), out_ts)
+        st = sender.stats  # SenderStats.count, inline: this runs for every relayed packet
+        st.packets_sent += 1
+        st.octets_sent += octets
+        st.last_rtp_timestamp = out_ts
         self._sent_since_report = True
         self.relayed += 1
         return True
@@ -717,9 +723,11 @@ class RtpLeg:
 
     def pull_frame(self) -> PlayoutFrame | None:
         """Oldest received frame (raw payload, None payload = lost), or None if none waits."""
+        self._unconsumed = False
         return self._rx.popleft() if self._rx else None
 
     async def recv_frame(self) -> PlayoutFrame:
+        self._unconsumed = False
         while not self._rx:
             if self.closed:
                 raise ConnectionError("RTP leg closed")
@@ -765,11 +773,15 @@ class RtpLeg:
             data = plain
         # Only the fixed header is unpacked (no packet object): a listener gets the payload
         # bytes; the playout buffer and the DTMF receiver get an RtpPacket.
-        try:
-            start, end = payload_bounds(data)
-        except RtpParseError:
-            self._parse_errors += 1
-            return
+        end = len(data)
+        if data[0] == 0x80 and end >= 12:  # V=2, no padding, extension or CSRC: the usual
+            start = 12
+        else:
+            try:
+                start, end = payload_bounds(data)
+            except RtpParseError:
+                self._parse_errors += 1
+                return
         src = addr if len(addr) == 2 else (addr[0], addr[1])
         if src != self.remote:
             if self.symmetric and not self._latched and src != self._previous_remote:
@@ -781,9 +793,9 @@ class RtpLeg:
                 self._foreign += 1
                 return
         self._latched = True
-        _, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
+        _, b1, seq, ts, ssrc = _unpack_header(data)
         pt = b1 & 0x7F
-        now = time.monotonic()
+        now = _monotonic()
         stats = self._remote_stats
         if stats is None or stats.ssrc != ssrc:
             stats = self._remote_stats = ReceiverStats(ssrc)
@@ -804,7 +816,8 @@ class RtpLeg:
             self.listened += 1
             listener(data[start:end], pt, seq, ts, ssrc, b1 > 0x7F, now)
             return
-        self.playout.put(RtpPacket(pt, seq, ts, ssrc, data[start:end], b1 > 0x7F), now)
+        if not self._unconsumed:
+            self.playout.put(RtpPacket(pt, seq, ts, ssrc, data[start:end], b1 > 0x7F), now)
 
     def _on_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.closed:
@@ -842,13 +855,24 @@ class RtpLeg:
     def _on_tick(self, now: float, slots: int) -> None:
         # Receive side first: one frame per elapsed slot into the (bounded) receive queue.
         mono = time.monotonic()
-        if self._listener is None:
+        if self._listener is None and not self._unconsumed:
+            rx = self._rx
             for _ in range(slots):
                 frame = self.playout.get(mono)
                 if frame is not None:
-                    self._rx.append(frame)
-            if self._rx and self._rx_waiter is not None and not self._rx_waiter.done():
-                self._rx_waiter.set_result(None)
+                    rx.append(frame)
+            if rx:
+                waiter = self._rx_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                elif len(rx) == rx.maxlen:
+                    # Nobody pulled for rx_queue_frames ticks (a held call's leg, a leg no
+                    # bridge carries): stop running the playout buffer for nobody, and keep
+                    # no backlog - a consumer that starts later must get the newest audio,
+                    # not the queue's 200 ms of delay for good. The next pull starts afresh.
+                    rx.clear()
+                    self.playout.reset()
+                    self._unconsumed = True
         if self.remote is not None and not self.direct:
             # Slots the loop missed are lost media: advance the clock so timing stays true.
             if slots > 1:
@@ -900,8 +924,21 @@ class RtpLeg:
         else:
             self.sender.skip()
             return
-        self._sendto(self.sender.next_packet(payload, marker=self._mark_next))
+        # What sender.next_packet(payload).serialize() gives, without a packet object.
+        sender = self.sender
+        seq, ts = sender.sequence, sender.timestamp
+        sender.sequence = (seq + 1) & 0xFFFF
+        sender.timestamp = (ts + FRAME_SAMPLES) & 0xFFFF_FFFF
+        st = sender.stats
+        st.packets_sent += 1
+        st.octets_sent += len(payload)
+        st.last_rtp_timestamp = ts
+        pt = sender.payload_type
+        marker = self._mark_next
         self._mark_next = False
+        self._send_data(
+            _pack_header(0x80, 0x80 | pt if marker else pt, seq, ts, sender.ssrc) + payload
+        )
 
     def _drain(self) -> None:
         """Drop a standing backlog of the send queue: a queue that never held fewer than
@@ -919,9 +956,11 @@ class RtpLeg:
         self._tx_floor = 1 << 30
 
     def _sendto(self, packet: RtpPacket) -> None:
+        self._send_data(packet.serialize())
+
+    def _send_data(self, data: bytes) -> None:
         if self._rtp_transport is None or self.remote is None:
             return
-        data = packet.serialize()
         if self.srtp_required:
             protected = self.srtp.protect(data) if self.srtp is not None else None
             if protected is None:
