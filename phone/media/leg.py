@@ -9,9 +9,12 @@ module only owns sockets and time:
   from, which gets media through NATs that rewrote the address in the SDP;
 - pacing: one shared `MediaTicker` per event loop fires every 20 ms and drives every leg, so
   100+ calls cost one timer, not one task each;
-- per tick a leg pulls one frame from its playout buffer into a small receive queue and sends
-  one frame: a DTMF event packet if one is in progress (RFC 4733 §2.5.1: audio pauses), else a
-  queued payload, else a frame from its tone source, else silence.
+- per tick a leg pulls one frame from its playout buffer (40 ms behind arrival, adaptive up
+  to 100 ms: phone.media.playout) into a small receive queue - unless nobody has pulled
+  from that queue for its length of ticks (a held call's leg): then the buffer rests and
+  the queue keeps no stale backlog until the next pull - and sends one frame: a DTMF event
+  packet if one is in progress (RFC 4733 §2.5.1: audio pauses), else a queued payload, else
+  a frame from its tone source, else silence.
 
 Two ways to use it — both available at once, choose per direction:
 
@@ -306,7 +309,8 @@ class RtpLeg:
         *,
         payload_type: int = g711.PAYLOAD_TYPE_PCMU,
         dtmf_payload_type: int = 101,
-        target_delay: float = 0.060,
+        target_delay: float = 0.040,
+        max_delay: float | None = 0.100,
         rx_queue_frames: int = 10,
         tx_queue_frames: int = 5,
         rtcp_interval: float = 5.0,
@@ -324,7 +328,9 @@ class RtpLeg:
         self.rtcp_interval = rtcp_interval
         self._source: ToneSource | None = None
         self.sender = RtpSender(payload_type)
-        self.playout = PlayoutBuffer(target_delay=target_delay)
+        # Re-timed receive only (decoded, pull_frame, a transcoding bridge): 40 ms behind
+        # arrival, growing towards max_delay if the far end's jitter needs it (playout doc).
+        self.playout = PlayoutBuffer(target_delay=target_delay, max_delay=max_delay)
         self.dtmf_receiver = DtmfReceiver(dtmf_payload_type)
         self.cname = cname or f"leg-{self.sender.ssrc:08x}@{socket.gethostname()}"
         self._ticker = ticker
