@@ -787,6 +787,11 @@ class MediaBridge:
         leg = self._leg
         if leg is None or not payload:
             return
+        owner = leg.relay_owner
+        if owner is not None and owner is not self:
+            # Someone else relays into this leg now (the worker joined it to another call,
+            # before its line disconnected this page): the page's audio is not part of it.
+            return
         codec: Any = self._codec
         if self._direct_out:
             law = leg.payload_type

@@ -607,6 +607,11 @@ class RtpLeg:
         if self._listener is listener:
             self.listen(None)
 
+    @property
+    def relay_owner(self) -> object | None:
+        """Who relays into this leg (relay_from), if anyone."""
+        return self._relay_owner
+
     def relay_from(self, owner: object | None) -> None:
         """`owner` will relay() a live packet stream into this leg (None: nobody does)."""
         if owner is self._relay_owner:

@@ -251,3 +251,51 @@ async def test_tones_cross_a_join_of_srtp_legs_both_ways(ports, tmp_path):
         join.close()
         for leg in (a, b, far_a, far_b):
             await leg.aclose()
+
+
+async def test_a_page_still_connected_to_a_joined_leg_is_not_heard_in_the_join(ports):
+    """The line joins two calls before it disconnects the page from one of them: from the
+    join on, the page's audio must not be relayed into the joined stream."""
+    from aiortc.rtp import RtpPacket as BrowserPacket
+
+    from phone.media.bridge import MediaBridge, _G711Codec
+
+    class Peer:
+        connectionState = "connected"
+
+        async def close(self) -> None:
+            pass
+
+    class Dtls:
+        async def _send_rtp(self, data: bytes) -> None:
+            pass
+
+    ticker = ManualTicker()
+    a = await RtpLeg.open(HOST, ports, ticker=ticker)
+    b = await RtpLeg.open(HOST, ports, ticker=ticker)
+    far_a, far_b = await FarEnd.open(), await FarEnd.open()
+    a.set_remote(HOST, far_a.port)
+    b.set_remote(HOST, far_b.port)
+    bridge = MediaBridge(ticker=ticker)
+    bridge._pc, bridge._codec = Peer(), _G711Codec(g711.PAYLOAD_TYPE_PCMU)
+    bridge._pt, bridge._out.ssrc = 0, 0x1234
+    bridge._dtls, bridge._sender = Dtls(), type("Sender", (), {})()
+    bridge._send_ok = True
+    bridge.connect(b)  # the page talks on b's call ...
+    join = LegJoin(a, b, ticker=ticker)  # ... which the line joins to a's
+    try:
+        packet = BrowserPacket(payload_type=0, sequence_number=7, timestamp=0, ssrc=0x99)
+        packet.payload = b"\x11" * 160
+        await bridge._on_browser_rtp(packet, 0)
+        far_a.send(a, 0, 1, 0, 0xA0, b"\x22" * 160)
+        *_, payload = await far_b.next()
+        assert payload == b"\x22" * 160  # a's far end, and nothing from the page
+        await asyncio.sleep(0.05)
+        assert far_b.received.empty() and b.relayed == 1
+    finally:
+        join.close()
+        await bridge.close()
+        for leg in (a, b):
+            await leg.aclose()
+        far_a.transport.close()
+        far_b.transport.close()
