@@ -8,8 +8,10 @@ each packet's time through the join - a's socket, the join, b's socket, two loop
 measured exactly. Far end B sends too (A's direction carries the same load), unmeasured.
 
 Modes: `direct` (LegJoin(a, b): each packet relayed the moment it arrives) and `retimed`
-(LegJoin(a, b, direct=False): a's playout buffer - 60 ms target - releases a frame per 20 ms
-tick, the join queues it on b, b's next tick sends it). All in this one process; the CPU
+(LegJoin(a, b, direct=False): a's playout buffer - 40 ms, adaptive, since forwarding joins;
+60 ms fixed before - releases a frame per 20 ms tick, the join queues it on b, b's next tick
+sends it). Run from a checkout without `direct` (before forwarding joins) it measures that
+checkout's join, whatever the mode says. All in this one process; the CPU
 figure is this process's CPU per joined call-second (far ends included, so an upper bound).
 
     .venv/bin/python benchmarks/join_delay.py [--n 1,25] [--seconds 5] [--modes direct,retimed]
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import struct
 import sys
@@ -99,7 +102,10 @@ async def run(n: int, mode: str, seconds: float) -> dict[str, float]:
         a.set_remote(HOST, far_a.transport.get_extra_info("sockname")[1])
         b.set_remote(HOST, far_b.transport.get_extra_info("sockname")[1])
         legs += [a, b]
-        joins.append(LegJoin(a, b, direct=mode == "direct"))
+        if "direct" in inspect.signature(LegJoin).parameters:
+            joins.append(LegJoin(a, b, direct=mode == "direct"))
+        else:
+            joins.append(LegJoin(a, b))  # a checkout from before forwarding joins: re-timed
         ends.append((far_a, a, far_b, b))
     frames = [g711.ulaw_encode(f) for f in SineTone(1000).frames(50)]
     stop = False
