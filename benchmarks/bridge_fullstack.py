@@ -49,8 +49,29 @@ attaches N idle lines, kills -9 the worker holding most, and has each of its pag
 re-attach as PhoneConsumer does after a lost heartbeat: seconds from the kill until each line is
 registered again on a survivor, and lines re-registered per second once the leases lapsed.
 
+--pin puts the sipworker(s) on the last CPU and everything else started here (this process,
+SIPp, Kamailio, redis) on the others (sched_setaffinity before anything starts; the workers
+under `taskset`), as the issue measured: the worker's CPU is then not shared with its load
+generator (other tenants of the machine still are: "all CPUs busy" says how busy it was).
+The fake browsers take their SRTP packets at the socket and send synchronously, as the bridge
+does (aiortc's own receive path for 100 browsers starved this process on 2 cores and its
+stalls read as the worker's round trip).
+
+Setup is split (the "PBX" and "ours" figures): the worker runs through
+benchmarks/sipworker_probe.py, which timestamps each INVITE it sends and each final response
+it gets, and the `dial` command leaving Redis and the `call` incall message entering it (same
+monotonic clock as this process). PBX = every INVITE's wait for its final response (Kamailio,
+its 407 challenge, SIPp); ours = dial -> incall at the page minus that; "in the worker" = the
+same from the worker's own view (dial out of Redis -> incall into Redis minus the PBX's part),
+so the channel layer and this process's own lag are left out.
+
+--profile DIR samples the worker(s) with py-spy (--nonblocking, 200 Hz) over each steady
+state and prints the top functions by own and inclusive share. --uvloop runs the workers on
+uvloop (an experiment; production uses asyncio's loop).
+
     .venv/bin/python benchmarks/bridge_fullstack.py [--n 1,10,25,50,100] [--moh 10,50]
-        [--seconds 10] [--dial-rate 25] [--workers 1,2] [--failover 100]
+        [--seconds 10] [--dial-rate 25] [--workers 1,2] [--failover 100] [--pin]
+        [--profile DIR] [--uvloop]
 """
 
 from __future__ import annotations
