@@ -832,6 +832,8 @@ class MediaBridge:
         usual = protocol.datagram_received
         handle = self._on_browser_datagram
 
+        from_browser = self._from_browser
+
         def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
             # RFC 7983 §7: a first octet of 128..191 is RTP or RTCP; RFC 5761 §4: a second
             # octet of 192..223 is RTCP (left to aiortc).
@@ -840,6 +842,18 @@ class MediaBridge:
                     plain = unprotect(data)
                 except pylibsrtp.Error:
                     return  # what aiortc does: replayed or forged, dropped
+                if plain[0] == 0x90 or plain[0] == 0x80:
+                    # _on_browser_datagram inline for the usual header (an extension, no
+                    # padding or CSRC: Chrome's audio); one Python call less per packet.
+                    _, b1, seq, ts, ssrc = _unpack_header(plain)
+                    start = 12
+                    if plain[0] == 0x90:
+                        if len(plain) < 16:
+                            return
+                        start = 16 + 4 * ((plain[14] << 8) | plain[15])
+                    if b1 & 0x7F == self._pt and start <= len(plain):
+                        from_browser(plain[start:], ssrc, seq, ts, b1 > 0x7F)
+                    return
                 handle(plain)
             else:
                 usual(data, addr)

@@ -372,7 +372,7 @@ class RtpLeg:
         # Direct mode (module doc): who takes received packets as they arrive, whose packets
         # are sent as they arrive, and whether that is happening right now.
         self._listener: LegListener | None = None
-        self._relay_owner: object | None = None
+        self.relay_owner: object | None = None  # who relays into this leg (relay_from)
         self._relay_idle = False
         self._last_relay = 0.0
         self._forwarder = RtpForwarder(self.sender)
@@ -447,7 +447,7 @@ class RtpLeg:
             return
         self.closed = True
         self._listener = None
-        self._relay_owner = None
+        self.relay_owner = None
         self.direct = False
         if self._ticker is not None:
             self._ticker.discard(self)
@@ -607,22 +607,17 @@ class RtpLeg:
         if self._listener is listener:
             self.listen(None)
 
-    @property
-    def relay_owner(self) -> object | None:
-        """Who relays into this leg (relay_from), if anyone."""
-        return self._relay_owner
-
     def relay_from(self, owner: object | None) -> None:
         """`owner` will relay() a live packet stream into this leg (None: nobody does)."""
-        if owner is self._relay_owner:
+        if owner is self.relay_owner:
             return
-        self._relay_owner = owner
+        self.relay_owner = owner
         self._relay_idle = False
         self._update_mode()
 
     def release_relay(self, owner: object) -> None:
         """relay_from(None), if `owner` is still the one relaying."""
-        if self._relay_owner is owner:
+        if self.relay_owner is owner:
             self.relay_from(None)
 
     def relay_skip(self) -> None:
@@ -640,7 +635,7 @@ class RtpLeg:
         if not self.direct:
             if self.closed:
                 return True  # the call is over: nothing to queue either
-            if not self._relay_idle or self._relay_owner is None:
+            if not self._relay_idle or self.relay_owner is None:
                 return False
             self._relay_idle = False  # the stream is back: forward again
             self._update_mode()
@@ -676,7 +671,7 @@ class RtpLeg:
         if self.closed or not self._started:
             return
         direct = (
-            self._relay_owner is not None
+            self.relay_owner is not None
             and self._source is None
             and not self._dtmf_jobs
             and not self._relay_idle
