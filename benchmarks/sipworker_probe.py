@@ -22,6 +22,10 @@ to the page).
 
     SIP_TIMES=/tmp/x.log python benchmarks/sipworker_probe.py   (same environment as sipworker)
 
+It also watches the worker's event loop: a callback due every 5 ms that runs more than 20 ms
+late writes `lag <time.monotonic()> <seconds late>` - a stall of the loop that carries every
+call, i.e. a gap in the gateway's own output whatever its input did.
+
 BENCH_UVLOOP=1 runs the worker on uvloop's event loop instead of asyncio's (an experiment:
 production runs asyncio's).
 """
@@ -86,11 +90,45 @@ def install(path: str) -> None:
     layer.send, layer.receive = send_, receive_
 
 
+def watch_loop(path: str) -> None:
+    """Every event loop this process makes gets the stall monitor (module doc)."""
+    import asyncio
+
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    base: Any = asyncio.get_event_loop_policy().__class__
+    if os.environ.get("BENCH_UVLOOP"):
+        import uvloop
+
+        base = uvloop.EventLoopPolicy
+
+    def monitor(loop: asyncio.AbstractEventLoop) -> None:
+        due = loop.time() + 0.005
+
+        def tick() -> None:
+            nonlocal due
+            now = loop.time()
+            if now - due > 0.020:
+                out.write(f"lag {time.monotonic():.6f} {now - due:.6f}\n")
+            due = now + 0.005
+            loop.call_at(due, tick)
+
+        loop.call_at(due, tick)
+
+    class Policy(base):  # type: ignore[misc,valid-type]
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            loop = super().new_event_loop()
+            monitor(loop)
+            return loop
+
+    asyncio.set_event_loop_policy(Policy())
+
+
 def main() -> None:
     path = os.environ.get("SIP_TIMES")
     if path:
         install(path)
-    if os.environ.get("BENCH_UVLOOP"):
+        watch_loop(path)
+    elif os.environ.get("BENCH_UVLOOP"):
         import asyncio
 
         import uvloop
