@@ -900,7 +900,7 @@ class Bench:
         rtts = [r for m in measured for r in m[4]]
         # dial -> incall at the page, split into the PBX's part and the worker's own
         times = self.stack.invite_times()
-        pbx, ours, inside = [], [], []
+        pbx, ours, inside, before, after = [], [], [], [], []
         for s in live:
             if s.dialled is None:
                 continue
@@ -913,6 +913,16 @@ class Bench:
                     marks.setdefault(kind, at)
                 if "dial" in marks and "incall" in marks:
                     inside.append(marks["incall"] - marks["dial"] - part)
+                    sip = [
+                        (kind, at)
+                        for kind, at in times.get(extension(s.index), [])
+                        if marks["dial"] <= at <= marks["incall"]
+                    ]
+                    invites = [at for kind, at in sip if kind == "invite"]
+                    finals = [at for kind, at in sip if kind == "final"]
+                    if invites and finals:
+                        before.append(invites[0] - marks["dial"])  # dial -> first INVITE out
+                        after.append(marks["incall"] - finals[-1])  # 200 OK in -> incall out
         return {
             "n": n,
             "workers": len(self.stack.workers),
@@ -932,6 +942,10 @@ class Bench:
             "ours_p95": percentile(ours, 0.95) * 1000,
             "inside_p50": percentile(inside, 0.5) * 1000,
             "inside_p95": percentile(inside, 0.95) * 1000,
+            "before_p50": percentile(before, 0.5) * 1000,
+            "before_p95": percentile(before, 0.95) * 1000,
+            "after_p50": percentile(after, 0.5) * 1000,
+            "after_p95": percentile(after, 0.95) * 1000,
             "cpu_per_call": cpu / wall / ok if ok else float("nan"),
             "marginal": (cpu / wall - self.idle) / ok if ok else float("nan"),
             "machine": machine,
@@ -991,7 +1005,9 @@ def show(r: dict[str, Any]) -> None:
         f" {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f};"
         f" PBX p50/p95 {r['pbx_p50']:.0f}/{r['pbx_p95']:.0f}, ours"
         f" {r['ours_p50']:.0f}/{r['ours_p95']:.0f} of {r['split']}, of which in the worker"
-        f" {r['inside_p50']:.0f}/{r['inside_p95']:.0f})"
+        f" {r['inside_p50']:.0f}/{r['inside_p95']:.0f}: dial -> INVITE"
+        f" {r['before_p50']:.0f}/{r['before_p95']:.0f}, 200 OK -> incall"
+        f" {r['after_p50']:.0f}/{r['after_p95']:.0f})"
         f"  sipworker cpu/call {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
         f" (processes {r['worker_cpu'] * 100:.1f}%; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
         f"{'':7}frames/call/s recv {r['recv']:.1f} echoed {r['echoed']:.1f}"
