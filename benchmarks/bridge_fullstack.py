@@ -365,14 +365,15 @@ class Stack:
         return "\n".join(tails)
 
     def loop_stalls(self) -> list[tuple[str, float, float]]:
-        """("lag", when, seconds late) for each stall > 20 ms of a worker's event loop."""
+        """("lag", when, seconds late) for each stall > 20 ms of a worker's event loop, and
+        ("gc", when, seconds) for each garbage collection over 5 ms (the probe)."""
         stalls = []
         for path in self.sip_times:
             with contextlib.suppress(FileNotFoundError):
                 for line in path.read_text().splitlines():
-                    if line.startswith("lag "):
-                        _, at, late = line.split()
-                        stalls.append(("lag", float(at), float(late)))
+                    if line.startswith(("lag ", "gc ")):
+                        kind, at, late = line.split()[:3]
+                        stalls.append((kind, float(at), float(late)))
         return stalls
 
     def invite_times(self) -> dict[str, list[tuple[str, float]]]:
@@ -382,7 +383,7 @@ class Stack:
         for path in self.sip_times:
             with contextlib.suppress(FileNotFoundError):
                 for line in path.read_text().splitlines():
-                    if line.startswith("lag "):
+                    if line.startswith(("lag ", "gc ")):
                         continue
                     kind, user, at = line.split()[:3]
                     events.setdefault(user, []).append((kind, float(at)))
@@ -875,11 +876,13 @@ class Bench:
             spies = self.start_profiles(n, moh)
             await asyncio.sleep(self.args.seconds)
             cpu, wall = workers_cpu() - cpu0, time.monotonic() - wall0
-            stalls = [
-                late
+            window = [
+                (kind, late)
                 for kind, at, late in self.stack.loop_stalls()
                 if wall0 <= at - late and at <= wall0 + wall
             ]
+            stalls = [late for kind, late in window if kind == "lag"]
+            gcs = [late for kind, late in window if kind == "gc"]
             bench_cpu = (time.process_time() - bench_cpu0) / wall
             sipp_cpu = (self.sipp_cpu() - sipp_cpu0) / wall
             busy1, total1 = machine_busy()
@@ -960,6 +963,8 @@ class Bench:
             "stalls": len(stalls),
             "stalls_60": sum(late > GAP for late in stalls),
             "max_stall_ms": max(stalls, default=0.0) * 1000,
+            "gcs": len(gcs),
+            "max_gc_ms": max(gcs, default=0.0) * 1000,
             "max_gap_ms": max((m[3] for m in measured), default=0.0) * 1000,
             "rtt_p50": percentile(rtts, 0.5) * 1000,
             "rtt_p95": percentile(rtts, 0.95) * 1000,
@@ -1014,7 +1019,8 @@ def show(r: dict[str, Any]) -> None:
         f" (min {r['min_echoed']:.1f})  gaps>60ms {r['gaps']} (max {r['max_gap_ms']:.0f} ms)"
         f"  {rtt}\n"
         f"{'':7}sipworker loop stalls >20 ms {r['stalls']}, >60 ms {r['stalls_60']}"
-        f" (max {r['max_stall_ms']:.0f} ms): the gateway's own output gaps\n"
+        f" (max {r['max_stall_ms']:.0f} ms): the gateway's own output gaps; garbage"
+        f" collections >5 ms {r['gcs']} (max {r['max_gc_ms']:.0f} ms)\n"
         f"{'':7}attach+register {r['attach_s']:.1f} s, offers {r['offer_s']:.1f} s;"
         f" sipworker setup CPU {r['setup_cpu_per_call']:.0f} ms/call;"
         f" load: this process {r['bench_cpu'] * 100:.0f}% (send grid max lag"

@@ -26,6 +26,9 @@ It also watches the worker's event loop: a callback due every 5 ms that runs mor
 late writes `lag <time.monotonic()> <seconds late>` - a stall of the loop that carries every
 call, i.e. a gap in the gateway's own output whatever its input did.
 
+And the garbage collector: a collection taking over 5 ms writes
+`gc <time.monotonic()> <seconds> <generation>` (the usual suspect for such a stall).
+
 BENCH_UVLOOP=1 runs the worker on uvloop's event loop instead of asyncio's (an experiment:
 production runs asyncio's).
 """
@@ -121,6 +124,20 @@ def watch_loop(path: str) -> None:
             return loop
 
     asyncio.set_event_loop_policy(Policy())
+
+    import gc
+
+    started = [0.0]
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        if took > 0.005:
+            out.write(f"gc {time.monotonic():.6f} {took:.6f} {info.get('generation')}\n")
+
+    gc.callbacks.append(collected)
 
 
 def main() -> None:
