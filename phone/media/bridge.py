@@ -139,7 +139,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import StreamStatistics
 
 from phone.media import g711
-from phone.media.leg import LegListener, MediaTicker, RtpLeg
+from phone.media.leg import LegListener, MediaTicker, RtpLeg, socket_sendto
 from phone.media.rtp import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
@@ -405,17 +405,23 @@ def _browser_sender(dtls: Any) -> Callable[[bytes], None]:
     except AttributeError:
         return via_aiortc
 
+    # The nominated pair's address and socket, looked up again only when the pair changes
+    # (CandidatePair.remote_addr builds a tuple per call).
+    route: list[Any] = [None, None, None]  # pair, remote address, sendto
+
     def send(data: bytes) -> None:
         if dtls._state is not connected:
             return  # what aiortc does: ConnectionError, the packet is dropped
         pair = nominated.get(1)  # ICE component 1 (RTP; BUNDLE + rtcp-mux: everything)
         if pair is None:
             return
-        protocol = pair.protocol
-        if type(protocol) is not StunProtocol:
-            via_aiortc(data)  # a TURN allocation wraps data its own way
-            return
-        protocol.transport.sendto(protect(data), pair.remote_addr)
+        if pair is not route[0]:
+            protocol = pair.protocol
+            if type(protocol) is not StunProtocol:
+                via_aiortc(data)  # a TURN allocation wraps data its own way
+                return
+            route[:] = [pair, pair.remote_addr, socket_sendto(protocol.transport)]
+        route[2](protect(data), route[1])
 
     return send
 

@@ -60,6 +60,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +98,7 @@ __all__ = [
     "PortRange",
     "PortRangeExhausted",
     "RtpLeg",
+    "socket_sendto",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,38 @@ _DRAIN_TICKS = 50
 
 # listen() callback: (payload, payload type, sequence, timestamp, ssrc, marker, monotonic now)
 LegListener = Callable[[bytes, int, int, int, int, bool, float], None]
+
+
+def socket_sendto(transport: Any) -> Callable[[bytes, Any], None]:
+    """`transport.sendto`, minus asyncio's Python wrapper where it can be skipped.
+
+    asyncio's selector datagram transport checks its state and buffer and then calls the
+    socket's sendto; called for every packet, the wrapper is a tenth of the send. While its
+    buffer is empty (always, unless the kernel's send buffer filled up) the socket is called
+    directly; a full kernel buffer (BlockingIOError) hands the packet, and every one after it
+    until the buffer drained, to the transport, which queues them in order. Any other loop
+    (uvloop) or transport: its own sendto.
+    """
+    sock = getattr(transport, "_sock", None)
+    buffer = getattr(transport, "_buffer", None)
+    protocol = getattr(transport, "_protocol", None)
+    usual = transport.sendto
+    if sock is None or buffer is None or protocol is None:
+        return usual  # type: ignore[no-any-return]
+    raw = sock.sendto
+
+    def sendto(data: bytes, addr: Any) -> None:
+        if buffer or transport.is_closing():
+            usual(data, addr)
+            return
+        try:
+            raw(data, addr)
+        except (BlockingIOError, InterruptedError):
+            usual(data, addr)  # queued by the transport, sent when writable
+        except OSError as exc:
+            protocol.error_received(exc)  # what the transport does
+
+    return sendto
 
 
 class PortRangeExhausted(RuntimeError):
@@ -347,6 +381,7 @@ class RtpLeg:
         self._lost_run = 0
         self._remote_stats: ReceiverStats | None = None
         self._rtp_transport: asyncio.DatagramTransport | None = None
+        self._rtp_sendto: Callable[[bytes, tuple[str, int]], None] | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._ports: PortRange | None = None
         self.local_host = ""
@@ -424,6 +459,7 @@ class RtpLeg:
             ports.take(port)
             self._ports = ports
             self._rtp_transport = rtp_t
+            self._rtp_sendto = socket_sendto(rtp_t)
             self._rtcp_transport = rtcp_t
             self.local_host = host
             self.local_port = port
@@ -644,8 +680,8 @@ class RtpLeg:
         self._last_relay = now
         octets = len(payload)
         out = self._forwarder.forward(ssrc, seq, timestamp, marker, octets, now)
-        transport, remote = self._rtp_transport, self.remote
-        if out is None or transport is None or remote is None:
+        sendto, remote = self._rtp_sendto, self.remote
+        if out is None or sendto is None or remote is None:
             return True
         out_seq, out_ts, out_marker = out
         sender = self.sender
@@ -657,7 +693,7 @@ class RtpLeg:
             if protected is None:
                 return True
             data = protected
-        transport.sendto(data, remote)
+        sendto(data, remote)
         st = sender.stats  # SenderStats.count, inline: this runs for every relayed packet
         st.packets_sent += 1
         st.octets_sent += octets
@@ -965,14 +1001,15 @@ class RtpLeg:
         self._send_data(packet.serialize())
 
     def _send_data(self, data: bytes) -> None:
-        if self._rtp_transport is None or self.remote is None:
+        sendto = self._rtp_sendto
+        if sendto is None or self.remote is None:
             return
         if self.srtp_required:
             protected = self.srtp.protect(data) if self.srtp is not None else None
             if protected is None:
                 return
             data = protected
-        self._rtp_transport.sendto(data, self.remote)
+        sendto(data, self.remote)
         self._sent_since_report = True
 
     # -- RTCP -------------------------------------------------------------------------------
