@@ -365,14 +365,17 @@ class Stack:
         return "\n".join(tails)
 
     def loop_stalls(self) -> list[tuple[str, float, float]]:
-        """("lag", when, seconds late) for each stall > 20 ms of a worker's event loop, and
-        ("gc", when, seconds) for each garbage collection over 5 ms (the probe)."""
+        """("lag", when, seconds late) for each stall > 20 ms of a worker's event loop ("busy"
+        when the loop's thread ran for most of it), and ("gc", when, seconds) for each garbage
+        collection over 5 ms (the probe)."""
         stalls = []
         for path in self.sip_times:
             with contextlib.suppress(FileNotFoundError):
                 for line in path.read_text().splitlines():
                     if line.startswith(("lag ", "gc ")):
-                        kind, at, late = line.split()[:3]
+                        kind, at, late, extra = [*line.split(), "0"][:4]
+                        if kind == "lag" and float(extra) > float(late) / 2:
+                            kind = "busy"  # the worker's thread ran most of the stall
                         stalls.append((kind, float(at), float(late)))
         return stalls
 
@@ -881,7 +884,8 @@ class Bench:
                 for kind, at, late in self.stack.loop_stalls()
                 if wall0 <= at - late and at <= wall0 + wall
             ]
-            stalls = [late for kind, late in window if kind == "lag"]
+            stalls = [late for kind, late in window if kind in ("lag", "busy")]
+            busy = [late for kind, late in window if kind == "busy"]
             gcs = [late for kind, late in window if kind == "gc"]
             bench_cpu = (time.process_time() - bench_cpu0) / wall
             sipp_cpu = (self.sipp_cpu() - sipp_cpu0) / wall
@@ -963,6 +967,8 @@ class Bench:
             "stalls": len(stalls),
             "stalls_60": sum(late > GAP for late in stalls),
             "max_stall_ms": max(stalls, default=0.0) * 1000,
+            "busy_60": sum(late > GAP for late in busy),
+            "max_busy_ms": max(busy, default=0.0) * 1000,
             "gcs": len(gcs),
             "max_gc_ms": max(gcs, default=0.0) * 1000,
             "max_gap_ms": max((m[3] for m in measured), default=0.0) * 1000,
@@ -1019,7 +1025,9 @@ def show(r: dict[str, Any]) -> None:
         f" (min {r['min_echoed']:.1f})  gaps>60ms {r['gaps']} (max {r['max_gap_ms']:.0f} ms)"
         f"  {rtt}\n"
         f"{'':7}sipworker loop stalls >20 ms {r['stalls']}, >60 ms {r['stalls_60']}"
-        f" (max {r['max_stall_ms']:.0f} ms): the gateway's own output gaps; garbage"
+        f" (max {r['max_stall_ms']:.0f} ms), of which its own work >60 ms {r['busy_60']}"
+        f" (max {r['max_busy_ms']:.0f} ms; the rest: descheduled): the gateway's own output"
+        f" gaps; garbage"
         f" collections >5 ms {r['gcs']} (max {r['max_gc_ms']:.0f} ms)\n"
         f"{'':7}attach+register {r['attach_s']:.1f} s, offers {r['offer_s']:.1f} s;"
         f" sipworker setup CPU {r['setup_cpu_per_call']:.0f} ms/call;"

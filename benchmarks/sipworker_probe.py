@@ -23,8 +23,9 @@ to the page).
     SIP_TIMES=/tmp/x.log python benchmarks/sipworker_probe.py   (same environment as sipworker)
 
 It also watches the worker's event loop: a callback due every 5 ms that runs more than 20 ms
-late writes `lag <time.monotonic()> <seconds late>` - a stall of the loop that carries every
-call, i.e. a gap in the gateway's own output whatever its input did.
+late writes `lag <time.monotonic()> <seconds late> <CPU seconds the loop used meanwhile>` - a
+stall of the loop that carries every call, i.e. a gap in the gateway's own output whatever its
+input did; the CPU figure tells the worker's own blocking from being descheduled.
 
 And the garbage collector: a collection taking over 5 ms writes
 `gc <time.monotonic()> <seconds> <generation>` (the usual suspect for such a stall).
@@ -107,12 +108,17 @@ def watch_loop(path: str) -> None:
     def monitor(loop: asyncio.AbstractEventLoop) -> None:
         due = loop.time() + 0.005
 
+        cpu = time.thread_time()
+
         def tick() -> None:
-            nonlocal due
-            now = loop.time()
+            nonlocal due, cpu
+            now, used = loop.time(), time.thread_time()
             if now - due > 0.020:
-                out.write(f"lag {time.monotonic():.6f} {now - due:.6f}\n")
-            due = now + 0.005
+                # With the CPU the loop's thread used meanwhile: near the stall's length, the
+                # worker was busy (its own code blocked the loop); near zero, the kernel
+                # ran something else (another process on a shared core).
+                out.write(f"lag {time.monotonic():.6f} {now - due:.6f} {used - cpu:.6f}\n")
+            due, cpu = now + 0.005, used
             loop.call_at(due, tick)
 
         loop.call_at(due, tick)
