@@ -148,6 +148,7 @@ from phone.media.rtp import (
     RtpSender,
     payload_bounds,
 )
+from phone.media.srtp import rtp_protector, rtp_unprotector
 from phone.media.tones import ToneSource
 
 __all__ = ["BridgeError", "BridgeStats", "MediaBridge", "ice_host_addresses"]
@@ -399,7 +400,7 @@ def _browser_sender(dtls: Any) -> Callable[[bytes], None]:
         _drive(dtls._send_rtp(data))
 
     try:
-        protect = dtls._tx_srtp.protect
+        protect = rtp_protector(dtls._tx_srtp)
         nominated = dtls.transport._connection._nominated
         connected = dtls._state.__class__.CONNECTED
     except AttributeError:
@@ -828,7 +829,7 @@ class MediaBridge:
         usual way. Without those internals (another aioice, a TURN pair) nothing changes.
         """
         try:
-            unprotect = self._dtls._rx_srtp.unprotect
+            unprotect = rtp_unprotector(self._dtls._rx_srtp)
             pair = self._dtls.transport._connection._nominated.get(1)
         except AttributeError:
             return
