@@ -133,7 +133,6 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc import clock as aiortc_clock
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import StreamStatistics
@@ -146,6 +145,7 @@ from phone.media.rtp import (
     RtpForwarder,
     RtpParseError,
     RtpSender,
+    ntp_from_unix,
     payload_bounds,
 )
 from phone.media.srtp import rtp_protector, rtp_unprotector
@@ -162,8 +162,9 @@ _RTP_HEADER = struct.Struct("!BBHII")
 _pack_header = _RTP_HEADER.pack
 _unpack_header = _RTP_HEADER.unpack_from
 # Sender-report counters are refreshed every this many packets (aiortc sends an SR every
-# 0.5-1.5 s; 160 ms staleness is invisible there and saves a clock read per packet).
-_SR_EVERY = 8
+# 0.5-1.5 s; the NTP and RTP times are taken together, so the SR's clock mapping is exact
+# whenever they were taken, and counts up to 500 ms old are invisible there).
+_SR_EVERY = 25
 
 
 class BridgeError(ValueError):
@@ -957,7 +958,7 @@ class MediaBridge:
         # around it, so keep them true or the browser's stats show a silent sender.
         sender = self._sender
         out = self._out
-        sender._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[union-attr]
+        sender._RTCRtpSender__ntp_timestamp = ntp_from_unix(time.time())  # type: ignore[union-attr]
         sender._RTCRtpSender__rtp_timestamp = out.stats.last_rtp_timestamp  # type: ignore[union-attr]
         sender._RTCRtpSender__packet_count = out.stats.packets_sent  # type: ignore[union-attr]
         sender._RTCRtpSender__octet_count = out.stats.octets_sent  # type: ignore[union-attr]
