@@ -149,6 +149,15 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # stat fields 14 and 15
 
 
+def proc_sys_cpu(pid: int) -> float:
+    """CPU seconds the process spent in the kernel (system time, all threads)."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return float("nan")
+    return int(data[data.rindex(")") + 2 :].split()[12]) / CLK_TCK
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs together, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -876,9 +885,11 @@ class Bench:
             busy0, total0 = machine_busy()
             bench_cpu0, sipp_cpu0 = time.process_time(), self.sipp_cpu()
             cpu0, wall0 = workers_cpu(), time.monotonic()
+            sys0 = sum(proc_sys_cpu(pid) for pid in self.stack.worker_pids())
             spies = self.start_profiles(n, moh)
             await asyncio.sleep(self.args.seconds)
             cpu, wall = workers_cpu() - cpu0, time.monotonic() - wall0
+            kernel = sum(proc_sys_cpu(pid) for pid in self.stack.worker_pids()) - sys0
             window = [
                 (kind, late)
                 for kind, at, late in self.stack.loop_stalls()
@@ -958,6 +969,7 @@ class Bench:
             "machine": machine,
             "max_lag_ms": max_lag * 1000,
             "worker_cpu": cpu / wall,
+            "kernel_share": kernel / cpu if cpu else float("nan"),
             "setup_cpu_per_call": cpu_setup / n * 1000,
             "setup_wall": setup_wall,
             "recv": statistics.mean(m[0] for m in measured) / wall if measured else 0.0,
@@ -1020,7 +1032,8 @@ def show(r: dict[str, Any]) -> None:
         f" {r['before_p50']:.0f}/{r['before_p95']:.0f}, 200 OK -> incall"
         f" {r['after_p50']:.0f}/{r['after_p95']:.0f})"
         f"  sipworker cpu/call {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
-        f" (processes {r['worker_cpu'] * 100:.1f}%; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
+        f" (processes {r['worker_cpu'] * 100:.1f}%, {r['kernel_share'] * 100:.0f}% of it in the"
+        f" kernel; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
         f"{'':7}frames/call/s recv {r['recv']:.1f} echoed {r['echoed']:.1f}"
         f" (min {r['min_echoed']:.1f})  gaps>60ms {r['gaps']} (max {r['max_gap_ms']:.0f} ms)"
         f"  {rtt}\n"
