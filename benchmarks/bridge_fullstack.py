@@ -827,7 +827,7 @@ class Bench:
             self.max_lag = max(self.max_lag, loop.time() - (t0 + k * 0.02))
             frame = self.tone[k % len(self.tone)]
             for s in self.sessions:
-                if s.dtls is not None:
+                if s.dtls is not None and s.call_id is not None:  # in a call: its audio
                     s.send(frame)
 
     async def step(self, name: str, sessions: list[Session], action: Any, gate: int) -> list:
@@ -862,9 +862,13 @@ class Bench:
             t = time.monotonic()
             await self.step("attach", sessions, lambda s: s.attach(), GATE)
             attach_s = time.monotonic() - t
+            # What the lines cost before any media: registered, leases, keepalives, heartbeats.
+            lines_cpu = await self.idle_cpu(3.0)
             t = time.monotonic()
             await self.step("webrtc", sessions, lambda s: s.negotiate(), GATE)
             offer_s = time.monotonic() - t
+            await asyncio.sleep(0.5)
+            pages_cpu = await self.idle_cpu(3.0)  # + the pages' WebRTC up, no call yet
 
             async def dial(s: Session) -> None:
                 if self.args.dial_rate > 0:
@@ -969,6 +973,8 @@ class Bench:
             "machine": machine,
             "max_lag_ms": max_lag * 1000,
             "worker_cpu": cpu / wall,
+            "lines_cpu": lines_cpu,
+            "pages_cpu": pages_cpu,
             "kernel_share": kernel / cpu if cpu else float("nan"),
             "setup_cpu_per_call": cpu_setup / n * 1000,
             "setup_wall": setup_wall,
@@ -1033,7 +1039,10 @@ def show(r: dict[str, Any]) -> None:
         f" {r['after_p50']:.0f}/{r['after_p95']:.0f})"
         f"  sipworker cpu/call {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
         f" (processes {r['worker_cpu'] * 100:.1f}%, {r['kernel_share'] * 100:.0f}% of it in the"
-        f" kernel; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
+        f" kernel; above idle {r['marginal'] * 1000:.2f} ms/s; of the processes' share: lines"
+        f" registered, no call {r['lines_cpu'] * 100:.1f}%, + pages' WebRTC up"
+        f" {r['pages_cpu'] * 100:.1f}%, so the calls' media"
+        f" {(r['worker_cpu'] - r['pages_cpu']) / max(1, r['ok']) * 1000:.2f} ms/s per call)\n"
         f"{'':7}frames/call/s recv {r['recv']:.1f} echoed {r['echoed']:.1f}"
         f" (min {r['min_echoed']:.1f})  gaps>60ms {r['gaps']} (max {r['max_gap_ms']:.0f} ms)"
         f"  {rtt}\n"
