@@ -49,8 +49,29 @@ attaches N idle lines, kills -9 the worker holding most, and has each of its pag
 re-attach as PhoneConsumer does after a lost heartbeat: seconds from the kill until each line is
 registered again on a survivor, and lines re-registered per second once the leases lapsed.
 
+--pin puts the sipworker(s) on the last CPU and everything else started here (this process,
+SIPp, Kamailio, redis) on the others (sched_setaffinity before anything starts; the workers
+under `taskset`), as the issue measured: the worker's CPU is then not shared with its load
+generator (other tenants of the machine still are: "all CPUs busy" says how busy it was).
+The fake browsers take their SRTP packets at the socket and send synchronously, as the bridge
+does (aiortc's own receive path for 100 browsers starved this process on 2 cores and its
+stalls read as the worker's round trip).
+
+Setup is split (the "PBX" and "ours" figures): the worker runs through
+benchmarks/sipworker_probe.py, which timestamps each INVITE it sends and each final response
+it gets, and the `dial` command leaving Redis and the `call` incall message entering it (same
+monotonic clock as this process). PBX = every INVITE's wait for its final response (Kamailio,
+its 407 challenge, SIPp); ours = dial -> incall at the page minus that; "in the worker" = the
+same from the worker's own view (dial out of Redis -> incall into Redis minus the PBX's part),
+so the channel layer and this process's own lag are left out.
+
+--profile DIR samples the worker(s) with py-spy (--nonblocking, 200 Hz) over each steady
+state and prints the top functions by own and inclusive share. --uvloop runs the workers on
+uvloop (an experiment; production uses asyncio's loop).
+
     .venv/bin/python benchmarks/bridge_fullstack.py [--n 1,10,25,50,100] [--moh 10,50]
-        [--seconds 10] [--dial-rate 25] [--workers 1,2] [--failover 100]
+        [--seconds 10] [--dial-rate 25] [--workers 1,2] [--failover 100] [--pin]
+        [--profile DIR] [--uvloop]
 """
 
 from __future__ import annotations
@@ -76,6 +97,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pylibsrtp  # noqa: E402
+from aioice.ice import StunProtocol  # noqa: E402
 from aiortc import (  # noqa: E402
     RTCConfiguration,
     RTCPeerConnection,
@@ -85,7 +108,8 @@ from aiortc import (  # noqa: E402
 from aiortc import sdp as aiortc_sdp  # noqa: E402
 
 from phone.media import g711  # noqa: E402
-from phone.media.bridge import _drive, _SilentTrack  # noqa: E402
+from phone.media.bridge import _browser_sender, _drive, _SilentTrack  # noqa: E402
+from phone.media.rtp import RtpParseError, payload_bounds  # noqa: E402
 from phone.media.tones import SineTone  # noqa: E402
 from tests.support import children  # noqa: E402
 from tests.support.pbx import Kamailio, kamailio_binary  # noqa: E402
@@ -93,11 +117,13 @@ from tests.support.ports import free_port, release_ports  # noqa: E402
 from tests.support.sipp import Sipp, run_sipp, sipp_binary  # noqa: E402
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
-DB_NAME = "browserphone_bridgebench"
+# Per run: other checkouts on the same machine run this benchmark too (DROP ... WITH (FORCE)).
+DB_NAME = f"browserphone_bridgebench_{os.getpid()}"
 ECHO_EXT, ECHO_PW = "9000", "pw9000"
 FIRST_EXT = 1000
 MAX_USERS = 100
 SCENARIO = Path(__file__).resolve().parent / "sipp" / "uas_echo.xml"
+PROBE = Path(__file__).resolve().parent / "sipworker_probe.py"
 GAP = 0.060
 TAG = struct.Struct("!HI")  # call index, frame counter: the first 6 bytes of a PCMU payload
 _RTP = struct.Struct("!BBHII")
@@ -123,11 +149,60 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # stat fields 14 and 15
 
 
+def proc_sys_cpu(pid: int) -> float:
+    """CPU seconds the process spent in the kernel (system time, all threads)."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return float("nan")
+    return int(data[data.rindex(")") + 2 :].split()[12]) / CLK_TCK
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs together, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     return sum(values) - idle, sum(values)
+
+
+def pbx_part(events: list[tuple[str, float]], start: float, end: float) -> float | None:
+    """Seconds within [start, end] during which an INVITE of ours waited at the PBX for its
+    final response (first transmission to final response; a 407 challenge and the INVITE
+    that answers it are two such waits, the worker's work between them is its own)."""
+    total, pending, seen = 0.0, None, False
+    for kind, at in events:
+        if not start <= at <= end:
+            continue
+        if kind == "invite":
+            pending = at if pending is None else pending  # a retransmission: the first counts
+        elif kind == "final" and pending is not None:
+            total += at - pending
+            pending, seen = None, True
+    return total if seen else None
+
+
+def profile_summary(path: Path, top: int = 25) -> str:
+    """Self and inclusive shares of a py-spy --format raw (collapsed stacks) profile."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r" \(([^)]*/)?", " (", f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    if not total:
+        return "  (no samples)"
+    rows = [f"  {total} samples; self:"]
+    rows += [f"  {c * 100 / total:5.1f}%  {f}" for f, c in own.most_common(top)]
+    rows.append("  inclusive:")
+    rows += [f"  {c * 100 / total:5.1f}%  {f}" for f, c in incl.most_common(top * 2)]
+    return "\n".join(rows)
 
 
 def extension(i: int) -> str:
@@ -149,6 +224,8 @@ class Stack:
         self.sipp: Sipp | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.worker_logs: list[Path] = []
+        self.sip_times: list[Path] = []
+        self.worker_cpu = 0  # --pin: the CPU of the sipworkers (this process: the others)
         self.db_created = False
         self.env: dict[str, str] = {}
 
@@ -253,9 +330,18 @@ class Stack:
         lines a page claims for it (phone.signalling.owners: the least loaded worker)."""
         for _ in range(count):
             log = self.tmp / f"sipworker-{len(self.worker_logs)}.log"
+            times = self.tmp / f"sip-times-{len(self.worker_logs)}.log"
+            self.sip_times.append(times)
+            cmd = [sys.executable, str(PROBE)]  # manage.py sipworker + SIP timestamps
+            if self.args.pin:
+                cmd = [shutil.which("taskset") or "taskset", "-c", str(self.worker_cpu), *cmd]
             proc = subprocess.Popen(
-                children.command([sys.executable, str(ROOT / "manage.py"), "sipworker"]),
-                env=self.env,
+                children.command(cmd),
+                env={
+                    **self.env,
+                    "SIP_TIMES": str(times),
+                    **({"BENCH_UVLOOP": "1"} if self.args.uvloop else {}),
+                },
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
@@ -286,6 +372,34 @@ class Stack:
                 text = log.read_text(errors="replace")
                 tails.append(f"--- {log.name}\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(tails)
+
+    def loop_stalls(self) -> list[tuple[str, float, float]]:
+        """("lag", when, seconds late) for each stall > 20 ms of a worker's event loop ("busy"
+        when the loop's thread ran for most of it), and ("gc", when, seconds) for each garbage
+        collection over 5 ms (the probe)."""
+        stalls = []
+        for path in self.sip_times:
+            with contextlib.suppress(FileNotFoundError):
+                for line in path.read_text().splitlines():
+                    if line.startswith(("lag ", "gc ")):
+                        kind, at, late, extra = [*line.split(), "0"][:4]
+                        if kind == "lag" and float(extra) > float(late) / 2:
+                            kind = "busy"  # the worker's thread ran most of the stall
+                        stalls.append((kind, float(at), float(late)))
+        return stalls
+
+    def invite_times(self) -> dict[str, list[tuple[str, float]]]:
+        """Per From user, the INVITEs the workers sent and the final responses they received
+        (benchmarks/sipworker_probe.py), in order: [("invite", t), ("final", t), ...]."""
+        events: dict[str, list[tuple[str, float]]] = {}
+        for path in self.sip_times:
+            with contextlib.suppress(FileNotFoundError):
+                for line in path.read_text().splitlines():
+                    if line.startswith(("lag ", "gc ")):
+                        continue
+                    kind, user, at = line.split()[:3]
+                    events.setdefault(user, []).append((kind, float(at)))
+        return events
 
     def worker_errors(self) -> list[str]:
         return [
@@ -454,12 +568,14 @@ class Session:
         )
         self.transceiver.receiver._handle_rtp_packet = self.on_rtp  # type: ignore[method-assign]
         self.dtls: Any = None
+        self.send_rtp: Any = None
         self.pt = 0
         self.ssrc = 0
         self.seq, self.ts = 1000, 0
         self.counter = 0
         self.sent_at: dict[int, float] = {}
         self.setup: float | None = None
+        self.dialled: tuple[float, float] | None = None
         self.call_id: str | None = None
         self.worker_channel = ""
         self.failure = ""
@@ -577,6 +693,39 @@ class Session:
                 raise RuntimeError(f"WebRTC {self.pc.connectionState}")
             await asyncio.sleep(0.01)
         self.dtls = self.transceiver.sender.transport
+        self.install_fast_path()
+
+    def install_fast_path(self) -> None:
+        """The load generator's own media path, as cheap as the bridge's (MediaBridge's fast
+        receive and synchronous send): on this 2-core machine aiortc's full receive path for
+        100 browsers starves the generator's CPU and its stalls would read as the worker's."""
+        dtls = self.dtls
+        self.send_rtp = _browser_sender(dtls)
+        try:
+            unprotect = dtls._rx_srtp.unprotect
+            pair = dtls.transport._connection._nominated.get(1)
+        except AttributeError:
+            return
+        if pair is None or type(pair.protocol) is not StunProtocol:
+            return
+        protocol = pair.protocol
+        usual = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
+            if len(data) > 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+                try:
+                    plain = unprotect(data)
+                except pylibsrtp.Error:
+                    return
+                try:
+                    start, end = payload_bounds(plain)
+                except RtpParseError:
+                    return
+                self.on_payload(plain[start:end])
+            else:
+                usual(data, addr)
+
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
     async def dial(self, number: str) -> None:
         sent = await self.command("dial", number=number)
@@ -587,6 +736,7 @@ class Session:
             raise RuntimeError(f"call ended before it connected: {msg['reason']}")
         self.call_id = msg["id"]
         self.setup = at - sent
+        self.dialled = (sent, at)  # perf_counter() is CLOCK_MONOTONIC, as the probe's times
 
     async def hold(self) -> None:
         """Hold the call: the sipworker re-INVITEs the far end and plays it music on hold."""
@@ -603,6 +753,7 @@ class Session:
             with contextlib.suppress(Exception):
                 await self.to_worker("worker.detach")
         self.dtls = None
+        self.send_rtp = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pc.close(), 10)
         if self.reader is not None:
@@ -614,6 +765,9 @@ class Session:
     # media --------------------------------------------------------------------------------
 
     async def on_rtp(self, packet: Any, arrival_time_ms: int = 0) -> None:
+        self.on_payload(packet.payload)
+
+    def on_payload(self, payload: bytes) -> None:
         now = time.monotonic()
         if self.last is not None:
             gap = now - self.last
@@ -621,9 +775,9 @@ class Session:
             self.gaps += gap > GAP
         self.last = now
         self.received += 1
-        if len(packet.payload) < TAG.size:
+        if len(payload) < TAG.size:
             return
-        index, counter = TAG.unpack_from(packet.payload)
+        index, counter = TAG.unpack_from(payload)
         sent = self.sent_at.pop(counter, None) if index == self.index else None
         if sent is not None:
             self.echoed += 1
@@ -633,12 +787,15 @@ class Session:
         self.counter = (self.counter + 1) & 0xFFFFFFFF
         payload = TAG.pack(self.index, self.counter) + payload[TAG.size :]
         self.sent_at[self.counter] = time.monotonic()
-        if len(self.sent_at) > 100:  # forget frames that never came back
+        if len(self.sent_at) > 1000:  # forget frames that never came back (20 s)
             self.sent_at.pop(next(iter(self.sent_at)))
         data = _RTP.pack(0x80, self.pt, self.seq, self.ts, self.ssrc) + payload
         self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + 160) & 0xFFFFFFFF
-        _drive(self.dtls._send_rtp(data))
+        if self.send_rtp is not None:
+            self.send_rtp(data)
+        else:
+            _drive(self.dtls._send_rtp(data))
 
 
 class Bench:
@@ -670,7 +827,7 @@ class Bench:
             self.max_lag = max(self.max_lag, loop.time() - (t0 + k * 0.02))
             frame = self.tone[k % len(self.tone)]
             for s in self.sessions:
-                if s.dtls is not None:
+                if s.dtls is not None and s.call_id is not None:  # in a call: its audio
                     s.send(frame)
 
     async def step(self, name: str, sessions: list[Session], action: Any, gate: int) -> list:
@@ -705,9 +862,13 @@ class Bench:
             t = time.monotonic()
             await self.step("attach", sessions, lambda s: s.attach(), GATE)
             attach_s = time.monotonic() - t
+            # What the lines cost before any media: registered, leases, keepalives, heartbeats.
+            lines_cpu = await self.idle_cpu(3.0)
             t = time.monotonic()
             await self.step("webrtc", sessions, lambda s: s.negotiate(), GATE)
             offer_s = time.monotonic() - t
+            await asyncio.sleep(0.5)
+            pages_cpu = await self.idle_cpu(3.0)  # + the pages' WebRTC up, no call yet
 
             async def dial(s: Session) -> None:
                 if self.args.dial_rate > 0:
@@ -728,14 +889,28 @@ class Bench:
             busy0, total0 = machine_busy()
             bench_cpu0, sipp_cpu0 = time.process_time(), self.sipp_cpu()
             cpu0, wall0 = workers_cpu(), time.monotonic()
+            sys0 = sum(proc_sys_cpu(pid) for pid in self.stack.worker_pids())
+            spies = self.start_profiles(n, moh)
             await asyncio.sleep(self.args.seconds)
             cpu, wall = workers_cpu() - cpu0, time.monotonic() - wall0
+            kernel = sum(proc_sys_cpu(pid) for pid in self.stack.worker_pids()) - sys0
+            window = [
+                (kind, late)
+                for kind, at, late in self.stack.loop_stalls()
+                if wall0 <= at - late and at <= wall0 + wall
+            ]
+            stalls = [late for kind, late in window if kind in ("lag", "busy")]
+            busy = [late for kind, late in window if kind == "busy"]
+            gcs = [late for kind, late in window if kind == "gc"]
             bench_cpu = (time.process_time() - bench_cpu0) / wall
             sipp_cpu = (self.sipp_cpu() - sipp_cpu0) / wall
             busy1, total1 = machine_busy()
             machine = (busy1 - busy0) / max(1, total1 - total0)
             max_lag = self.max_lag
             measured = [(s.received, s.echoed, s.gaps, s.max_gap, list(s.rtts)) for s in live]
+            for spy, out in spies:
+                await asyncio.to_thread(spy.wait)
+                print(f"{'':7}py-spy profile {out}:\n{profile_summary(out)}", flush=True)
             await self.step("hangup", [s for s in live if s.call_id], lambda s: s.hangup(), GATE)
         finally:
             pacer.cancel()
@@ -745,6 +920,31 @@ class Bench:
         ok = len(live)
         setups = [s.setup for s in live if s.setup is not None]
         rtts = [r for m in measured for r in m[4]]
+        # dial -> incall at the page, split into the PBX's part and the worker's own
+        times = self.stack.invite_times()
+        pbx, ours, inside, before, after = [], [], [], [], []
+        for s in live:
+            if s.dialled is None:
+                continue
+            part = pbx_part(times.get(extension(s.index), []), *s.dialled)
+            if part is not None:
+                pbx.append(part)
+                ours.append(s.dialled[1] - s.dialled[0] - part)
+                marks: dict[str, float] = {}  # the worker's own view (probe): first of each
+                for kind, at in times.get(s.channel, []):
+                    marks.setdefault(kind, at)
+                if "dial" in marks and "incall" in marks:
+                    inside.append(marks["incall"] - marks["dial"] - part)
+                    sip = [
+                        (kind, at)
+                        for kind, at in times.get(extension(s.index), [])
+                        if marks["dial"] <= at <= marks["incall"]
+                    ]
+                    invites = [at for kind, at in sip if kind == "invite"]
+                    finals = [at for kind, at in sip if kind == "final"]
+                    if invites and finals:
+                        before.append(invites[0] - marks["dial"])  # dial -> first INVITE out
+                        after.append(marks["incall"] - finals[-1])  # 200 OK in -> incall out
         return {
             "n": n,
             "workers": len(self.stack.workers),
@@ -757,17 +957,38 @@ class Bench:
             "setup_p50": percentile(setups, 0.5) * 1000,
             "setup_p95": percentile(setups, 0.95) * 1000,
             "setup_max": max(setups, default=float("nan")) * 1000,
+            "split": len(pbx),
+            "pbx_p50": percentile(pbx, 0.5) * 1000,
+            "pbx_p95": percentile(pbx, 0.95) * 1000,
+            "ours_p50": percentile(ours, 0.5) * 1000,
+            "ours_p95": percentile(ours, 0.95) * 1000,
+            "inside_p50": percentile(inside, 0.5) * 1000,
+            "inside_p95": percentile(inside, 0.95) * 1000,
+            "before_p50": percentile(before, 0.5) * 1000,
+            "before_p95": percentile(before, 0.95) * 1000,
+            "after_p50": percentile(after, 0.5) * 1000,
+            "after_p95": percentile(after, 0.95) * 1000,
             "cpu_per_call": cpu / wall / ok if ok else float("nan"),
             "marginal": (cpu / wall - self.idle) / ok if ok else float("nan"),
             "machine": machine,
             "max_lag_ms": max_lag * 1000,
             "worker_cpu": cpu / wall,
+            "lines_cpu": lines_cpu,
+            "pages_cpu": pages_cpu,
+            "kernel_share": kernel / cpu if cpu else float("nan"),
             "setup_cpu_per_call": cpu_setup / n * 1000,
             "setup_wall": setup_wall,
             "recv": statistics.mean(m[0] for m in measured) / wall if measured else 0.0,
             "echoed": statistics.mean(m[1] for m in measured) / wall if measured else 0.0,
             "min_echoed": min((m[1] for m in measured), default=0) / wall,
             "gaps": sum(m[2] for m in measured),
+            "stalls": len(stalls),
+            "stalls_60": sum(late > GAP for late in stalls),
+            "max_stall_ms": max(stalls, default=0.0) * 1000,
+            "busy_60": sum(late > GAP for late in busy),
+            "max_busy_ms": max(busy, default=0.0) * 1000,
+            "gcs": len(gcs),
+            "max_gc_ms": max(gcs, default=0.0) * 1000,
             "max_gap_ms": max((m[3] for m in measured), default=0.0) * 1000,
             "rtt_p50": percentile(rtts, 0.5) * 1000,
             "rtt_p95": percentile(rtts, 0.95) * 1000,
@@ -777,6 +998,23 @@ class Bench:
             "channel_full": self.channel_full,
             "receive_errors": self.receive_errors,
         }
+
+    def start_profiles(self, n: int, moh: bool) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        """--profile DIR: py-spy samples every sipworker over the steady-state window (it
+        reads the process from outside, --nonblocking: the worker is not stopped to sample)."""
+        if not self.args.profile:
+            return []
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        directory = Path(self.args.profile)
+        directory.mkdir(parents=True, exist_ok=True)
+        spies = []
+        for pid in self.stack.worker_pids():
+            out = directory / f"{'moh' if moh else 'pass'}-{n}-{pid}.txt"
+            cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(self.args.seconds))]
+            cmd += ["--rate", "200", "--nonblocking", "--format", "raw", "-o", str(out)]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spies.append((proc, out))
+        return spies
 
     def sipp_cpu(self) -> float:
         sipp = self.stack.sipp
@@ -793,12 +1031,26 @@ def show(r: dict[str, Any]) -> None:
     print(
         f"{r['mode']:>11} N={r['n']:>3} on {r['workers']} sipworker(s) (lines {r['spread']})"
         f"  connected {r['ok']}/{r['n']}  setup p50/p95"
-        f" {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f})"
+        f" {r['setup_p50']:.0f}/{r['setup_p95']:.0f} ms (max {r['setup_max']:.0f};"
+        f" PBX p50/p95 {r['pbx_p50']:.0f}/{r['pbx_p95']:.0f}, ours"
+        f" {r['ours_p50']:.0f}/{r['ours_p95']:.0f} of {r['split']}, of which in the worker"
+        f" {r['inside_p50']:.0f}/{r['inside_p95']:.0f}: dial -> INVITE"
+        f" {r['before_p50']:.0f}/{r['before_p95']:.0f}, 200 OK -> incall"
+        f" {r['after_p50']:.0f}/{r['after_p95']:.0f})"
         f"  sipworker cpu/call {r['cpu_per_call'] * 1000:.2f} ms/s -> {per_core:.0f} calls/core"
-        f" (processes {r['worker_cpu'] * 100:.1f}%; above idle {r['marginal'] * 1000:.2f} ms/s)\n"
+        f" (processes {r['worker_cpu'] * 100:.1f}%, {r['kernel_share'] * 100:.0f}% of it in the"
+        f" kernel; above idle {r['marginal'] * 1000:.2f} ms/s; of the processes' share: lines"
+        f" registered, no call {r['lines_cpu'] * 100:.1f}%, + pages' WebRTC up"
+        f" {r['pages_cpu'] * 100:.1f}%, so the calls' media"
+        f" {(r['worker_cpu'] - r['pages_cpu']) / max(1, r['ok']) * 1000:.2f} ms/s per call)\n"
         f"{'':7}frames/call/s recv {r['recv']:.1f} echoed {r['echoed']:.1f}"
         f" (min {r['min_echoed']:.1f})  gaps>60ms {r['gaps']} (max {r['max_gap_ms']:.0f} ms)"
         f"  {rtt}\n"
+        f"{'':7}sipworker loop stalls >20 ms {r['stalls']}, >60 ms {r['stalls_60']}"
+        f" (max {r['max_stall_ms']:.0f} ms), of which its own work >60 ms {r['busy_60']}"
+        f" (max {r['max_busy_ms']:.0f} ms; the rest: descheduled): the gateway's own output"
+        f" gaps; garbage"
+        f" collections >5 ms {r['gcs']} (max {r['max_gc_ms']:.0f} ms)\n"
         f"{'':7}attach+register {r['attach_s']:.1f} s, offers {r['offer_s']:.1f} s;"
         f" sipworker setup CPU {r['setup_cpu_per_call']:.0f} ms/call;"
         f" load: this process {r['bench_cpu'] * 100:.0f}% (send grid max lag"
@@ -955,6 +1207,17 @@ def main() -> None:
         help="no ?socket_timeout=30 in REDIS_URL (shows the redis-py 8 receive timeout)",
     )
     parser.add_argument("--keep-log", action="store_true", help="print the sipworker log at end")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="sipworkers on the last CPU, this process, SIPp, Kamailio and redis on the others",
+    )
+    parser.add_argument(
+        "--uvloop", action="store_true", help="sipworkers on uvloop (experiment; needs uvloop)"
+    )
+    parser.add_argument(
+        "--profile", default="", help="directory: py-spy profiles of the steady-state windows"
+    )
     args = parser.parse_args()
     if max(args.n + args.moh) > MAX_USERS:
         parser.error(f"at most {MAX_USERS} calls")
@@ -976,6 +1239,13 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, terminate)
     stack = Stack(args)
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            sys.exit("--pin needs two CPUs")
+        stack.worker_cpu = cpus[-1]
+        # Before any child or thread exists: all of them inherit it (redis, Kamailio, SIPp).
+        os.sched_setaffinity(0, cpus[:-1])
     rtp_min, _, rtp_max = args.rtp_ports.partition("-")
     # redis-py >= 8 reads with a 5 s socket timeout by default, and channels_redis blocks in
     # BZPOPMIN for 5 s: every receive on an idle channel then fails with redis TimeoutError
@@ -1010,7 +1280,9 @@ def main() -> None:
         print(
             f"bridge full-stack benchmark: {os.cpu_count()} CPUs, {args.seconds:.0f} s steady"
             f" state, dial rate {args.dial_rate or 'all at once'}/s; sipworkers"
-            f" {args.workers}, redis :{stack.redis_port},"
+            f" {args.workers}"
+            + (f" pinned to CPU {stack.worker_cpu}, the rest on the others" if args.pin else "")
+            + f", redis :{stack.redis_port},"
             f" kamailio {stack.pbx.hostport}, SIPp echo {stack.sipp.port}",  # type: ignore[union-attr]
             flush=True,
         )

@@ -133,21 +133,22 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc import clock as aiortc_clock
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import StreamStatistics
 
 from phone.media import g711
-from phone.media.leg import LegListener, MediaTicker, RtpLeg
+from phone.media.leg import LegListener, MediaTicker, RtpLeg, socket_sendto
 from phone.media.rtp import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
     RtpForwarder,
     RtpParseError,
     RtpSender,
+    ntp_from_unix,
     payload_bounds,
 )
+from phone.media.srtp import rtp_protector, rtp_unprotector
 from phone.media.tones import ToneSource
 
 __all__ = ["BridgeError", "BridgeStats", "MediaBridge", "ice_host_addresses"]
@@ -158,9 +159,12 @@ PCMU, PCMA, OPUS = "PCMU", "PCMA", "opus"
 _LAW_NAME = {g711.PAYLOAD_TYPE_PCMU: PCMU, g711.PAYLOAD_TYPE_PCMA: PCMA}
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 _RTP_HEADER = struct.Struct("!BBHII")
+_pack_header = _RTP_HEADER.pack
+_unpack_header = _RTP_HEADER.unpack_from
 # Sender-report counters are refreshed every this many packets (aiortc sends an SR every
-# 0.5-1.5 s; 160 ms staleness is invisible there and saves a clock read per packet).
-_SR_EVERY = 8
+# 0.5-1.5 s; the NTP and RTP times are taken together, so the SR's clock mapping is exact
+# whenever they were taken, and counts up to 500 ms old are invisible there).
+_SR_EVERY = 25
 
 
 class BridgeError(ValueError):
@@ -397,11 +401,15 @@ def _browser_sender(dtls: Any) -> Callable[[bytes], None]:
         _drive(dtls._send_rtp(data))
 
     try:
-        protect = dtls._tx_srtp.protect
+        protect = rtp_protector(dtls._tx_srtp)
         nominated = dtls.transport._connection._nominated
         connected = dtls._state.__class__.CONNECTED
     except AttributeError:
         return via_aiortc
+
+    # The nominated pair's address and socket, looked up again only when the pair changes
+    # (CandidatePair.remote_addr builds a tuple per call).
+    route: list[Any] = [None, None, None]  # pair, remote address, sendto
 
     def send(data: bytes) -> None:
         if dtls._state is not connected:
@@ -409,11 +417,13 @@ def _browser_sender(dtls: Any) -> Callable[[bytes], None]:
         pair = nominated.get(1)  # ICE component 1 (RTP; BUNDLE + rtcp-mux: everything)
         if pair is None:
             return
-        protocol = pair.protocol
-        if type(protocol) is not StunProtocol:
-            via_aiortc(data)  # a TURN allocation wraps data its own way
-            return
-        protocol.transport.sendto(protect(data), pair.remote_addr)
+        if pair is not route[0]:
+            protocol = pair.protocol
+            if type(protocol) is not StunProtocol:
+                via_aiortc(data)  # a TURN allocation wraps data its own way
+                return
+            route[:] = [pair, pair.remote_addr, socket_sendto(protocol.transport)]
+        route[2](protect(data), route[1])
 
     return send
 
@@ -780,7 +790,7 @@ class MediaBridge:
             start, end = payload_bounds(data)
         except RtpParseError:
             return
-        _, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
+        _, b1, seq, ts, ssrc = _unpack_header(data)
         if b1 & 0x7F == self._pt:
             self._from_browser(data[start:end], ssrc, seq, ts, b1 > 0x7F)
 
@@ -804,6 +814,11 @@ class MediaBridge:
             self._feed_tap(payload, self._tap)
         leg = self._leg
         if leg is None or not payload:
+            return
+        owner = leg.relay_owner
+        if owner is not None and owner is not self:
+            # Someone else relays into this leg now (the worker joined it to another call,
+            # before its line disconnected this page): the page's audio is not part of it.
             return
         codec: Any = self._codec
         if self._direct_out:
@@ -835,7 +850,7 @@ class MediaBridge:
         usual way. Without those internals (another aioice, a TURN pair) nothing changes.
         """
         try:
-            unprotect = self._dtls._rx_srtp.unprotect
+            unprotect = rtp_unprotector(self._dtls._rx_srtp)
             pair = self._dtls.transport._connection._nominated.get(1)
         except AttributeError:
             return
@@ -845,6 +860,8 @@ class MediaBridge:
         usual = protocol.datagram_received
         handle = self._on_browser_datagram
 
+        from_browser = self._from_browser
+
         def datagram_received(data: bytes, addr: tuple[str, int]) -> None:
             # RFC 7983 §7: a first octet of 128..191 is RTP or RTCP; RFC 5761 §4: a second
             # octet of 192..223 is RTCP (left to aiortc).
@@ -853,6 +870,18 @@ class MediaBridge:
                     plain = unprotect(data)
                 except pylibsrtp.Error:
                     return  # what aiortc does: replayed or forged, dropped
+                if plain[0] == 0x90 or plain[0] == 0x80:
+                    # _on_browser_datagram inline for the usual header (an extension, no
+                    # padding or CSRC: Chrome's audio); one Python call less per packet.
+                    _, b1, seq, ts, ssrc = _unpack_header(plain)
+                    start = 12
+                    if plain[0] == 0x90:
+                        if len(plain) < 16:
+                            return
+                        start = 16 + 4 * ((plain[14] << 8) | plain[15])
+                    if b1 & 0x7F == self._pt and start <= len(plain):
+                        from_browser(plain[start:], ssrc, seq, ts, b1 > 0x7F)
+                    return
                 handle(plain)
             else:
                 usual(data, addr)
@@ -921,14 +950,16 @@ class MediaBridge:
 
     def _send(self, payload: bytes, seq: int, ts: int, marker: bool) -> None:
         pt = self._pt
-        data = (
-            _RTP_HEADER.pack(self._first_byte, 0x80 | pt if marker else pt, seq, ts, self._out.ssrc)
-            + self._ext
-            + payload
-        )
+        out = self._out
+        data = _pack_header(self._first_byte, 0x80 | pt if marker else pt, seq, ts, out.ssrc)
+        data += self._ext
+        data += payload
         stats = self.stats
         stats.to_browser += 1
-        self._out.stats.count(len(payload), ts)
+        st = out.stats  # SenderStats.count, inline: this runs for every packet to the browser
+        st.packets_sent += 1
+        st.octets_sent += len(payload)
+        st.last_rtp_timestamp = ts
         try:
             if self._browser_send is not None:
                 self._browser_send(data)
@@ -947,7 +978,7 @@ class MediaBridge:
         # around it, so keep them true or the browser's stats show a silent sender.
         sender = self._sender
         out = self._out
-        sender._RTCRtpSender__ntp_timestamp = aiortc_clock.current_ntp_time()  # type: ignore[union-attr]
+        sender._RTCRtpSender__ntp_timestamp = ntp_from_unix(time.time())  # type: ignore[union-attr]
         sender._RTCRtpSender__rtp_timestamp = out.stats.last_rtp_timestamp  # type: ignore[union-attr]
         sender._RTCRtpSender__packet_count = out.stats.packets_sent  # type: ignore[union-attr]
         sender._RTCRtpSender__octet_count = out.stats.octets_sent  # type: ignore[union-attr]

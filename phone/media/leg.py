@@ -9,9 +9,12 @@ module only owns sockets and time:
   from, which gets media through NATs that rewrote the address in the SDP;
 - pacing: one shared `MediaTicker` per event loop fires every 20 ms and drives every leg, so
   100+ calls cost one timer, not one task each;
-- per tick a leg pulls one frame from its playout buffer into a small receive queue and sends
-  one frame: a DTMF event packet if one is in progress (RFC 4733 §2.5.1: audio pauses), else a
-  queued payload, else a frame from its tone source, else silence.
+- per tick a leg pulls one frame from its playout buffer (40 ms behind arrival, adaptive up
+  to 100 ms: phone.media.playout) into a small receive queue - unless nobody has pulled
+  from that queue for its length of ticks (a held call's leg): then the buffer rests and
+  the queue keeps no stale backlog until the next pull - and sends one frame: a DTMF event
+  packet if one is in progress (RFC 4733 §2.5.1: audio pauses), else a queued payload, else
+  a frame from its tone source, else silence.
 
 Two ways to use it — both available at once, choose per direction:
 
@@ -57,6 +60,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +98,7 @@ __all__ = [
     "PortRange",
     "PortRangeExhausted",
     "RtpLeg",
+    "socket_sendto",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,6 +106,9 @@ log = logging.getLogger(__name__)
 TICK = FRAME_MS / 1000
 _DONE = object()
 _RTP_HEADER = struct.Struct("!BBHII")
+_pack_header = _RTP_HEADER.pack
+_unpack_header = _RTP_HEADER.unpack_from
+_monotonic = time.monotonic
 # Direct output with nothing relayed for this long: the relay's source has paused (browser
 # gone quiet, ICE not up yet); the leg falls back to sending silence so the far end keeps a
 # stream (symmetric-RTP latching, RTP timeouts), until the next relayed packet.
@@ -114,6 +122,38 @@ _DRAIN_TICKS = 50
 
 # listen() callback: (payload, payload type, sequence, timestamp, ssrc, marker, monotonic now)
 LegListener = Callable[[bytes, int, int, int, int, bool, float], None]
+
+
+def socket_sendto(transport: Any) -> Callable[[bytes, Any], None]:
+    """`transport.sendto`, minus asyncio's Python wrapper where it can be skipped.
+
+    asyncio's selector datagram transport checks its state and buffer and then calls the
+    socket's sendto; called for every packet, the wrapper is a tenth of the send. While its
+    buffer is empty (always, unless the kernel's send buffer filled up) the socket is called
+    directly; a full kernel buffer (BlockingIOError) hands the packet, and every one after it
+    until the buffer drained, to the transport, which queues them in order. Any other loop
+    (uvloop) or transport: its own sendto.
+    """
+    sock = getattr(transport, "_sock", None)
+    buffer = getattr(transport, "_buffer", None)
+    protocol = getattr(transport, "_protocol", None)
+    usual = transport.sendto
+    if sock is None or buffer is None or protocol is None:
+        return usual  # type: ignore[no-any-return]
+    raw = sock.sendto
+
+    def sendto(data: bytes, addr: Any) -> None:
+        if buffer or transport.is_closing():
+            usual(data, addr)
+            return
+        try:
+            raw(data, addr)
+        except (BlockingIOError, InterruptedError):
+            usual(data, addr)  # queued by the transport, sent when writable
+        except OSError as exc:
+            protocol.error_received(exc)  # what the transport does
+
+    return sendto
 
 
 class PortRangeExhausted(RuntimeError):
@@ -247,6 +287,9 @@ class _Endpoint(asyncio.DatagramProtocol):
     ) -> None:
         self.on_datagram = on_datagram
         self.on_lost = on_lost
+        # asyncio looks the method up on the protocol per datagram: the leg's handler itself
+        # answers, one Python call less per packet than the method below.
+        self.datagram_received = on_datagram  # type: ignore[method-assign,assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_lost()
@@ -300,7 +343,8 @@ class RtpLeg:
         *,
         payload_type: int = g711.PAYLOAD_TYPE_PCMU,
         dtmf_payload_type: int = 101,
-        target_delay: float = 0.060,
+        target_delay: float = 0.040,
+        max_delay: float | None = 0.100,
         rx_queue_frames: int = 10,
         tx_queue_frames: int = 5,
         rtcp_interval: float = 5.0,
@@ -318,12 +362,15 @@ class RtpLeg:
         self.rtcp_interval = rtcp_interval
         self._source: ToneSource | None = None
         self.sender = RtpSender(payload_type)
-        self.playout = PlayoutBuffer(target_delay=target_delay)
+        # Re-timed receive only (decoded, pull_frame, a transcoding bridge): 40 ms behind
+        # arrival, growing towards max_delay if the far end's jitter needs it (playout doc).
+        self.playout = PlayoutBuffer(target_delay=target_delay, max_delay=max_delay)
         self.dtmf_receiver = DtmfReceiver(dtmf_payload_type)
         self.cname = cname or f"leg-{self.sender.ssrc:08x}@{socket.gethostname()}"
         self._ticker = ticker
         self._rx: deque[PlayoutFrame] = deque(maxlen=rx_queue_frames)
         self._rx_waiter: asyncio.Future[None] | None = None
+        self._unconsumed = False  # nobody pulls received frames: the playout buffer rests
         self._tx: deque[bytes] = deque(maxlen=tx_queue_frames)
         self._tx_floor = 1 << 30  # smallest send-queue depth seen in this drain window
         self._tx_ticks = 0
@@ -334,6 +381,7 @@ class RtpLeg:
         self._lost_run = 0
         self._remote_stats: ReceiverStats | None = None
         self._rtp_transport: asyncio.DatagramTransport | None = None
+        self._rtp_sendto: Callable[[bytes, tuple[str, int]], None] | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._ports: PortRange | None = None
         self.local_host = ""
@@ -359,7 +407,7 @@ class RtpLeg:
         # Direct mode (module doc): who takes received packets as they arrive, whose packets
         # are sent as they arrive, and whether that is happening right now.
         self._listener: LegListener | None = None
-        self._relay_owner: object | None = None
+        self.relay_owner: object | None = None  # who relays into this leg (relay_from)
         self._relay_idle = False
         self._last_relay = 0.0
         self._forwarder = RtpForwarder(self.sender)
@@ -411,6 +459,7 @@ class RtpLeg:
             ports.take(port)
             self._ports = ports
             self._rtp_transport = rtp_t
+            self._rtp_sendto = socket_sendto(rtp_t)
             self._rtcp_transport = rtcp_t
             self.local_host = host
             self.local_port = port
@@ -434,7 +483,7 @@ class RtpLeg:
             return
         self.closed = True
         self._listener = None
-        self._relay_owner = None
+        self.relay_owner = None
         self.direct = False
         if self._ticker is not None:
             self._ticker.discard(self)
@@ -586,6 +635,7 @@ class RtpLeg:
         self._listener = listener
         self.playout.reset()
         self._rx.clear()
+        self._unconsumed = False
         self._update_mode()
 
     def unlisten(self, listener: LegListener) -> None:
@@ -595,16 +645,21 @@ class RtpLeg:
 
     def relay_from(self, owner: object | None) -> None:
         """`owner` will relay() a live packet stream into this leg (None: nobody does)."""
-        if owner is self._relay_owner:
+        if owner is self.relay_owner:
             return
-        self._relay_owner = owner
+        self.relay_owner = owner
         self._relay_idle = False
         self._update_mode()
 
     def release_relay(self, owner: object) -> None:
         """relay_from(None), if `owner` is still the one relaying."""
-        if self._relay_owner is owner:
+        if self.relay_owner is owner:
             self.relay_from(None)
+
+    def relay_skip(self) -> None:
+        """The relay's source had a packet that is not forwarded (an event, comfort noise):
+        the next relayed packet is renumbered to follow on, so no loss shows downstream."""
+        self._forwarder.skip()
 
     def relay(
         self, payload: bytes, ssrc: int, seq: int, timestamp: int, marker: bool, now: float
@@ -616,35 +671,33 @@ class RtpLeg:
         if not self.direct:
             if self.closed:
                 return True  # the call is over: nothing to queue either
-            if not self._relay_idle or self._relay_owner is None:
+            if not self._relay_idle or self.relay_owner is None:
                 return False
             self._relay_idle = False  # the stream is back: forward again
             self._update_mode()
             if not self.direct:
                 return False
         self._last_relay = now
-        out = self._forwarder.forward(ssrc, seq, timestamp, marker, len(payload), now)
-        transport, remote = self._rtp_transport, self.remote
-        if out is None or transport is None or remote is None:
+        octets = len(payload)
+        out = self._forwarder.forward(ssrc, seq, timestamp, marker, octets, now)
+        sendto, remote = self._rtp_sendto, self.remote
+        if out is None or sendto is None or remote is None:
             return True
         out_seq, out_ts, out_marker = out
-        data = (
-            _RTP_HEADER.pack(
-                0x80,
-                0x80 | self.payload_type if out_marker else self.payload_type,
-                out_seq,
-                out_ts,
-                self.sender.ssrc,
-            )
-            + payload
-        )
+        sender = self.sender
+        pt = self.payload_type
+        data = _pack_header(0x80, 0x80 | pt if out_marker else pt, out_seq, out_ts, sender.ssrc)
+        data += payload
         if self.srtp_required:
             protected = self.srtp.protect(data) if self.srtp is not None else None
             if protected is None:
                 return True
             data = protected
-        transport.sendto(data, remote)
-        self.sender.stats.count(len(payload), out_ts)
+        sendto(data, remote)
+        st = sender.stats  # SenderStats.count, inline: this runs for every relayed packet
+        st.packets_sent += 1
+        st.octets_sent += octets
+        st.last_rtp_timestamp = out_ts
         self._sent_since_report = True
         self.relayed += 1
         return True
@@ -654,7 +707,7 @@ class RtpLeg:
         if self.closed or not self._started:
             return
         direct = (
-            self._relay_owner is not None
+            self.relay_owner is not None
             and self._source is None
             and not self._dtmf_jobs
             and not self._relay_idle
@@ -712,9 +765,11 @@ class RtpLeg:
 
     def pull_frame(self) -> PlayoutFrame | None:
         """Oldest received frame (raw payload, None payload = lost), or None if none waits."""
+        self._unconsumed = False
         return self._rx.popleft() if self._rx else None
 
     async def recv_frame(self) -> PlayoutFrame:
+        self._unconsumed = False
         while not self._rx:
             if self.closed:
                 raise ConnectionError("RTP leg closed")
@@ -760,11 +815,15 @@ class RtpLeg:
             data = plain
         # Only the fixed header is unpacked (no packet object): a listener gets the payload
         # bytes; the playout buffer and the DTMF receiver get an RtpPacket.
-        try:
-            start, end = payload_bounds(data)
-        except RtpParseError:
-            self._parse_errors += 1
-            return
+        end = len(data)
+        if data[0] == 0x80 and end >= 12:  # V=2, no padding, extension or CSRC: the usual
+            start = 12
+        else:
+            try:
+                start, end = payload_bounds(data)
+            except RtpParseError:
+                self._parse_errors += 1
+                return
         src = addr if len(addr) == 2 else (addr[0], addr[1])
         if src != self.remote:
             if self.symmetric and not self._latched and src != self._previous_remote:
@@ -776,9 +835,9 @@ class RtpLeg:
                 self._foreign += 1
                 return
         self._latched = True
-        _, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
+        _, b1, seq, ts, ssrc = _unpack_header(data)
         pt = b1 & 0x7F
-        now = time.monotonic()
+        now = _monotonic()
         stats = self._remote_stats
         if stats is None or stats.ssrc != ssrc:
             stats = self._remote_stats = ReceiverStats(ssrc)
@@ -799,7 +858,8 @@ class RtpLeg:
             self.listened += 1
             listener(data[start:end], pt, seq, ts, ssrc, b1 > 0x7F, now)
             return
-        self.playout.put(RtpPacket(pt, seq, ts, ssrc, data[start:end], b1 > 0x7F), now)
+        if not self._unconsumed:
+            self.playout.put(RtpPacket(pt, seq, ts, ssrc, data[start:end], b1 > 0x7F), now)
 
     def _on_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.closed:
@@ -837,13 +897,24 @@ class RtpLeg:
     def _on_tick(self, now: float, slots: int) -> None:
         # Receive side first: one frame per elapsed slot into the (bounded) receive queue.
         mono = time.monotonic()
-        if self._listener is None:
+        if self._listener is None and not self._unconsumed:
+            rx = self._rx
             for _ in range(slots):
                 frame = self.playout.get(mono)
                 if frame is not None:
-                    self._rx.append(frame)
-            if self._rx and self._rx_waiter is not None and not self._rx_waiter.done():
-                self._rx_waiter.set_result(None)
+                    rx.append(frame)
+            if rx:
+                waiter = self._rx_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                elif len(rx) == rx.maxlen:
+                    # Nobody pulled for rx_queue_frames ticks (a held call's leg, a leg no
+                    # bridge carries): stop running the playout buffer for nobody, and keep
+                    # no backlog - a consumer that starts later must get the newest audio,
+                    # not the queue's 200 ms of delay for good. The next pull starts afresh.
+                    rx.clear()
+                    self.playout.reset()
+                    self._unconsumed = True
         if self.remote is not None and not self.direct:
             # Slots the loop missed are lost media: advance the clock so timing stays true.
             if slots > 1:
@@ -895,8 +966,21 @@ class RtpLeg:
         else:
             self.sender.skip()
             return
-        self._sendto(self.sender.next_packet(payload, marker=self._mark_next))
+        # What sender.next_packet(payload).serialize() gives, without a packet object.
+        sender = self.sender
+        seq, ts = sender.sequence, sender.timestamp
+        sender.sequence = (seq + 1) & 0xFFFF
+        sender.timestamp = (ts + FRAME_SAMPLES) & 0xFFFF_FFFF
+        st = sender.stats
+        st.packets_sent += 1
+        st.octets_sent += len(payload)
+        st.last_rtp_timestamp = ts
+        pt = sender.payload_type
+        marker = self._mark_next
         self._mark_next = False
+        self._send_data(
+            _pack_header(0x80, 0x80 | pt if marker else pt, seq, ts, sender.ssrc) + payload
+        )
 
     def _drain(self) -> None:
         """Drop a standing backlog of the send queue: a queue that never held fewer than
@@ -914,15 +998,18 @@ class RtpLeg:
         self._tx_floor = 1 << 30
 
     def _sendto(self, packet: RtpPacket) -> None:
-        if self._rtp_transport is None or self.remote is None:
+        self._send_data(packet.serialize())
+
+    def _send_data(self, data: bytes) -> None:
+        sendto = self._rtp_sendto
+        if sendto is None or self.remote is None:
             return
-        data = packet.serialize()
         if self.srtp_required:
             protected = self.srtp.protect(data) if self.srtp is not None else None
             if protected is None:
                 return
             data = protected
-        self._rtp_transport.sendto(data, self.remote)
+        sendto(data, self.remote)
         self._sent_since_report = True
 
     # -- RTCP -------------------------------------------------------------------------------

@@ -748,7 +748,15 @@ class ReceiverStats:
         timing=False counts the packet without feeding the jitter estimate: RFC 4733 event
         packets repeat their start timestamp (§2.3.1) and would read as huge jitter.
         """
-        if not self._update_seq(seq):
+        udelta = (seq - self.max_seq) & 0xFFFF
+        if 0 < udelta < _MAX_DROPOUT and self.initialised and not self.probation:
+            # §A.1's common case (the next packet, or a permissible gap), inline: it runs for
+            # every packet of every call.
+            if seq < self.max_seq:
+                self.cycles += _SEQ_MOD
+            self.max_seq = seq
+            self.received += 1
+        elif not self._update_seq(seq):
             return False
         self.octets_received += octets
         if not timing:

@@ -9,11 +9,13 @@ Sans-I/O: bytes in, bytes (or None) out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pylibsrtp
 
-__all__ = ["SUITE_PROFILES", "SrtpContext", "SrtpCounters"]
+__all__ = ["SUITE_PROFILES", "SrtpContext", "SrtpCounters", "rtp_protector", "rtp_unprotector"]
 
 # RFC 4568 §6.2 crypto-suite names → libsrtp profiles. For _32, libsrtp keeps the 80-bit tag
 # on SRTCP, as §6.2.2 requires.
@@ -22,6 +24,55 @@ SUITE_PROFILES = {
     "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
 }
 KEY_LENGTH = 30  # 128-bit master key || 112-bit master salt (RFC 3711 §8.2, RFC 4568 §6.2.1)
+
+
+# -- one RTP packet through libsrtp, for the per-packet paths ---------------------------------
+#
+# pylibsrtp's Session.protect/unprotect go through a generic __process that allocates a cffi
+# `int *` and checks types on every call; per forwarded packet that wrapper costs about as
+# much as the AES and HMAC themselves. These do the same calls - the session's own buffer and
+# libsrtp context, one `int *` kept per callable - and raise the same pylibsrtp.Error. They
+# rely on pylibsrtp's attributes (_srtp, _cdata, _buffer); without them, the public methods.
+
+
+def _fast(session: Any, func_name: str, trailer: int) -> Callable[[bytes], bytes] | None:
+    try:
+        from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
+
+        srtp = session._srtp[0]
+        cdata = session._cdata
+        buffer = session._buffer
+        func = getattr(lib, func_name)
+        ok = lib.srtp_err_status_ok
+        errors = pylibsrtp.ERRORS
+    except (AttributeError, ImportError):
+        return None
+    room = len(cdata) - trailer
+    length = ffi.new("int *")
+
+    def process(data: bytes) -> bytes:
+        n = len(data)
+        if n > room:
+            raise ValueError("packet is too long")
+        length[0] = n
+        buffer[0:n] = data
+        rc = func(srtp, cdata, length)
+        if rc != ok:
+            raise pylibsrtp.Error(errors[rc])
+        return buffer[0 : length[0]]  # type: ignore[no-any-return]
+
+    return process
+
+
+def rtp_protector(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
+    """`session.protect`, cheaper per call (see above)."""
+    trailer = getattr(pylibsrtp, "SRTP_MAX_TRAILER_LEN", 144)
+    return _fast(session, "srtp_protect", trailer) or session.protect
+
+
+def rtp_unprotector(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
+    """`session.unprotect`, cheaper per call (see above)."""
+    return _fast(session, "srtp_unprotect", 0) or session.unprotect
 
 
 @dataclass(slots=True)
@@ -39,7 +90,16 @@ class SrtpContext:
     dropped and counted: an attacker or a stale far end must not crash or confuse the leg.
     """
 
-    __slots__ = ("_rx", "_tx", "counters", "local_key", "remote_key", "suite")
+    __slots__ = (
+        "_protect",
+        "_rx",
+        "_tx",
+        "_unprotect",
+        "counters",
+        "local_key",
+        "remote_key",
+        "suite",
+    )
 
     def __init__(self, suite: str, local_key: bytes, remote_key: bytes) -> None:
         if suite not in SUITE_PROFILES:
@@ -62,6 +122,8 @@ class SrtpContext:
                 key=remote_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
             )
         )
+        self._protect = rtp_protector(self._tx)
+        self._unprotect = rtp_unprotector(self._rx)
         self.counters = SrtpCounters()
 
     def same_keys(self, suite: str, local_key: bytes, remote_key: bytes) -> bool:
@@ -71,7 +133,7 @@ class SrtpContext:
 
     def protect(self, packet: bytes) -> bytes | None:
         try:
-            return self._tx.protect(packet)
+            return self._protect(packet)
         except (pylibsrtp.Error, ValueError):
             self.counters.protect_failures += 1
             return None
@@ -85,7 +147,7 @@ class SrtpContext:
 
     def unprotect(self, packet: bytes) -> bytes | None:
         try:
-            return self._rx.unprotect(packet)
+            return self._unprotect(packet)
         except (pylibsrtp.Error, ValueError, TypeError):
             self.counters.auth_failures += 1
             return None

@@ -2,15 +2,17 @@ import asyncio
 import itertools
 import random
 import time
+from collections import deque
 
 import numpy as np
 import pytest
 
 from phone.media import g711
-from phone.media.leg import MediaTicker, PortRange, PortRangeExhausted, RtpLeg
+from phone.media.leg import MediaTicker, PortRange, PortRangeExhausted, RtpLeg, socket_sendto
 from phone.media.rtp import RtpPacket
 from phone.media.tones import SineTone
 from tests.support import analysis
+from tests.support.fake_browser import wait_for
 
 HOST = "127.0.0.1"
 
@@ -417,3 +419,58 @@ def test_the_send_queue_drops_a_standing_backlog():
     leg.send_payload(frame)
     leg._send_frame()
     assert len(leg._tx) == 0  # ... and after a window of ticks only _TX_KEEP (1) was kept
+
+
+async def test_socket_sendto_goes_to_the_socket_and_falls_back_to_the_transport():
+    """The per-packet send skips asyncio's wrapper only while that changes nothing: a full
+    kernel buffer hands the packet (and the ones after it, while the transport still holds
+    some) to the transport, which queues them in order."""
+    loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+
+    class Rx(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            got.append(data)
+
+    rx, _ = await loop.create_datagram_endpoint(Rx, local_addr=(HOST, 0))
+    tx, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(HOST, 0))
+    addr = rx.get_extra_info("sockname")
+    try:
+        socket_sendto(tx)(b"direct", addr)
+        await wait_for(lambda: got == [b"direct"])
+    finally:
+        rx.close()
+        tx.close()
+
+    class Sock:
+        full = True
+
+        def sendto(self, data, addr):
+            if self.full:
+                raise BlockingIOError
+            sent.append(("socket", data))
+
+    class Transport:
+        def __init__(self) -> None:
+            self._sock, self._buffer, self._protocol = Sock(), deque(), None
+
+        def sendto(self, data, addr):
+            sent.append(("transport", data))
+            self._buffer.append(data)
+
+        def is_closing(self):
+            return False
+
+    sent: list[tuple[str, bytes]] = []
+    transport = Transport()
+    transport._protocol = asyncio.DatagramProtocol()
+    send = socket_sendto(transport)
+    send(b"1", addr)  # the kernel buffer is full: queued by the transport
+    transport._sock.full = False
+    send(b"2", addr)  # the transport still holds 1: 2 goes behind it
+    transport._buffer.clear()
+    send(b"3", addr)  # drained: straight to the socket again
+    assert sent == [("transport", b"1"), ("transport", b"2"), ("socket", b"3")]
+    # Another loop's transport (no selector internals): its own sendto.
+    plain = type("Plain", (), {"sendto": lambda self, data, addr: None})()
+    assert socket_sendto(plain) == plain.sendto

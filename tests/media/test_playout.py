@@ -188,3 +188,47 @@ def test_concealment_frames_carry_an_estimated_timestamp():
     lost = buf.get(0.05)
     assert lost.lost and lost.timestamp == 160 and lost.payload_type == 0
     assert buf.get(0.07).sequence == 2
+
+
+def late(arrivals, seq, by):
+    return [(t + by, p) if p.sequence_number == seq else (t, p) for t, p in arrivals]
+
+
+def test_adaptive_delay_grows_one_frame_after_a_late_packet_and_then_holds_it():
+    buf = PlayoutBuffer(target_delay=0.04, max_delay=0.10)
+    # Slots play 45 ms after nominal arrival here (40 ms + the tick phase): 50 ms is late.
+    arr = late(late(steady(list(range(0, 60))), 10, 0.05), 30, 0.05)
+    frames = simulate(buf, arr, duration=1.5)
+    assert frames[:2] == [None, None] and frames[2].sequence == 0  # 40 ms, not 60
+    played = seqs(frames)
+    # Packet 10 is lost to the jitter once; one stretch frame adds 20 ms; packet 30, just as
+    # late, now plays in its slot.
+    assert played[:61] == [*range(0, 10), "L", "L", *range(11, 60)]
+    assert buf.stats.late == 1 and buf.stats.stretched == 1 and buf.extra == 1
+
+
+def test_adaptive_delay_stops_at_max_delay():
+    buf = PlayoutBuffer(target_delay=0.04, max_delay=0.08)
+    arr = steady(list(range(0, 200)))
+    for seq in range(10, 200, 10):
+        arr = late(arr, seq, 0.07 + seq / 1000)  # ever later: more than any delay helps
+    simulate(buf, arr, duration=4.5)
+    assert buf.target_frames + buf.extra == 4  # 80 ms
+    assert buf.stats.stretched == 2
+
+
+def test_adaptive_delay_shrinks_back_when_the_jitter_is_gone():
+    buf = PlayoutBuffer(target_delay=0.04, max_delay=0.10, shrink_after=100)
+    arr = late(steady(list(range(0, 400))), 10, 0.05)
+    frames = simulate(buf, arr, duration=8.2)
+    assert buf.stats.stretched == 1 and buf.stats.shrunk == 1 and buf.extra == 0
+    played = [p for p in seqs(frames) if p != "L"]
+    assert played == sorted(played) and len(played) == 398  # 10 late, one dropped to shrink
+    assert buf.stats.late == 1
+
+
+def test_fixed_delay_is_the_default_of_the_buffer():
+    buf = PlayoutBuffer(target_delay=0.04)
+    arr = late(late(steady(list(range(0, 60))), 10, 0.05), 30, 0.05)
+    simulate(buf, arr, duration=1.5)
+    assert buf.stats.late == 2 and buf.extra == 0

@@ -15,6 +15,7 @@ import secrets
 import struct
 
 import numpy as np
+import pylibsrtp
 import pytest
 
 from phone.media import g711
@@ -28,7 +29,7 @@ from phone.media.rtp import (
     build_compound,
     parse_rtcp,
 )
-from phone.media.srtp import SrtpContext
+from phone.media.srtp import SrtpContext, rtp_protector, rtp_unprotector
 from phone.media.tones import MusicOnHold, SineTone
 from tests.media.test_bridge import BROWSER_HZ, FAR_HZ, FarEnd, frequency, listen
 from tests.support import analysis
@@ -305,3 +306,27 @@ async def test_the_bridge_carries_audio_music_on_hold_and_dtmf_over_srtp(ports, 
     assert len(analysis.non_silent(moh)) > 2000 and not analysis.has_tone(moh, BROWSER_HZ)
     assert frequency(back_at_far) == pytest.approx(BROWSER_HZ, abs=5)
     assert leg.stats.srtp_auth_failures == 0 and far.leg.stats.srtp_auth_failures == 0
+
+
+def test_the_per_packet_protect_and_unprotect_match_pylibsrtp():
+    """rtp_protector/rtp_unprotector (the bridge's and the leg's per-packet path) give what
+    pylibsrtp's own methods give, and fail the same way."""
+    key = secrets.token_bytes(30)
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+
+    def session(direction):
+        return pylibsrtp.Session(
+            pylibsrtp.Policy(key=key, ssrc_type=direction, srtp_profile=profile)
+        )
+
+    tx, rx = session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    protect, unprotect = rtp_protector(tx), rtp_unprotector(rx)
+    packets = [RtpPacket(0, i, i * 160, 0x1234, bytes([i]) * 160).serialize() for i in range(6)]
+    wire = [protect(p) if i % 2 else tx.protect(p) for i, p in enumerate(packets)]
+    assert [rx.unprotect(w) if i % 2 else unprotect(w) for i, w in enumerate(wire)] == packets
+    with pytest.raises(pylibsrtp.Error):
+        unprotect(wire[0])  # a replay
+    with pytest.raises(pylibsrtp.Error):
+        unprotect(wire[1][:-1] + bytes([wire[1][-1] ^ 1]))  # forged
+    with pytest.raises(ValueError):
+        protect(bytes(1500))

@@ -1,0 +1,167 @@
+"""`manage.py sipworker` for benchmarks/bridge_fullstack.py, with SIP timestamps (benchmark only).
+
+Production code unchanged: before the worker starts, this wraps `SipTransport._send` and
+`SipTransport._feed` (phone.sip.transport, class attributes, this process only) so that every
+INVITE the worker sends and every final response to an INVITE it receives is written to the
+file named by $SIP_TIMES as `<event> <From user> <time.monotonic()>`:
+
+    invite 1003 12345.678901      (sent: the dial, or again after a 401/407 challenge)
+    final 1003 12345.701234 200   (received, before the worker handles it)
+
+and, on the channel layer (channels_redis, also wrapped), when a page's `dial` command came
+out of Redis and when the `call` message with state incall went into it, by session channel:
+
+    dial <channel> 12345.600000
+    incall <channel> 12345.705000
+
+time.monotonic() is CLOCK_MONOTONIC, the clock the benchmark's own timestamps use, so the
+benchmark splits dial -> `call incall` at the page into the PBX's part (each INVITE until its
+final response: Kamailio, its digest challenge, SIPp) and the worker's own (everything else:
+the channel layer to the worker, the line's actor, building and parsing SIP, the 200 OK back
+to the page).
+
+    SIP_TIMES=/tmp/x.log python benchmarks/sipworker_probe.py   (same environment as sipworker)
+
+It also watches the worker's event loop: a callback due every 5 ms that runs more than 20 ms
+late writes `lag <time.monotonic()> <seconds late> <CPU seconds the loop used meanwhile>` - a
+stall of the loop that carries every call, i.e. a gap in the gateway's own output whatever its
+input did; the CPU figure tells the worker's own blocking from being descheduled.
+
+And the garbage collector: a collection taking over 5 ms writes
+`gc <time.monotonic()> <seconds> <generation>` (the usual suspect for such a stall).
+
+BENCH_UVLOOP=1 runs the worker on uvloop's event loop instead of asyncio's (an experiment:
+production runs asyncio's).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+_FROM_USER = re.compile(rb"\r\n(?:From|f)\s*:[^\r]*?sips?:([^@;>\s]+)@", re.IGNORECASE)
+_CSEQ_INVITE = re.compile(rb"\r\nCSeq\s*:\s*\d+\s+INVITE\r\n", re.IGNORECASE)
+
+
+def install(path: str) -> None:
+    from phone.sip import transport
+
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    cls: Any = transport.SipTransport
+    send, feed = cls._send, cls._feed
+
+    def user(data: bytes) -> str:
+        m = _FROM_USER.search(data)
+        return m.group(1).decode(errors="replace") if m else "?"
+
+    def _send(self: Any, data: bytes, addr: Any) -> None:
+        if data.startswith(b"INVITE "):
+            out.write(f"invite {user(data)} {time.monotonic():.6f}\n")
+        send(self, data, addr)
+
+    def _feed(self: Any, data: bytes, source: Any) -> None:
+        if data.startswith(b"SIP/2.0 ") and data[8:9] in b"23456" and _CSEQ_INVITE.search(data):
+            out.write(f"final {user(data)} {time.monotonic():.6f} {data[8:11].decode()}\n")
+        feed(self, data, source)
+
+    cls._send, cls._feed = _send, _feed
+
+    from channels_redis.core import RedisChannelLayer
+
+    layer: Any = RedisChannelLayer
+    layer_send, layer_receive = layer.send, layer.receive
+
+    async def send_(self: Any, channel: str, message: dict[str, Any]) -> None:
+        inner = message.get("message")
+        state = (inner.get("type"), inner.get("state")) if isinstance(inner, dict) else None
+        if state == ("call", "incall"):
+            out.write(f"incall {channel} {time.monotonic():.6f}\n")
+        await layer_send(self, channel, message)
+
+    async def receive_(self: Any, channel: str) -> dict[str, Any]:
+        message = await layer_receive(self, channel)
+        if message.get("type") == "worker.command" and message.get("command") == "dial":
+            out.write(f"dial {message.get('session')} {time.monotonic():.6f}\n")
+        return message
+
+    layer.send, layer.receive = send_, receive_
+
+
+def watch_loop(path: str) -> None:
+    """Every event loop this process makes gets the stall monitor (module doc)."""
+    import asyncio
+
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    base: Any = asyncio.get_event_loop_policy().__class__
+    if os.environ.get("BENCH_UVLOOP"):
+        import uvloop
+
+        base = uvloop.EventLoopPolicy
+
+    def monitor(loop: asyncio.AbstractEventLoop) -> None:
+        due = loop.time() + 0.005
+
+        cpu = time.thread_time()
+
+        def tick() -> None:
+            nonlocal due, cpu
+            now, used = loop.time(), time.thread_time()
+            if now - due > 0.020:
+                # With the CPU the loop's thread used meanwhile: near the stall's length, the
+                # worker was busy (its own code blocked the loop); near zero, the kernel
+                # ran something else (another process on a shared core).
+                out.write(f"lag {time.monotonic():.6f} {now - due:.6f} {used - cpu:.6f}\n")
+            due, cpu = now + 0.005, used
+            loop.call_at(due, tick)
+
+        loop.call_at(due, tick)
+
+    class Policy(base):  # type: ignore[misc,valid-type]
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            loop = super().new_event_loop()
+            monitor(loop)
+            return loop
+
+    asyncio.set_event_loop_policy(Policy())
+
+    import gc
+
+    started = [0.0]
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        if took > 0.005:
+            out.write(f"gc {time.monotonic():.6f} {took:.6f} {info.get('generation')}\n")
+
+    gc.callbacks.append(collected)
+
+
+def main() -> None:
+    path = os.environ.get("SIP_TIMES")
+    if path:
+        install(path)
+        watch_loop(path)
+    elif os.environ.get("BENCH_UVLOOP"):
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line([str(ROOT / "manage.py"), "sipworker"])
+
+
+if __name__ == "__main__":
+    main()
