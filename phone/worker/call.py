@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from phone.numbers import display_number
 from phone.quality import QualityTracker
 from phone.signalling.schema import server_message
 from phone.sip.sdp import SessionDescription
@@ -181,8 +182,10 @@ class LineCall:
             state=self.phase.value,
             direction=self.direction,
             remote=self.remote,
+            remote_display=display_number(self.remote),
             remote_name=self.remote_name,
             called=self.called,
+            called_display=display_number(self.called),
             held=self.phase is Phase.HELD,
             pending=self.pending,
             reason=self.reason,
@@ -191,6 +194,18 @@ class LineCall:
             line=self.line,
             ring=self.ring,
             park=self.park_slot,
+        )
+
+    def incoming_message(self) -> dict[str, Any]:
+        """`incoming`: to the one tab that should ring (seed 1-4)."""
+        return server_message(
+            "incoming",
+            id=self.id,
+            remote=self.remote,
+            remote_display=display_number(self.remote),
+            remote_name=self.remote_name,
+            called=self.called,
+            called_display=display_number(self.called),
         )
 
     @property

@@ -669,13 +669,7 @@ class Line:
         if target is not None:
             await self.send(
                 target,
-                server_message(
-                    "incoming",
-                    id=call.id,
-                    remote=call.remote,
-                    remote_name=call.remote_name,
-                    called=call.called,
-                ),
+                call.incoming_message(),
             )
             metrics.call_setup(time.time() - call.started_at, "incoming")
             await self.send(target, self._cti(call, "ring"))
@@ -1598,13 +1592,7 @@ class Line:
         if target is not None:
             await self.send(
                 target,
-                server_message(
-                    "incoming",
-                    id=call.id,
-                    remote=call.remote,
-                    remote_name=call.remote_name,
-                    called=call.called,
-                ),
+                call.incoming_message(),
             )
 
     async def _failed(self, call: LineCall, status: int | None) -> None:

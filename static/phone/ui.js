@@ -40,6 +40,11 @@ function fill(template, values) {
   return template.replace(/\{(\w+)\}/g, (whole, name) => (name in values ? String(values[name]) : whole));
 }
 
+/** A number of a call as people read it (03-1234-5678: the server groups it), else as dialled. */
+function shown(call, field) {
+  return call[`${field}_display`] || call[field] || "";
+}
+
 function twoDigits(n) {
   return String(n).padStart(2, "0");
 }
@@ -387,9 +392,9 @@ export class PhoneUI {
     status.dataset.state = state;
     status.textContent = LABELS[state];
     const display = $("display");
-    display.textContent = call ? call.remote_name || call.remote : "";
+    display.textContent = call ? call.remote_name || shown(call, "remote") : "";
     // The number next to a name (CSS shows it; the element's text stays the name).
-    display.dataset.number = call && call.remote_name && call.remote_name !== call.remote ? call.remote : "";
+    display.dataset.number = call && call.remote_name && call.remote_name !== call.remote ? shown(call, "remote") : "";
     $("hangup-btn").hidden = !call;
     const hold = $("hold-btn");
     hold.dataset.state = call && (call.state === "held" || call.transfer) ? "on" : "off";
@@ -430,10 +435,10 @@ export class PhoneUI {
     select.dataset.testid = "call-select";
     select.dataset.action = "select";
     select.title = LABELS.select;
-    const name = call.remote_name || call.remote || "";
+    const name = call.remote_name || shown(call, "remote");
     select.append(element("span", "call-name", name));
     if (call.remote_name && call.remote && call.remote_name !== call.remote) {
-      select.append(element("span", "call-number", call.remote));
+      select.append(element("span", "call-number", shown(call, "remote")));
     }
     const details = element("span", "call-details");
     if (call.transfer) details.append(element("span", "call-consult", LABELS.consultation));
@@ -491,14 +496,15 @@ export class PhoneUI {
     if (!this.calls.has(m.id)) {
       // `call` normally comes first; if not, the row shows what `incoming` says.
       this.updateCall({ id: m.id, state: "incoming", direction: "in", remote: m.remote,
-        remote_name: m.remote_name, called: m.called, line: "", ring: "", park: null });
+        remote_display: m.remote_display, remote_name: m.remote_name, called: m.called,
+        called_display: m.called_display, line: "", ring: "", park: null });
     }
     this.ringFor.add(m.id);
     this.startRinging(this.calls.get(m.id)?.ring || "");
     if ("Notification" in window && Notification.permission === "granted") {
       // Seed 3-3 ③: who is calling, and which of our numbers they called.
-      const note = new Notification(m.remote_name || m.remote, {
-        body: `${LABELS.incoming_to} ${m.called}`,
+      const note = new Notification(m.remote_name || shown(m, "remote"), {
+        body: `${LABELS.incoming_to} ${shown(m, "called")}`,
         tag: m.id,
       });
       note.onclick = () => window.focus();

@@ -56,3 +56,15 @@ def test_it_bounds_what_a_remote_invite_carried_and_history_keeps_the_row(cast):
     actions.do_close_call(cast.alice.pk, record_id, call.history_fields(cast.alice.pk, "A"))
     row = CallRecord.objects.get(pk=record_id)
     assert len(row.sip_call_id) == 255 and row.ended_at is not None and row.worker == ""
+
+
+@pytest.mark.parametrize(
+    ("remote", "shown"),
+    [("+81312345678", "03-1234-5678"), ("09012345678", "090-1234-5678"), ("1002", "1002")],
+)
+def test_the_page_gets_numbers_as_people_read_them_and_as_dialled(remote, shown):
+    """Issue 13 item 9: the page shows 03-1234-5678; redial, CTI and history keep the digits."""
+    call = LineCall(id="c1", direction="in", remote=remote, called="0311112222")
+    for message in (call.message(), call.incoming_message()):
+        assert message["remote"] == remote and message["remote_display"] == shown
+        assert message["called"] == "0311112222" and message["called_display"] == "03-1111-2222"
