@@ -13,13 +13,9 @@ from channels.db import database_sync_to_async
 
 from phone import presence
 from phone.models import Contact, LineButton, Phonebook
-from tests.integration import test_call_control as call_control
 from tests.phone.ws import communicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-office = call_control.office
-
 
 @pytest.fixture(autouse=True)
 def fresh_presence():
