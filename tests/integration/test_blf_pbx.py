@@ -17,6 +17,7 @@ from tests.phone.ws import communicator
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
+
 @pytest.fixture(autouse=True)
 def fresh_presence():
     presence.reset_memory()
