@@ -113,15 +113,17 @@ def touch_sizes(page, selector):
 def emit_calls(page):
     """Two calls in the list (one held, one ringing), as the server would send them."""
     base = {
-        "remote_name": "", "called": "0312345678", "pending": None, "reason": "",
+        "remote_name": "", "called": "0312345678", "called_display": "03-1234-5678",
+        "pending": None, "reason": "",
         "answered_at": None, "transfer": None, "line": "", "ring": "", "park": None,
     }  # fmt: skip
     for call in (
         {**base, "id": "c1", "state": "held", "direction": "out", "held": True,
-         "remote": "0359890925", "remote_name": "株式会社テストホールディングス 東日本営業本部",
+         "remote": "0359890925", "remote_display": "03-5989-0925",
+         "remote_name": "株式会社テストホールディングス 東日本営業本部",
          "answered_at": timezone.now().isoformat()},
         {**base, "id": "c2", "state": "incoming", "direction": "in", "held": False,
-         "remote": "09044110011"},
+         "remote": "09044110011", "remote_display": "090-4411-0011"},
     ):  # fmt: skip
         message = server_message("call", **call)
         page.evaluate("m => window.browserPhone.socket.emit(m.type, m)", message)
