@@ -80,11 +80,12 @@ SERVER_MESSAGES: dict[str, dict[str, tuple]] = {
         "direction": _f(_STR),  # out | in
         "remote": _f(_STR),
         # The numbers as people read them (03-1234-5678; phone.numbers.display_number): the
-        # page shows these, `remote`/`called` stay as dialled (for redial, CTI, history).
-        "remote_display": _f(_STR),
+        # page shows these, `remote`/`called` stay as dialled (for redial, CTI, history). The
+        # worker always sends them; a page falls back to the digits without them.
+        "remote_display": _f(_STR, False),
         "remote_name": _f(_STR),
         "called": _f(_STR),
-        "called_display": _f(_STR),
+        "called_display": _f(_STR, False),
         "held": _f(_BOOL),
         # "hold" | "unhold" while that re-INVITE awaits its answer; state changes only on 2xx
         "pending": _f((str, type(None))),
@@ -101,10 +102,10 @@ SERVER_MESSAGES: dict[str, dict[str, tuple]] = {
     "incoming": {
         "id": _f(_STR),
         "remote": _f(_STR),
-        "remote_display": _f(_STR),
+        "remote_display": _f(_STR, False),
         "remote_name": _f(_STR),
         "called": _f(_STR),
-        "called_display": _f(_STR),
+        "called_display": _f(_STR, False),
     },
     "calls": {"calls": _f(_LIST)},  # every call of the user, on (re)attach
     "webrtc.answer": {"sdp": _f(_STR)},
