@@ -106,6 +106,7 @@ class PlayoutBuffer:
         self._empty_run = 0  # consecutive gets that found nothing buffered at all
         self._last_ts: int | None = None
         self._last_pt: int | None = None
+        self._last_played: int | None = None  # sequence number of the last frame played
 
     # -- input ------------------------------------------------------------------------------
 
@@ -135,12 +136,20 @@ class PlayoutBuffer:
                         self._calm = 0
                         self._min_ahead = 1 << 30
                     return False
+                if self._played_already(seq):
+                    self.stats.late += 1
+                    return False
                 # Nothing buffered and we have been playing air: the stream is behind the
                 # cursor (sender paused with contiguous sequence numbers, or our clock runs
                 # fast). Dropping it as late would drop every following packet too, so
                 # re-anchor on it and rebuild the target delay.
                 self.stats.resets += 1
                 self._restart(packet.ssrc, now)
+        elif self._played_already(seq):
+            # Stopped after a silence: a straggler from before it must not become the new
+            # start, or it would play after frames that followed it.
+            self.stats.late += 1
+            return False
         if seq in self._packets:
             self.stats.duplicates += 1
             return False
@@ -153,7 +162,16 @@ class PlayoutBuffer:
         self._trim()
         return True
 
+    def _played_already(self, seq: int) -> bool:
+        """Whether `seq` is at or before the last frame played (a re-anchor on it would play
+        the stream out of order); a jump of max_jump or more is a restart, not this."""
+        if self._last_played is None:
+            return False
+        return -self.max_jump < seq_diff(seq, self._last_played) <= 0
+
     def _restart(self, ssrc: int, now: float) -> None:
+        if ssrc != self.ssrc:
+            self._last_played = None  # another source: its numbers are its own
         self.ssrc = ssrc
         self._packets.clear()
         self._next_seq = None
@@ -225,6 +243,7 @@ class PlayoutBuffer:
             self._empty_run = 0
             self._last_ts = packet.timestamp
             self._last_pt = packet.payload_type
+            self._last_played = seq
             self.stats.played += 1
             return PlayoutFrame(seq, packet.timestamp, packet.payload_type, packet.payload)
         if not self._packets:
@@ -269,6 +288,7 @@ class PlayoutBuffer:
         self._empty_run = 0
         self._last_ts = None
         self._last_pt = None
+        self._last_played = None
         self.extra = 0
         self._stretch = 0
         self._calm = 0
