@@ -146,23 +146,21 @@ async def test_the_pages_stats_are_rate_limited_and_bounded(cast, outside):
 
 
 class LossyLink:
-    """The far end's RTP socket, dropping every third datagram it sends: real packet loss on
-    the way to the worker, which its own receiver statistics see (RFC 3550 §A.3)."""
+    """The far end's RTP sends, dropping every third datagram: real packet loss on the way to
+    the worker, which its own receiver statistics see (RFC 3550 §A.3). (It wraps the leg's
+    send function, RtpLeg._rtp_sendto, which every RTP packet of the leg leaves through.)"""
 
-    def __init__(self, transport):
-        self.transport = transport
+    def __init__(self, sendto):
+        self.inner = sendto
         self.sent = 0
         self.dropped = 0
 
-    def sendto(self, data, addr=None):
+    def __call__(self, data, addr):
         self.sent += 1
         if self.sent % 3 == 0:
             self.dropped += 1
             return
-        self.transport.sendto(data, addr)
-
-    def __getattr__(self, name):
-        return getattr(self.transport, name)
+        self.inner(data, addr)
 
 
 async def test_real_packet_loss_towards_the_worker_turns_the_call_poor(cast, outside):
@@ -170,7 +168,7 @@ async def test_real_packet_loss_towards_the_worker_turns_the_call_poor(cast, out
     leg = outside.calls[far_id].leg
     try:
         await quality_until(page, call_id, "good")
-        link = leg._rtp_transport = LossyLink(leg._rtp_transport)
+        link = leg._rtp_sendto = LossyLink(leg._rtp_sendto)
         # The worker's receiver statistics report a third lost at its next RTCP report
         # (every 2.5-7.5 s), then the indicator follows.
         poor = await quality_until(page, call_id, "poor", timeout=20)
