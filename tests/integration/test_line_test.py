@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 
 from phone.media.bridge import ice_host_addresses
 from phone.worker import diagnostics
+from tests.integration.test_call_control import Desk
 from tests.phone.ws import communicator
 from tests.support import analysis
 from tests.support.fake_browser import FakeBrowser
@@ -29,12 +30,9 @@ pytestmark = [
 PAGE_HZ, OTHER_HZ = 1000, 1300
 
 
-class Page:
-    """A phone page: its WebSocket, its WebRTC peer (FakeBrowser), the messages it got."""
-
-    def __init__(self, ws, browser):
-        self.ws, self.browser = ws, browser
-        self.unread: list[dict] = []
+class Page(Desk):
+    """A phone page (the call-control tests' Desk) that may open unregistered and waits
+    for its peer connection."""
 
     @classmethod
     async def open(cls, user, tone_hz=PAGE_HZ, *, registered=True):
@@ -53,28 +51,6 @@ class Page:
         """The microphone goes silent (digital zeros: a muted or dead input)."""
         track = self.browser.pc.getTransceivers()[0].sender.track
         track.tone.level = 0.0
-
-    async def next(self, kind, timeout=15, **fields):
-        def matches(message):
-            return message["type"] == kind and fields.items() <= message.items()
-
-        for message in self.unread:
-            if matches(message):
-                self.unread.remove(message)
-                return message
-        deadline = time.monotonic() + timeout
-        while True:
-            message = await self.ws.receive_json_from(timeout=max(0.1, deadline - time.monotonic()))
-            if matches(message):
-                return message
-            self.unread.append(message)
-
-    async def send(self, kind, **fields):
-        await self.ws.send_json_to({"type": kind, **fields})
-
-    async def close(self):
-        await self.ws.disconnect()
-        await self.browser.close()
 
 
 async def wait_connected(browser, timeout=10.0):
