@@ -13,6 +13,7 @@ import time
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.utils import timezone
 
 from cti.models import WebhookDelivery, WebhookEndpoint
 
@@ -47,11 +48,20 @@ def queue_call_event(tenant_id: int, event: str, payload: dict) -> list[WebhookD
     broker that cannot take the task is logged, not raised into the call."""
     from cti.tasks import deliver_webhook
 
+    # Deliveries run in parallel and each is retried on its own schedule, so a receiver may get
+    # call.ended before call.answered; occurred_at (microseconds, unlike the encoder's other
+    # times) is what it orders one call's events by.
+    occurred_at = timezone.now().isoformat()
     deliveries = []
     for endpoint in WebhookEndpoint.objects.filter(tenant_id=tenant_id, active=True):
         if not endpoint.wants(event):
             continue
-        body = {"event": event, "tenant": endpoint.tenant.code, **payload}
+        body = {
+            "event": event,
+            "tenant": endpoint.tenant.code,
+            "occurred_at": occurred_at,
+            **payload,
+        }
         delivery = WebhookDelivery.objects.create(
             tenant_id=tenant_id, endpoint=endpoint, event=event,
             payload=json.loads(encode(body)),

@@ -5,11 +5,14 @@ path itself (threads, a `celery worker` process, timed retries) is tests/cti/tes
 """
 
 import json
+import re
 import socket
 import threading
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.utils import timezone
 
 from cti import tasks
 from cti.models import WebhookDelivery, WebhookEndpoint
@@ -107,7 +110,11 @@ def test_it_signs_and_delivers_call_events(cast, receiver, django_capture_on_com
     assert verify(SECRET, headers["X-BrowserPhone-Signature"], body)
     assert not verify("wrong-secret", headers["X-BrowserPhone-Signature"], body)
     assert not verify(SECRET, headers["X-BrowserPhone-Signature"], body + b" ")
-    assert json.loads(body) == {
+    event = json.loads(body)
+    occurred_at = event.pop("occurred_at")  # e.g. 2026-11-26T09:00:00.123456+00:00
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", occurred_at)
+    assert abs((timezone.now() - datetime.fromisoformat(occurred_at)).total_seconds()) < 60
+    assert event == {
         "event": "call.ringing", "tenant": "tenant-a", "call_id": "c1", "from": "0312345678",
     }  # fmt: skip
     delivery = WebhookDelivery.objects.get()
