@@ -9,7 +9,9 @@ stack.
 """
 
 import asyncio
+import contextlib
 import logging
+import sys
 import weakref
 from typing import Any
 
@@ -31,7 +33,41 @@ def ensure_started() -> None:
     from phone.worker.host import SipWorkerHost
 
     log.info("starting the embedded sipworker host")
-    _hosts[loop] = loop.create_task(SipWorkerHost().run(), name="sipworker")
+    host = SipWorkerHost()
+    _hosts[loop] = task = loop.create_task(host.run(), name="sipworker")
+    _stop_with_the_server(host, task)
+
+
+# Long enough for every line's un-REGISTER (they leave together, ~0.2 s) and the media to close;
+# short of a service manager's stop timeout.
+STOP_SECONDS = 5.0
+
+
+def _stop_with_the_server(host: Any, task: "asyncio.Task[None]") -> None:
+    """Under daphne, stop the host before the server's loop stops, as `manage.py sipworker`
+    does on SIGTERM: lines send their un-REGISTERs and the pages' peer connections close.
+    Without it the process never exits after SIGTERM once a page has had WebRTC media: each
+    aiortc receiver runs a decoder thread that is not a daemon and only ends when its peer
+    connection closes, and Python's exit waits for such threads forever."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not hasattr(reactor, "addSystemEventTrigger"):
+        return  # not under Twisted (a test's own loop): whoever runs the loop stops the host
+    from twisted.internet.defer import Deferred
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        try:
+            await asyncio.wait_for(host.shutdown(), STOP_SECONDS)
+        except Exception:
+            log.exception("the embedded sipworker did not stop cleanly")
+
+    # "before" triggers that return a Deferred hold the shutdown until it fires (daphne stops
+    # its application instances the same way).
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(stop()))
+    )
 
 
 class StartsEmbeddedWorker:

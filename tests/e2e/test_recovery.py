@@ -37,3 +37,30 @@ def test_it_keeps_the_call_in_history_and_reconnects_after_the_server_is_killed(
     row.refresh_from_db()
     assert row.ended_at is not None and row.end_reason == "worker restart" and not row.worker
     assert row.direction == "out" and row.talk_seconds is not None
+
+
+def test_a_stopped_server_ends_its_calls_unregisters_and_exits(
+    cast, on_pbx, portal, page, make_baresip
+):
+    """SIGTERM (a service manager's stop, a deploy): the embedded sipworker stops with the
+    server. The far end gets its BYE, history says the call ended, the PBX loses the binding,
+    and the process exits: after a page had WebRTC media it used to hang until SIGKILL (aiortc's
+    decoder threads are not daemons)."""
+    bob = make_baresip("1002", auto_answer=True, tone_hz=700)
+    login(page, portal.url, "alice", cast.password)
+    expect(page.get_by_test_id("reg-lamp")).to_have_attribute("data-state", "ok", timeout=15000)
+    assert on_pbx.wait_registered("1001", timeout=5)
+    page.get_by_test_id("dial-input").fill("1002")
+    page.get_by_test_id("call-btn").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "incall", timeout=15000)
+    bob.wait_event("CALL_ESTABLISHED", timeout=10)
+
+    stopped = time.monotonic()
+    portal.proc.terminate()
+    code = portal.proc.wait(timeout=15)  # raises if it hangs
+    print(f"\nSIGTERM -> exited after {time.monotonic() - stopped:.2f} s")
+    assert code == 0
+    bob.wait_event("CALL_CLOSED", timeout=5)
+    assert not on_pbx.registered("1001")
+    row = CallRecord.objects.get(user=cast.alice)
+    assert row.ended_at is not None and row.end_reason == "local-bye"
