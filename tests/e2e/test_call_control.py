@@ -101,6 +101,13 @@ def test_a_second_call_rings_and_the_user_answers_swaps_and_hangs_up_each(
     )
     assert abs(alice.evaluate(ANALYSE, 2000) - 700) < 20  # carol again
     alice.get_by_test_id("call-swap").click()
+    # One row was held before this swap too: wait until dave is the call that is up, or the
+    # hang-up below may land on carol's row while the swap is under way.
+    wait_until(
+        alice,
+        "window.browserPhone.ui.call && window.browserPhone.ui.call.remote === '1004'"
+        " && window.browserPhone.ui.call.state === 'incall'",
+    )
     expect(alice.locator(row.format("held"))).to_have_count(1, timeout=10000)
 
     alice.locator(row.format("incall")).get_by_test_id("call-hangup").click()
