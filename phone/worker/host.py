@@ -42,7 +42,7 @@ from phone.signalling.protocol import (
 )
 from phone.signalling.schema import error_message
 from phone.sip.transaction import Addr
-from phone.sip.transport import SharedSipSocket, SipTransport
+from phone.sip.transport import SharedSipSocket
 from phone.sip.useragent import UserAgent
 from phone.worker import blf
 from phone.worker.db import LineConfig
@@ -56,27 +56,6 @@ log = logging.getLogger(__name__)
 RECEIVE_RETRY_SECONDS = 1.0
 # With several workers, each looks for calls and park slots of dead workers this often.
 SWEEP_SECONDS = 10.0
-
-
-async def open_sip_transport(
-    config: LineConfig, make_ua: Callable[[Addr], UserAgent], on_event: Callable[[Any], None]
-) -> SipPort:
-    """A socket (or connection) of the line's own. The host no longer uses it (lines share the
-    host's sockets, SipWorkerHost.open_shared_sip); kept for a host that wants one per line."""
-    bind = settings.SIP_BIND_ADDRESS
-    if config.transport == "tcp":
-        return await SipTransport.tcp(bind, 0, make_ua, on_event)
-    if config.transport == "tls":
-        # RFC 3261 §26.2: the PBX certificate must be valid for the PBX domain.
-        return await SipTransport.tls(
-            bind,
-            0,
-            make_ua,
-            on_event,
-            server_hostname=config.domain,
-            ca_file=settings.SIP_TLS_CA_FILE or None,
-        )
-    return await SipTransport.udp(bind, 0, make_ua, on_event)
 
 
 class SipWorkerHost:
