@@ -66,9 +66,14 @@ def install(path: str) -> None:
             out.write(f"invite {user(data)} {time.monotonic():.6f}\n")
         send(self, data, addr)
 
-    def _feed(self: Any, data: bytes, source: Any) -> None:
-        if data.startswith(b"SIP/2.0 ") and data[8:9] in b"23456" and _CSEQ_INVITE.search(data):
-            out.write(f"final {user(data)} {time.monotonic():.6f} {data[8:11].decode()}\n")
+    def _feed(self: Any, data: Any, source: Any) -> None:
+        if isinstance(data, bytes):
+            if data.startswith(b"SIP/2.0 ") and data[8:9] in b"23456" and _CSEQ_INVITE.search(data):
+                out.write(f"final {user(data)} {time.monotonic():.6f} {data[8:11].decode()}\n")
+        elif getattr(data, "status", 0) >= 200 and data.cseq.method == "INVITE":
+            # The shared socket hands its lines messages it parsed already (to route them).
+            who = data.from_addr.uri.user or "?"
+            out.write(f"final {who} {time.monotonic():.6f} {data.status}\n")
         feed(self, data, source)
 
     cls._send, cls._feed = _send, _feed
