@@ -307,6 +307,9 @@ class Line:
         self.diagnostics = Diagnostics(self)  # line test and call quality
         self.dnd = False  # 応答不可 (loaded with the line's config)
         self._presence: presence.Entry | None = None  # what we last published
+        # Lamps to publish, in order, by `_presence_sender` (not in the actor's turn).
+        self._presence_out: list[tuple[int, presence.Entry]] = []
+        self._presence_sender: asyncio.Task[None] | None = None
         # Lamps of the tenant's PBX extensions, while this line is the one that watches them.
         self.watch: blf.LineWatch | None = None
         # Our ringing calls answered for a colleague (代理応答): call id → who takes them.
@@ -339,6 +342,8 @@ class Line:
             except Exception:
                 log.exception("line %s: handling %s failed", self.user_id, type(item).__name__)
             await self._presence_check()
+        if self._presence_sender is not None:
+            await self._presence_sender  # the last lamp (offline) goes out before the line ends
 
     async def _handle(self, item: LineInput) -> None:
         match item:
@@ -1585,16 +1590,34 @@ class Line:
             return  # never published: pages show an unknown line offline already
         if last is not None and (last.state, last.extension) == (state, config.extension):
             return
-        try:
-            if last is not None and last.extension != config.extension:
-                gone = presence.Entry(last.extension, presence.OFFLINE, self.user_id, time.time())
-                await presence.publish(config.tenant_id, gone)
-            self._presence = presence.Entry(
-                config.extension, state, self.user_id, time.time(), self.host.worker_id
+        if last is not None and last.extension != config.extension:
+            gone = presence.Entry(last.extension, presence.OFFLINE, self.user_id, time.time())
+            self._publish(config.tenant_id, gone)
+        self._presence = presence.Entry(
+            config.extension, state, self.user_id, time.time(), self.host.worker_id
+        )
+        self._publish(config.tenant_id, self._presence)
+
+    def _publish(self, tenant_id: int, entry: presence.Entry) -> None:
+        """Publish a lamp without holding up the line: a publish is two Redis round trips, and
+        the message after a dial is often the far end's answer, which the page should get at
+        once (issue 11). One sender per line, first in first out, so the lamps go out in the
+        order the line's state changed and the last one published is the current one."""
+        self._presence_out.append((tenant_id, entry))
+        if self._presence_sender is None or self._presence_sender.done():
+            self._presence_sender = asyncio.create_task(
+                self._send_presence(), name=f"presence-{self.user_id}"
             )
-            await presence.publish(config.tenant_id, self._presence)
-        except Exception:
-            log.exception("line %s: publishing presence failed", self.user_id)
+
+    async def _send_presence(self) -> None:
+        # No await between the emptiness check and returning: `_publish` either finds this
+        # task still looping (it takes the new lamp too) or done (it starts another).
+        while self._presence_out:
+            tenant_id, entry = self._presence_out.pop(0)
+            try:
+                await presence.publish(tenant_id, entry)
+            except Exception:
+                log.exception("line %s: publishing presence failed", self.user_id)
 
     async def _park_timeout(self, call_id: str, slot: int) -> None:
         call = self.calls.get(call_id)
