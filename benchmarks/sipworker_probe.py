@@ -30,6 +30,10 @@ input did; the CPU figure tells the worker's own blocking from being descheduled
 And the garbage collector: a collection taking over 5 ms writes
 `gc <time.monotonic()> <seconds> <generation>` (the usual suspect for such a stall).
 
+LINE_TRACE=<file> also writes what each line's actor did, to that file (a diagnosis of call
+setup, not read by the benchmark): `post <message> <t>` when a message is queued, `handle
+<message> <start> <end>` for its handler and `presence <start> <end>` for the check after it.
+
 BENCH_UVLOOP=1 runs the worker on uvloop's event loop instead of asyncio's (an experiment:
 production runs asyncio's).
 """
@@ -66,9 +70,14 @@ def install(path: str) -> None:
             out.write(f"invite {user(data)} {time.monotonic():.6f}\n")
         send(self, data, addr)
 
-    def _feed(self: Any, data: bytes, source: Any) -> None:
-        if data.startswith(b"SIP/2.0 ") and data[8:9] in b"23456" and _CSEQ_INVITE.search(data):
-            out.write(f"final {user(data)} {time.monotonic():.6f} {data[8:11].decode()}\n")
+    def _feed(self: Any, data: Any, source: Any) -> None:
+        if isinstance(data, bytes):
+            if data.startswith(b"SIP/2.0 ") and data[8:9] in b"23456" and _CSEQ_INVITE.search(data):
+                out.write(f"final {user(data)} {time.monotonic():.6f} {data[8:11].decode()}\n")
+        elif getattr(data, "status", 0) >= 200 and data.cseq.method == "INVITE":
+            # The shared socket hands its lines messages it parsed already (to route them).
+            who = data.from_addr.uri.user or "?"
+            out.write(f"final {who} {time.monotonic():.6f} {data.status}\n")
         feed(self, data, source)
 
     cls._send, cls._feed = _send, _feed
@@ -146,6 +155,86 @@ def watch_loop(path: str) -> None:
     gc.callbacks.append(collected)
 
 
+def trace_lines(path: str) -> None:
+    """LINE_TRACE (module doc): time every line's messages and handlers."""
+    import django
+
+    django.setup()
+    from phone.worker.line import Line
+
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    cls: Any = Line
+    post, handle, presence = cls.post, cls._handle, cls._presence_check
+
+    def post_(self: Any, item: Any) -> None:
+        out.write(f"post {type(item).__name__} {time.monotonic():.6f}\n")
+        post(self, item)
+
+    async def handle_(self: Any, item: Any) -> None:
+        start = time.monotonic()
+        try:
+            await handle(self, item)
+        finally:
+            out.write(f"handle {type(item).__name__} {start:.6f} {time.monotonic():.6f}\n")
+
+    async def presence_(self: Any) -> None:
+        start = time.monotonic()
+        await presence(self)
+        out.write(f"presence {start:.6f} {time.monotonic():.6f}\n")
+
+    cls.post, cls._handle, cls._presence_check = post_, handle_, presence_
+
+    # And the steps of call setup inside those handlers: `step <name> <start> <end>`.
+    import inspect
+
+    from phone.worker import host, media
+
+    def timed(owner: Any, name: str, *, static: bool = False) -> None:
+        inner = getattr(owner, name)
+        if inspect.iscoroutinefunction(inner):
+
+            async def wrapped(*args: Any, **kwargs: Any) -> Any:
+                start = time.monotonic()
+                try:
+                    return await inner(*args, **kwargs)
+                finally:
+                    out.write(f"step {name} {start:.6f} {time.monotonic():.6f}\n")
+        else:
+
+            def wrapped(*args: Any, **kwargs: Any) -> Any:
+                start = time.monotonic()
+                try:
+                    return inner(*args, **kwargs)
+                finally:
+                    out.write(f"step {name} {start:.6f} {time.monotonic():.6f}\n")
+
+        setattr(owner, name, staticmethod(wrapped) if static else wrapped)
+
+    for name in ("_sip", "route_media", "_open", "broadcast", "_record_id", "_place_call"):
+        timed(cls, name)
+    timed(host.SipWorkerHost, "send")
+    timed(media.CallMedia, "open", static=True)  # before the host takes it as open_media
+
+    # The database thread's side: wall and CPU time of each job the line gives it.
+    from phone.worker import db
+
+    def db_timed(name: str) -> None:
+        inner = getattr(db, name)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            start, cpu = time.monotonic(), time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                took = time.thread_time() - cpu
+                out.write(f"db {name} {start:.6f} {time.monotonic():.6f} cpu {took:.6f}\n")
+
+        setattr(db, name, wrapped)
+
+    for name in ("open_call", "display_name_for", "lines_for"):
+        db_timed(name)
+
+
 def main() -> None:
     path = os.environ.get("SIP_TIMES")
     if path:
@@ -158,6 +247,8 @@ def main() -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    if os.environ.get("LINE_TRACE"):
+        trace_lines(os.environ["LINE_TRACE"])
     from django.core.management import execute_from_command_line
 
     execute_from_command_line([str(ROOT / "manage.py"), "sipworker"])

@@ -9,6 +9,7 @@ when the button was pressed.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from phone.sip.useragent import CallState
 from portal import metrics
 
 if TYPE_CHECKING:
+    from phone.worker.db import CallOpened
     from phone.worker.media import CallMedia
 
 
@@ -90,6 +92,9 @@ class LineCall:
     consult_of: str | None = None  # attended transfer: the held call this consultation is for
     offer: SessionDescription | None = None  # an incoming call's SDP offer, until answered
     record_id: int | None = None  # its history row, opened when the call starts
+    # The database job that opens that row (and looks up the name) while the call proceeds;
+    # None once the line folded its result in (phone.worker.line.Line._record_id).
+    opening: asyncio.Task[CallOpened] | None = field(default=None, repr=False, compare=False)
     line: str = ""  # the line button (seed 6-1) it came in on / went out with
     ring: str = ""  # that line's ring tone
     park_slot: int | None = None  # parked in this slot of the user's park group

@@ -1,10 +1,14 @@
 """The worker's database access: small synchronous functions, called through
 `database_sync_to_async` from the asyncio host (Channels' rule: no ORM on the event loop)."""
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from phone.phonebook import phonebook_name
 from portal.models import Profile, SipAccount
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,55 @@ def pickup_code(user_id: int, extension: str) -> str:
 
     tenant = Tenant.objects.filter(profiles__user_id=user_id).first()
     return tenant.feature_code("pickup", extension) if tenant else ""
+
+
+@dataclass(frozen=True)
+class CallOpened:
+    """What the database says about a call that just started (phone.worker.line.Line._open)."""
+
+    record_id: int | None  # its open history row; None if it could not be written
+    name: str  # the phonebook's name for the remote number ("" if none, or not looked up)
+    line: Line | None  # the line button an incoming call came in on (seed 6-1), if any
+
+
+def open_call(
+    user_id: int,
+    worker: str,
+    record: dict[str, Any],
+    *,
+    name_of: str | None = None,
+    line_of: str | None = None,
+) -> CallOpened:
+    """All the database work of a call's start, as one job on the database thread: the line
+    button `line_of` rang on, the phonebook name of `name_of`, then the history row opened
+    with that name (actions.do_open_call; a worker crash later still leaves a named row).
+
+    One job, not three: the order is the code's, not the order asyncio happens to start
+    three tasks in, and the call pays one thread hop. Nothing here may fail the call: a
+    failed lookup leaves the name or line empty, a failed INSERT leaves the row to be
+    written whole when the call ends (actions.do_close_call with no id)."""
+    from phone import actions
+
+    line = None
+    if line_of is not None:
+        try:
+            line = lines_for(user_id).get(line_of)
+        except Exception:
+            log.exception("user %s: could not read the line buttons", user_id)
+    name = ""
+    if name_of is not None:
+        try:
+            name = display_name_for(user_id, name_of)
+        except Exception:
+            log.exception("user %s: could not look up the phonebook name", user_id)
+    if name:
+        record = {**record, "remote_name": name}
+    try:
+        record_id: int | None = actions.do_open_call(user_id, worker, record)
+    except Exception:
+        log.exception("user %s: could not open a history row", user_id)
+        record_id = None
+    return CallOpened(record_id, name, line)
 
 
 def set_answered_by(record_id: int | None, answerer_id: int) -> None:

@@ -148,6 +148,16 @@ class Joined:
 
 
 @dataclass(frozen=True, slots=True)
+class Opened:
+    """A call's start-up database job (history row, phonebook name, line button) finished:
+    the line folds its result into the call and tells the pages (Line._open)."""
+
+    call_id: str
+    job: asyncio.Task[db.CallOpened]
+    ring: bool  # an incoming call: the pages ring now that the name and ring tone are known
+
+
+@dataclass(frozen=True, slots=True)
 class ParkTimeout:
     call_id: str
     slot: int
@@ -186,6 +196,7 @@ LineInput = (
     | ToneDone
     | TransferDeadline
     | ParkTimeout
+    | Opened
     | EndDialog
     | LeaseLost
     | Any  # Any: the UserAgent's events
@@ -296,6 +307,9 @@ class Line:
         self.diagnostics = Diagnostics(self)  # line test and call quality
         self.dnd = False  # 応答不可 (loaded with the line's config)
         self._presence: presence.Entry | None = None  # what we last published
+        # Lamps to publish, in order, by `_presence_sender` (not in the actor's turn).
+        self._presence_out: list[tuple[int, presence.Entry]] = []
+        self._presence_sender: asyncio.Task[None] | None = None
         # Lamps of the tenant's PBX extensions, while this line is the one that watches them.
         self.watch: blf.LineWatch | None = None
         # Our ringing calls answered for a colleague (代理応答): call id → who takes them.
@@ -328,6 +342,8 @@ class Line:
             except Exception:
                 log.exception("line %s: handling %s failed", self.user_id, type(item).__name__)
             await self._presence_check()
+        if self._presence_sender is not None:
+            await self._presence_sender  # the last lamp (offline) goes out before the line ends
 
     async def _handle(self, item: LineInput) -> None:
         match item:
@@ -386,6 +402,8 @@ class Line:
                 await self._hand_over(item)
             case ParkTimeout(call_id=call_id, slot=slot):
                 await self._park_timeout(call_id, slot)
+            case Opened(call_id=call_id, job=job, ring=ring):
+                await self._on_opened(call_id, job, ring)
             case LeaseLost():
                 await self._fenced()
             case LineTestTick(test=test):
@@ -655,26 +673,28 @@ class Line:
             await self._refuse_on_arrival(call, 488, reason)
             return
         self._sip(lambda now: self.ua.ring(now, call.id))
-        # The history row, the line and the phonebook name after the 180 has left: the caller
-        # hears ringing without waiting on the database.
-        line = (await database_sync_to_async(db.lines_for)(self.user_id)).get(called)
-        if line is not None:
-            call.line, call.ring = called, line.ring  # seed 6-1: which line rings, and how
-        await self._open_record(call)
-        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, remote)
-        if call.ended:
-            return  # cancelled while we looked the name up: _finish has told the pages
+        # The history row, the line and the phonebook name after the 180 has left, and off
+        # this turn: a CANCEL meanwhile is the next message, not queued behind the database.
+        # The pages ring when they are known (Opened), so the first ring has the caller's name
+        # and the line's ring tone.
+        self._open(call, name_of=call.remote, line_of=call.called, ring=True)
+
+    async def _ring(self, call: LineCall) -> None:
+        """An incoming call's name and line are known: the pages show it, the newest rings."""
         await self.broadcast(call.message())
+        if call.phase is not Phase.INCOMING or call.media is not None:
+            return  # answered (a page that attached meanwhile saw it) or being answered
+        if call.id in self.handing_over:
+            return  # a colleague takes it (代理応答): nothing rings here any more
         target = self.newest_session
         if target is not None:
-            await self.send(
-                target,
-                call.incoming_message(),
-            )
+            await self.send(target, call.incoming_message())
             metrics.call_setup(time.time() - call.started_at, "incoming")
             await self.send(target, self._cti(call, "ring"))
         await database_sync_to_async(actions.do_call_event)(
-            self.user_id, "call.ringing", {"call_id": call.id, "from": call.remote, "to": called}
+            self.user_id,
+            "call.ringing",
+            {"call_id": call.id, "from": call.remote, "to": call.called},
         )
 
     async def _on_call_state(self, event: CallStateChanged) -> None:
@@ -709,10 +729,12 @@ class Line:
         if call.phase is Phase.INCALL:
             self.diagnostics.watch_quality()
         if first_answer:
-            if call.record_id is not None:
+            # After the broadcast: the page hears the answer without waiting for the row.
+            record_id = await self._record_id(call)
+            if record_id is not None:
                 fields = call.history_fields(self.user_id, self._user_name)
                 await database_sync_to_async(actions.do_mark_answered)(
-                    self.user_id, call.record_id, fields["answered_at"]
+                    self.user_id, record_id, fields["answered_at"]
                 )
             if call.direction == "in" and call.session is not None:
                 await self.send(call.session, self._cti(call, "answer"))
@@ -905,11 +927,11 @@ class Line:
         if call.internal:
             return call
         self.route_media()
-        await self._open_record(call)
-        # The phonebook name once the INVITE is on its way (no database before it leaves).
-        call.remote_name = await database_sync_to_async(db.display_name_for)(self.user_id, number)
-        if not call.ended:
-            await self.broadcast(call.message())
+        # The history row and the phonebook name once the INVITE is on its way, and off this
+        # turn: the far end's answer is handled as soon as it arrives, not after the database.
+        # The page hears "dialling" now and the name with the next snapshot (Opened).
+        self._open(call, name_of=number)
+        await self.broadcast(call.message())
         return call
 
     async def _answer(self, session: str, call_id: str) -> None:
@@ -1119,9 +1141,13 @@ class Line:
         self.route_media()
         if call.internal:
             return
+        # A call that ended before its row was opened waits for it here, so the row is
+        # completed, never written a second time (do_close_call writes it whole only if the
+        # opening failed).
+        record_id = await self._record_id(call)
         try:
             await database_sync_to_async(actions.do_close_call)(
-                self.user_id, call.record_id, call.history_fields(self.user_id, self._user_name)
+                self.user_id, record_id, call.history_fields(self.user_id, self._user_name)
             )
         except Exception:
             log.exception("line %s: could not log call %s", self.user_id, call.id)
@@ -1181,7 +1207,7 @@ class Line:
         if answering is None:
             return
         new.media, new.session = answering[0], old.session
-        await self._open_record(new)
+        self._open(new)
         self._sip(lambda now: self.ua.answer(now, new.id, answering[1]))
         self._hangup(old)
         await self._finish(old, "replaced")
@@ -1339,7 +1365,8 @@ class Line:
             parked = self.calls.get(parked_id)
             await self._join(parked_id, pick.id, reason="picked-up")
             if handing is not None and parked is not None:
-                await database_sync_to_async(db.set_answered_by)(parked.record_id, handing.by)
+                record_id = await self._record_id(parked)
+                await database_sync_to_async(db.set_answered_by)(record_id, handing.by)
         elif event.state is CallState.TERMINATED and pick.id in self.calls:
             await self._finish(pick, event.reason, event.status)
             parked = self.calls.get(parked_id)
@@ -1357,7 +1384,7 @@ class Line:
             return
         call.media, call.session = answering[0], pickup.session
         await self._hold_others(call)
-        await self._open_record(call)
+        self._open(call)
         self._sip(lambda now: self.ua.answer(now, call.id, answering[1]))
 
     # -- 代理応答 (issue 13): a colleague takes a call ringing here --------------------------------
@@ -1563,16 +1590,34 @@ class Line:
             return  # never published: pages show an unknown line offline already
         if last is not None and (last.state, last.extension) == (state, config.extension):
             return
-        try:
-            if last is not None and last.extension != config.extension:
-                gone = presence.Entry(last.extension, presence.OFFLINE, self.user_id, time.time())
-                await presence.publish(config.tenant_id, gone)
-            self._presence = presence.Entry(
-                config.extension, state, self.user_id, time.time(), self.host.worker_id
+        if last is not None and last.extension != config.extension:
+            gone = presence.Entry(last.extension, presence.OFFLINE, self.user_id, time.time())
+            self._publish(config.tenant_id, gone)
+        self._presence = presence.Entry(
+            config.extension, state, self.user_id, time.time(), self.host.worker_id
+        )
+        self._publish(config.tenant_id, self._presence)
+
+    def _publish(self, tenant_id: int, entry: presence.Entry) -> None:
+        """Publish a lamp without holding up the line: a publish is two Redis round trips, and
+        the message after a dial is often the far end's answer, which the page should get at
+        once (issue 11). One sender per line, first in first out, so the lamps go out in the
+        order the line's state changed and the last one published is the current one."""
+        self._presence_out.append((tenant_id, entry))
+        if self._presence_sender is None or self._presence_sender.done():
+            self._presence_sender = asyncio.create_task(
+                self._send_presence(), name=f"presence-{self.user_id}"
             )
-            await presence.publish(config.tenant_id, self._presence)
-        except Exception:
-            log.exception("line %s: publishing presence failed", self.user_id)
+
+    async def _send_presence(self) -> None:
+        # No await between the emptiness check and returning: `_publish` either finds this
+        # task still looping (it takes the new lamp too) or done (it starts another).
+        while self._presence_out:
+            tenant_id, entry = self._presence_out.pop(0)
+            try:
+                await presence.publish(tenant_id, entry)
+            except Exception:
+                log.exception("line %s: publishing presence failed", self.user_id)
 
     async def _park_timeout(self, call_id: str, slot: int) -> None:
         call = self.calls.get(call_id)
@@ -1608,16 +1653,71 @@ class Line:
                 BUSY_TONE_SECONDS, self.post, ToneDone(call.session, tone)
             )
 
-    async def _open_record(self, call: LineCall) -> None:
-        try:
-            call.record_id = await database_sync_to_async(actions.do_open_call)(
-                self.user_id,
-                self.host.worker_id,
-                call.history_fields(self.user_id, self._user_name),
-            )
-        except Exception:
-            # Not fatal: the row is written whole when the call ends.
-            log.exception("line %s: could not open the history row of %s", self.user_id, call.id)
+    # -- a call's start-up database work, off the actor's turn -------------------------------
+    # Call setup must not wait for the database: the INVITE (or 180) leaves first, and the far
+    # end's answer is the next message. So the history row (and the name, and an incoming
+    # call's line) is one job on the database thread (db.open_call) that runs while the line
+    # goes on. The job returns its result and writes nothing of the call: the line folds it in,
+    # either when its Opened message comes round or, earlier, in a handler that needs the row
+    # (`_record_id`); both run in the actor, so the actor stays the only writer of call state.
+    # Those handlers await the job before their own database call: that call goes to the same
+    # single database thread and would queue behind the INSERT anyway, so the wait is ordered
+    # by the data it needs, not by when asyncio happens to start a task.
+
+    def _open(
+        self,
+        call: LineCall,
+        *,
+        name_of: str | None = None,
+        line_of: str | None = None,
+        ring: bool = False,
+    ) -> None:
+        fields = call.history_fields(self.user_id, self._user_name)  # the row as it starts
+        job = asyncio.create_task(
+            database_sync_to_async(db.open_call)(
+                self.user_id, self.host.worker_id, fields, name_of=name_of, line_of=line_of
+            ),
+            name=f"open-{call.id}",
+        )
+        call.opening = job
+        call_id = call.id
+        job.add_done_callback(lambda done: self.post(Opened(call_id, done, ring)))
+
+    def _fold(self, call: LineCall, job: asyncio.Task[db.CallOpened]) -> db.CallOpened | None:
+        """The finished job's result, folded into `call` the first time (idempotent)."""
+        if job.cancelled() or job.exception() is not None:
+            if call.opening is job:
+                call.opening = None
+                log.error("line %s: opening %s failed: %r", self.user_id, call.id, job)
+            return None  # the row is written whole when the call ends
+        opened = job.result()
+        if call.opening is job:
+            call.opening = None
+            call.record_id = opened.record_id
+            if opened.name:
+                call.remote_name = opened.name
+            if opened.line is not None:  # the button of the number called (seed 6-1)
+                call.line, call.ring = call.called, opened.line.ring
+        return opened
+
+    async def _record_id(self, call: LineCall) -> int | None:
+        """The call's history row, once its opening job is done (None: it could not be
+        opened; do_close_call then writes it whole)."""
+        job = call.opening
+        if job is not None:
+            await asyncio.wait([job])  # never raises: a failed job is _fold's to report
+            self._fold(call, job)
+        return call.record_id
+
+    async def _on_opened(self, call_id: str, job: asyncio.Task[db.CallOpened], ring: bool) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return  # over already: _finish waited for the job, completed the row, told the pages
+        opened = self._fold(call, job)
+        if ring:
+            await self._ring(call)
+        elif opened is not None and opened.name:
+            await self.broadcast(call.message())  # a snapshot again, now with the name
 
     # -- media routing: the one place that says who hears what -----------------------------
 

@@ -584,3 +584,120 @@ async def test_a_starting_worker_frees_the_slots_of_a_dead_one(park_group, cast)
     host = SipWorkerHost("sipworker-test")
     await host.recover()
     assert (await slot_row(park_group, 4)).call_id == ""
+
+
+# -- call setup does not wait for the database (issue 11) -------------------------------------
+# The history row and the phonebook name are looked up while the call proceeds. A phonebook that
+# takes a second on the database thread (a real delay in the function the worker calls, the
+# fault injected) must not hold up the far end's answer, and every call still gets one complete
+# history row, however early it ends.
+
+SLOW_DB = 1.0
+
+
+@pytest.fixture
+def phonebook_name(cast):
+    from phone.models import Contact, Phonebook
+
+    book = Phonebook.objects.create(tenant=cast.tenant_a, name="共有")
+    Contact.objects.create(tenant=cast.tenant_a, phonebook=book, name="遠藤商事", number="1002")
+    Contact.objects.create(tenant=cast.tenant_a, phonebook=book, name="一〇〇一", number="1001")
+    return "遠藤商事"
+
+
+@pytest.fixture
+def slow_database(monkeypatch):
+    import time
+
+    from phone.worker import db
+
+    looked_up = db.display_name_for
+
+    def slow_lookup(user_id, number):
+        time.sleep(SLOW_DB)  # on the database thread, as a slow query would be
+        return looked_up(user_id, number)
+
+    monkeypatch.setattr(db, "display_name_for", slow_lookup)
+
+
+async def test_it_forwards_the_answer_while_the_database_is_still_busy(
+    phonebook_name, slow_database, world, cast
+):
+    from phone.sip.useragent import IncomingCall
+
+    far, page = world.far, world.page
+    loop = asyncio.get_running_loop()
+    dialled = loop.time()
+    page.send(protocol.Dial("1002"))
+    invite = await far.wait(lambda e: isinstance(e, IncomingCall))
+    far.execute(lambda now: far.ua.answer(now, invite.call_id, answer_sdp(invite.offer)))
+    await page.wait("call", id=invite.call_id, state="incall")
+    assert loop.time() - dialled < SLOW_DB / 2, "the 200 OK waited for the phonebook"
+    [dialling, *_] = [m for m in page.messages if m["type"] == "call"]
+    assert (dialling["state"], dialling["remote_name"]) == ("dialing", "")  # the name: later
+    named = await page.wait("call", id=invite.call_id, remote_name=phonebook_name)
+    assert named["state"] == "incall"  # a later snapshot: the name, the call as it is now
+    page.send(protocol.Hangup(invite.call_id))
+    await page.wait("call", id=invite.call_id, state="ended")
+    [row] = await rows(sip_call_id=invite.call_id)
+    assert (row.direction, row.remote_name, row.worker) == ("out", phonebook_name, "")
+    assert row.answered_at is not None and row.ended_at is not None
+
+
+async def test_a_call_that_ends_before_its_row_is_opened_gets_one_complete_row(
+    phonebook_name, slow_database, world, cast
+):
+    """Both ways: the caller gives up while the row is still being opened; the user hangs up
+    while it is."""
+    from phone.sip.sdp import build_offer
+    from phone.sip.useragent import IncomingCall
+
+    far, page, line = world.far, world.page, world.line
+    host, port = line_addr(line)
+    offer = build_offer("127.0.0.1", 40000, session_id="1")
+    incoming_id, _ = far.execute(  # from 1001, as the PBX asserts (RFC 3325 §9.1)
+        lambda now: far.ua.call(
+            now,
+            f"sip:1001@{host}:{port}",
+            offer,
+            headers=[("P-Asserted-Identity", "<sip:1001@pbx.test>")],
+        )
+    )
+    await far.wait(lambda e: isinstance(e, CallStateChanged) and e.state is CallState.RINGING)
+    assert line.calls[incoming_id].opening is not None  # the row is not there yet
+    far.execute(lambda now: far.ua.hangup(now, incoming_id))  # CANCEL
+    await page.wait("call", id=incoming_id, state="ended", timeout=SLOW_DB + 3)
+    assert not [m for m in page.messages if m["type"] == "incoming"]  # it never rang here
+
+    page.send(protocol.Dial("1002"))
+    dialling = await page.wait("call", state="dialing")
+    await far.wait(lambda e: isinstance(e, IncomingCall) and e.call_id == dialling["id"])
+    page.send(protocol.Hangup(dialling["id"]))
+    await page.wait("call", id=dialling["id"], state="ended", timeout=SLOW_DB * 2 + 3)
+
+    await asyncio.sleep(0.2)  # the late Opened messages find the calls gone
+    [missed] = await rows(sip_call_id=incoming_id)
+    assert (missed.direction, missed.remote_name, missed.worker) == ("missed", "一〇〇一", "")
+    assert missed.ended_at is not None
+    [out] = await rows(sip_call_id=dialling["id"])
+    assert (out.direction, out.remote_name, out.worker) == ("out", phonebook_name, "")
+    assert out.ended_at is not None and out.end_reason == "local-bye"
+    assert not line.calls
+
+
+async def test_a_row_that_could_not_be_opened_is_written_whole_at_the_end(world, cast, monkeypatch):
+    from phone import actions
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("the INSERT failed")
+
+    monkeypatch.setattr(actions, "do_open_call", refused)
+    far, page, line = world.far, world.page, world.line
+    call_id = await incoming(far, page, line)
+    page.send(protocol.Answer(call_id))
+    await page.wait("call", id=call_id, state="incall")
+    far.execute(lambda now: far.ua.hangup(now, call_id))
+    await page.wait("call", id=call_id, state="ended")
+    [row] = await rows(sip_call_id=call_id)
+    assert (row.direction, row.worker) == ("in", "")
+    assert row.answered_at is not None and row.ended_at is not None
