@@ -33,13 +33,18 @@ KEY_LENGTH = 30  # 128-bit master key || 112-bit master salt (RFC 3711 §8.2, RF
 # much as the AES and HMAC themselves. These do the same calls - the session's own buffer and
 # libsrtp context, one `int *` kept per callable - and raise the same pylibsrtp.Error. They
 # rely on pylibsrtp's attributes (_srtp, _cdata, _buffer); without them, the public methods.
+# Each callable keeps the session's libsrtp context alive for as long as it may be called.
 
 
 def _fast(session: Any, func_name: str, trailer: int) -> Callable[[bytes], bytes] | None:
     try:
         from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
 
-        srtp = session._srtp[0]
+        # The owner of the libsrtp context, not the raw srtp_t inside it: pylibsrtp frees the
+        # context (srtp_dealloc) when that owner is collected, and aiortc drops its Session
+        # when a peer connection closes. A raw pointer kept here outlived it: a late packet
+        # then wrote into freed memory and the process died later, in the garbage collector.
+        context = session._srtp
         cdata = session._cdata
         buffer = session._buffer
         func = getattr(lib, func_name)
@@ -56,7 +61,7 @@ def _fast(session: Any, func_name: str, trailer: int) -> Callable[[bytes], bytes
             raise ValueError("packet is too long")
         length[0] = n
         buffer[0:n] = data
-        rc = func(srtp, cdata, length)
+        rc = func(context[0], cdata, length)
         if rc != ok:
             raise pylibsrtp.Error(errors[rc])
         return buffer[0 : length[0]]  # type: ignore[no-any-return]

@@ -62,6 +62,7 @@ def _stop_with_the_server(host: Any, task: "asyncio.Task[None]") -> None:
             await asyncio.wait_for(host.shutdown(), STOP_SECONDS)
         except Exception:
             log.exception("the embedded sipworker did not stop cleanly")
+        await _finish_other_tasks(STOP_SECONDS)
 
     # "before" triggers that return a Deferred hold the shutdown until it fires (daphne stops
     # its application instances the same way).
@@ -80,3 +81,18 @@ class StartsEmbeddedWorker:
         if scope["type"] in ("http", "websocket"):
             ensure_started()
         return await self.app(scope, receive, send)
+
+
+async def _finish_other_tasks(timeout: float) -> None:
+    """Cancel the tasks still running and let them finish, as asyncio.run does before it
+    closes its loop; daphne's loop just stops. The pages' peer connections just closed, and
+    a task they woke (an asyncio.Queue.get after its put) but that never ran again is closed
+    at interpreter exit instead: CPython 3.11 then formats the repr of its Future after the
+    asyncio module is gone and the process dies with SIGSEGV (seen, core dump, in
+    tests/e2e/test_recovery.py)."""
+    current = asyncio.current_task()
+    rest = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for other in rest:
+        other.cancel()
+    if rest:
+        await asyncio.wait(rest, timeout=timeout)

@@ -44,6 +44,8 @@ class PortalServer:
             "DATABASE_URL": database_url(),
             "DEBUG": "true",
             "SIPWORKER_RELEASE_SECONDS": "2",
+            # A crash of the server (a C extension at exit) leaves its Python stack in the log.
+            "PYTHONFAULTHANDLER": "1",
             # Webhook receivers of the tests listen on 127.0.0.1, internal unless allowed.
             "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
         }

@@ -59,7 +59,8 @@ def test_a_stopped_server_ends_its_calls_unregisters_and_exits(
     portal.proc.terminate()
     code = portal.proc.wait(timeout=15)  # raises if it hangs
     print(f"\nSIGTERM -> exited after {time.monotonic() - stopped:.2f} s")
-    assert code == 0
+    portal.logs[-1].seek(0)
+    assert code == 0, portal.logs[-1].read()[-4000:]
     bob.wait_event("CALL_CLOSED", timeout=5)
     assert not on_pbx.registered("1001")
     row = CallRecord.objects.get(user=cast.alice)

@@ -9,10 +9,12 @@ when the packets are unprotected with the far end's keys.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import secrets
 import struct
+import weakref
 
 import numpy as np
 import pylibsrtp
@@ -330,3 +332,28 @@ def test_the_per_packet_protect_and_unprotect_match_pylibsrtp():
         unprotect(wire[1][:-1] + bytes([wire[1][-1] ^ 1]))  # forged
     with pytest.raises(ValueError):
         protect(bytes(1500))
+
+
+def test_the_per_packet_path_keeps_its_libsrtp_context_alive():
+    """aiortc drops its SRTP sessions when a peer connection closes, while a packet may still
+    arrive on the socket we wrapped: our callables must keep the context they call into, or
+    that packet writes into freed memory (a sipworker that died in the garbage collector)."""
+    key = secrets.token_bytes(30)
+    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+
+    def session(direction):
+        return pylibsrtp.Session(
+            pylibsrtp.Policy(key=key, ssrc_type=direction, srtp_profile=profile)
+        )
+
+    tx, rx = session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    contexts = [weakref.ref(tx._srtp), weakref.ref(rx._srtp)]
+    protect, unprotect = rtp_protector(tx), rtp_unprotector(rx)
+    del tx, rx
+    gc.collect()
+    assert all(ref() is not None for ref in contexts)
+    packet = RtpPacket(0, 7, 1120, 0x1234, b"\x55" * 160).serialize()
+    assert unprotect(protect(packet)) == packet
+    del protect, unprotect
+    gc.collect()
+    assert all(ref() is None for ref in contexts)  # and nothing keeps them longer
