@@ -207,6 +207,8 @@ LineInput = (
 TRANSFER_GRACE_SECONDS = 4.0
 # After we completed a transfer as the transferee: how long the transferor gets to BYE us.
 TRANSFERRED_BYE_SECONDS = 5.0
+# A stopping line waits at most this long for its un-REGISTER's answer (Line.stop).
+UNREGISTER_WAIT_SECONDS = 2.0
 
 # A failed outgoing call, by SIP final status (RFC 3261 §21): what the page tells the user
 # (seed 3-2), and whether the busy tone (話中音) plays.
@@ -614,8 +616,15 @@ class Line:
             transport = self.transport
             with contextlib.suppress(Exception):
                 self._sip(self.ua.unregister)
-            # Give the REGISTER with Expires: 0 a moment to leave before the socket closes.
-            await asyncio.sleep(0.2)
+            # Keep the socket until the REGISTER with Expires: 0 is answered: a PBX challenges
+            # it first (401, RFC 3261 §22.2), so it takes two round trips; bounded, for a PBX
+            # that does not answer. Nothing was sent if nothing was registered: no wait.
+            deadline = time.monotonic() + UNREGISTER_WAIT_SECONDS
+            while (
+                self.ua.registration.state is RegistrationState.UNREGISTERING
+                and time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.02)
             await transport.close()
             self.transport = None
             self._mwi_subscribed = False
