@@ -207,8 +207,10 @@ LineInput = (
 TRANSFER_GRACE_SECONDS = 4.0
 # After we completed a transfer as the transferee: how long the transferor gets to BYE us.
 TRANSFERRED_BYE_SECONDS = 5.0
-# A stopping line waits at most this long for its un-REGISTER's answer (Line.stop).
+# A stopping line waits at most this long for its un-REGISTER's answer, and keeps its
+# transport at least LINGER_SECONDS (Line.stop).
 UNREGISTER_WAIT_SECONDS = 2.0
+LINGER_SECONDS = 0.2
 
 # A failed outgoing call, by SIP final status (RFC 3261 §21): what the page tells the user
 # (seed 3-2), and whether the busy tone (話中音) plays.
@@ -618,11 +620,12 @@ class Line:
                 self._sip(self.ua.unregister)
             # Keep the socket until the REGISTER with Expires: 0 is answered: a PBX challenges
             # it first (401, RFC 3261 §22.2), so it takes two round trips; bounded, for a PBX
-            # that does not answer. Nothing was sent if nothing was registered: no wait.
-            deadline = time.monotonic() + UNREGISTER_WAIT_SECONDS
-            while (
+            # that does not answer. And at least LINGER_SECONDS: a notifier answers our
+            # un-SUBSCRIBE with a last NOTIFY (RFC 6665 §4.1.2.3), which gets its 200 too.
+            started = time.monotonic()
+            while (now := time.monotonic()) < started + LINGER_SECONDS or (
                 self.ua.registration.state is RegistrationState.UNREGISTERING
-                and time.monotonic() < deadline
+                and now < started + UNREGISTER_WAIT_SECONDS
             ):
                 await asyncio.sleep(0.02)
             await transport.close()
