@@ -310,9 +310,8 @@ async def test_the_bridge_carries_audio_music_on_hold_and_dtmf_over_srtp(ports, 
     assert leg.stats.srtp_auth_failures == 0 and far.leg.stats.srtp_auth_failures == 0
 
 
-def test_the_per_packet_protect_and_unprotect_match_pylibsrtp():
-    """rtp_protector/rtp_unprotector (the bridge's and the leg's per-packet path) give what
-    pylibsrtp's own methods give, and fail the same way."""
+def _session_pair():
+    """Two pylibsrtp sessions on one fresh key: one that protects, one that unprotects."""
     key = secrets.token_bytes(30)
     profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
 
@@ -321,7 +320,13 @@ def test_the_per_packet_protect_and_unprotect_match_pylibsrtp():
             pylibsrtp.Policy(key=key, ssrc_type=direction, srtp_profile=profile)
         )
 
-    tx, rx = session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    return session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+
+
+def test_the_per_packet_protect_and_unprotect_match_pylibsrtp():
+    """rtp_protector/rtp_unprotector (the bridge's and the leg's per-packet path) give what
+    pylibsrtp's own methods give, and fail the same way."""
+    tx, rx = _session_pair()
     protect, unprotect = rtp_protector(tx), rtp_unprotector(rx)
     packets = [RtpPacket(0, i, i * 160, 0x1234, bytes([i]) * 160).serialize() for i in range(6)]
     wire = [protect(p) if i % 2 else tx.protect(p) for i, p in enumerate(packets)]
@@ -338,15 +343,7 @@ def test_the_per_packet_path_keeps_its_libsrtp_context_alive():
     """aiortc drops its SRTP sessions when a peer connection closes, while a packet may still
     arrive on the socket we wrapped: our callables must keep the context they call into, or
     that packet writes into freed memory (a sipworker that died in the garbage collector)."""
-    key = secrets.token_bytes(30)
-    profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
-
-    def session(direction):
-        return pylibsrtp.Session(
-            pylibsrtp.Policy(key=key, ssrc_type=direction, srtp_profile=profile)
-        )
-
-    tx, rx = session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    tx, rx = _session_pair()
     contexts = [weakref.ref(tx._srtp), weakref.ref(rx._srtp)]
     protect, unprotect = rtp_protector(tx), rtp_unprotector(rx)
     del tx, rx
