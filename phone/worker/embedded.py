@@ -38,8 +38,8 @@ def ensure_started() -> None:
     _stop_with_the_server(host, task)
 
 
-# Long enough for every line's un-REGISTER (they leave together, ~0.2 s) and the media to close;
-# short of a service manager's stop timeout.
+# Long enough for every line's un-REGISTER (they stop together, 0.2-2 s each: Line.stop) and
+# the media to close; short of a service manager's stop timeout.
 STOP_SECONDS = 5.0
 
 

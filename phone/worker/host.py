@@ -237,10 +237,10 @@ class SipWorkerHost:
         if owners.enabled():
             with contextlib.suppress(Exception):
                 await owners.retire(self.worker_id)
-        # Every line at once: each waits for its un-REGISTER's answer (two round trips with a
-        # challenge), so one after the other 100 lines took 20 s, past a service manager's stop
-        # timeout (then SIGKILL, and the rest stay registered); and one line failing must not
-        # keep the others registered.
+        # Every line at once: each keeps its transport 0.2-2 s (Line.stop: until its
+        # un-REGISTER is answered), so one after the other 100 lines took 20 s or more, past a
+        # service manager's stop timeout (then SIGKILL, and the rest stay registered); and one
+        # line failing must not keep the others registered.
         lines = list(self.lines.values())
         for line in lines:
             line.task.cancel()  # nothing else of theirs runs while they stop
