@@ -20,7 +20,8 @@ This process plays N browsers and their PhoneConsumers: per session a process-lo
 (`layer.new_channel()`), `worker.attach` -> wait for `registration` registered -> an aiortc
 RTCPeerConnection offers PCMU first (non-trickle) in `worker.command webrtc.offer` -> the
 `webrtc.answer` is applied and ICE/DTLS connects -> `worker.command dial {number: 9000}`.
-Every 20 ms (one shared timer) each browser sends a 1000 Hz PCMU frame whose first 6 bytes carry
+Every 20 ms, each at its own phase of the period (one shared 1 ms timer; --in-step: all at
+once), each browser sends a 1000 Hz PCMU frame whose first 6 bytes carry
 (call index, counter); in passthrough the payload crosses browser -> bridge -> leg -> SIPp echo
 -> leg -> bridge -> browser untouched, so echoed frames and their round trip are counted exactly.
 The browsers use aiortc only for ICE/DTLS/SRTP (as benchmarks/bridge.py does), so the load they
@@ -66,12 +67,12 @@ same from the worker's own view (dial out of Redis -> incall into Redis minus th
 so the channel layer and this process's own lag are left out.
 
 --profile DIR samples the worker(s) with py-spy (--nonblocking, 200 Hz) over each steady
-state and prints the top functions by own and inclusive share. --uvloop runs the workers on
-uvloop (an experiment; production uses asyncio's loop).
+state and prints the top functions by own and inclusive share. --loop asyncio runs the workers
+on asyncio's own event loop instead of production's default, uvloop (phone/worker/loop.py).
 
     .venv/bin/python benchmarks/bridge_fullstack.py [--n 1,10,25,50,100] [--moh 10,50]
         [--seconds 10] [--dial-rate 25] [--workers 1,2] [--failover 100] [--pin]
-        [--profile DIR] [--uvloop]
+        [--profile DIR] [--loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -340,7 +341,7 @@ class Stack:
                 env={
                     **self.env,
                     "SIP_TIMES": str(times),
-                    **({"BENCH_UVLOOP": "1"} if self.args.uvloop else {}),
+                    "SIPWORKER_EVENT_LOOP": self.args.loop,
                 },
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
@@ -808,7 +809,7 @@ class Bench:
         self.tone = [g711.ulaw_encode(f) for f in SineTone(1000).frames(50)]
         self.channel_full = 0
         self.receive_errors = 0
-        self.max_lag = 0.0  # how late this process's 20 ms send grid ran (its loop stalls)
+        self.max_lag = 0.0  # how late this process's send grid ran (its loop stalls)
         self.idle = 0.0  # the sipworker's CPU share with no pages (see idle_cpu)
 
     async def idle_cpu(self, seconds: float = 3.0) -> float:
@@ -818,15 +819,20 @@ class Bench:
         return (self.stack.workers_cpu() - cpu0) / (time.monotonic() - t0)
 
     async def pace(self) -> None:
-        """One shared 20 ms grid for every fake browser (like MediaTicker)."""
+        """Every fake browser sends a frame each 20 ms, each at its own phase: session i in
+        the 1 ms slot i % 20 of the period. Real phones are not in step; N frames sent at one
+        instant queue behind each other at every hop (and in this process's own receive) and
+        read as delay that no single call sees. --in-step sends them so, as a worst case."""
         loop = asyncio.get_running_loop()
+        slots = 1 if self.args.in_step else 20
+        step = 0.02 / slots
         t0, k = loop.time(), 0
         while True:
             k += 1
-            await asyncio.sleep(max(0.0, t0 + k * 0.02 - loop.time()))
-            self.max_lag = max(self.max_lag, loop.time() - (t0 + k * 0.02))
-            frame = self.tone[k % len(self.tone)]
-            for s in self.sessions:
+            await asyncio.sleep(max(0.0, t0 + k * step - loop.time()))
+            self.max_lag = max(self.max_lag, loop.time() - (t0 + k * step))
+            frame = self.tone[(k // slots) % len(self.tone)]
+            for s in self.sessions[k % slots :: slots]:
                 if s.dtls is not None and s.call_id is not None:  # in a call: its audio
                     s.send(frame)
 
@@ -1213,7 +1219,16 @@ def main() -> None:
         help="sipworkers on the last CPU, this process, SIPp, Kamailio and redis on the others",
     )
     parser.add_argument(
-        "--uvloop", action="store_true", help="sipworkers on uvloop (experiment; needs uvloop)"
+        "--in-step",
+        action="store_true",
+        help="every browser sends at the same instant of the 20 ms period (a worst case: "
+        "by default each has its own phase, as independent phones do)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the sipworkers' event loop (SIPWORKER_EVENT_LOOP; production's default: uvloop)",
     )
     parser.add_argument(
         "--profile", default="", help="directory: py-spy profiles of the steady-state windows"
@@ -1280,8 +1295,9 @@ def main() -> None:
         print(
             f"bridge full-stack benchmark: {os.cpu_count()} CPUs, {args.seconds:.0f} s steady"
             f" state, dial rate {args.dial_rate or 'all at once'}/s; sipworkers"
-            f" {args.workers}"
+            f" {args.workers} on {args.loop}'s loop"
             + (f" pinned to CPU {stack.worker_cpu}, the rest on the others" if args.pin else "")
+            + ("; browsers send in step" if args.in_step else "")
             + f", redis :{stack.redis_port},"
             f" kamailio {stack.pbx.hostport}, SIPp echo {stack.sipp.port}",  # type: ignore[union-attr]
             flush=True,

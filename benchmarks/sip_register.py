@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import gc
 import os
 import resource
@@ -180,7 +181,9 @@ class Bench:
         return True
 
 
-async def run(n: int, expires: int, idle: float, keepalive: float, window: int = 0) -> None:
+async def run(
+    n: int, expires: int, idle: float, keepalive: float, window: int = 0, profile: str = ""
+) -> None:
     users = {str(FIRST_EXT + i): f"pw{FIRST_EXT + i}" for i in range(n)}
     pbx = Kamailio(users=users, log_level=1, shm_mb=256, pkg_mb=16 + n // 200, users_htable_size=13)
     t = time.perf_counter()
@@ -203,6 +206,9 @@ async def run(n: int, expires: int, idle: float, keepalive: float, window: int =
         # -- burst ------------------------------------------------------------------------
         assert pbx.proc is not None
         kam0 = group_cpu_seconds(pbx.proc.pid)
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()
         cpu0 = cpu_seconds()
         t0 = time.perf_counter()
         pending = list(range(n))
@@ -225,6 +231,9 @@ async def run(n: int, expires: int, idle: float, keepalive: float, window: int =
         bench.on_registered = None
         done = max((t for t in bench.registered_at if t is not None), default=t0) - t0
         cpu_burst = cpu_seconds() - cpu0
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         kam_burst = group_cpu_seconds(pbx.proc.pid) - kam0
         registered = sum(1 for c in bench.registered_count if c)
         lat = [
@@ -328,6 +337,9 @@ def main() -> None:
     parser.add_argument(
         "--window", type=int, default=0, help="at most this many REGISTERs in flight (0: all)"
     )
+    parser.add_argument(
+        "--profile", default="", help="cProfile the burst into this file (pstats format)"
+    )
     args = parser.parse_args()
     print(
         f"{args.lines} lines on one UDP socket, Kamailio 5.6 (children=2) on 127.0.0.1, "
@@ -336,7 +348,7 @@ def main() -> None:
     loop = asyncio.SelectorEventLoop(CountingSelector())
     try:
         loop.run_until_complete(
-            run(args.lines, args.expires, args.idle, args.keepalive, args.window)
+            run(args.lines, args.expires, args.idle, args.keepalive, args.window, args.profile)
         )
     finally:
         loop.close()

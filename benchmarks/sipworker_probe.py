@@ -34,8 +34,7 @@ LINE_TRACE=<file> also writes what each line's actor did, to that file (a diagno
 setup, not read by the benchmark): `post <message> <t>` when a message is queued, `handle
 <message> <start> <end>` for its handler and `presence <start> <end>` for the check after it.
 
-BENCH_UVLOOP=1 runs the worker on uvloop's event loop instead of asyncio's (an experiment:
-production runs asyncio's).
+The worker runs on the loop production chooses (phone.worker.loop, SIPWORKER_EVENT_LOOP).
 """
 
 from __future__ import annotations
@@ -103,16 +102,27 @@ def install(path: str) -> None:
     layer.send, layer.receive = send_, receive_
 
 
+def use_loop(monitor: Any = None) -> None:
+    """`manage.py sipworker` makes its loop with phone.worker.loop.new_event_loop: wrap that
+    (this process only) so that `monitor(loop)` watches each new loop."""
+    from phone.worker import loop as worker_loop
+
+    make = worker_loop.new_event_loop
+
+    def new_event_loop(kind: str) -> Any:
+        loop = make(kind)
+        if monitor is not None:
+            monitor(loop)
+        return loop
+
+    worker_loop.new_event_loop = new_event_loop  # type: ignore[assignment]
+
+
 def watch_loop(path: str) -> None:
-    """Every event loop this process makes gets the stall monitor (module doc)."""
+    """The worker's event loop gets the stall monitor (module doc)."""
     import asyncio
 
     out = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
-    base: Any = asyncio.get_event_loop_policy().__class__
-    if os.environ.get("BENCH_UVLOOP"):
-        import uvloop
-
-        base = uvloop.EventLoopPolicy
 
     def monitor(loop: asyncio.AbstractEventLoop) -> None:
         due = loop.time() + 0.005
@@ -132,13 +142,7 @@ def watch_loop(path: str) -> None:
 
         loop.call_at(due, tick)
 
-    class Policy(base):  # type: ignore[misc,valid-type]
-        def new_event_loop(self) -> asyncio.AbstractEventLoop:
-            loop = super().new_event_loop()
-            monitor(loop)
-            return loop
-
-    asyncio.set_event_loop_policy(Policy())
+    use_loop(monitor)
 
     import gc
 
@@ -239,17 +243,15 @@ def main() -> None:
     path = os.environ.get("SIP_TIMES")
     if path:
         install(path)
-        watch_loop(path)
-    elif os.environ.get("BENCH_UVLOOP"):
-        import asyncio
-
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     if os.environ.get("LINE_TRACE"):
         trace_lines(os.environ["LINE_TRACE"])
     from django.core.management import execute_from_command_line
+
+    if path:
+        watch_loop(path)
+    else:
+        use_loop()
 
     execute_from_command_line([str(ROOT / "manage.py"), "sipworker"])
 

@@ -364,6 +364,11 @@ SIP_TLS_CA_FILE = env_str("SIP_TLS_CA_FILE")
 SIPWORKER_ALIVE_SECONDS = env_int("SIPWORKER_ALIVE_SECONDS", 5)
 # A file the sipworker touches on every heartbeat (its container's healthcheck reads the age).
 SIPWORKER_HEARTBEAT_FILE = env_str("SIPWORKER_HEARTBEAT_FILE")
+# The event loop of `manage.py sipworker` (phone.worker.loop): "uvloop" (libuv, the loop's own
+# work per packet in C) or "asyncio" (the standard library's).
+SIPWORKER_EVENT_LOOP = env_str("SIPWORKER_EVENT_LOOP", "uvloop")
+if SIPWORKER_EVENT_LOOP not in ("uvloop", "asyncio"):
+    raise ImproperlyConfigured('SIPWORKER_EVENT_LOOP must be "uvloop" or "asyncio"')
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 

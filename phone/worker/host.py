@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -182,7 +183,16 @@ class SipWorkerHost:
                 log.warning("sipworker: not a message for the worker: %r", message)
 
     async def send(self, session: str, message: dict[str, Any]) -> None:
-        await self.layer.send(session, protocol.to_wire(ToPage(message)))
+        try:
+            await self.layer.send(session, protocol.to_wire(ToPage(message)))
+        except ChannelFull:
+            # A page that stopped reading (a frozen tab, a web process gone without detaching)
+            # loses its messages, as group_send drops them too: raised, it would cut short
+            # the line's handler and so its work for every other page and call. The page
+            # that reads again re-attaches and gets the whole state (registration, calls).
+            log.warning(
+                "sipworker: channel %s is full; %s message dropped", session, message.get("type")
+            )
 
     async def to_worker(self, message: protocol.ToWorker) -> None:
         """A message for another line, wherever it runs: the worker that owns it."""

@@ -84,3 +84,19 @@ async def test_it_stops_all_lines_together_on_shutdown():
     # Concurrently (100 lines one by one took 20 s), and one failure stops none of the others.
     assert SlowLine.most == len(lines)
     assert all(line.stopped for line in lines[1:])
+
+
+async def test_a_full_page_channel_drops_the_message_instead_of_failing_the_line(caplog):
+    from channels.layers import InMemoryChannelLayer
+
+    worker = SipWorkerHost("sipworker-test")
+    worker.layer = InMemoryChannelLayer(capacity=1)
+    stuck = await worker.layer.new_channel()
+    await worker.send(stuck, {"type": "registration", "state": "registered"})
+    await worker.send(stuck, {"type": "call", "state": "ringing"})  # full: must not raise
+
+    assert "full; call message dropped" in caplog.text
+    kept = await worker.layer.receive(stuck)
+    assert kept["message"]["type"] == "registration"
+    await worker.send(stuck, {"type": "call", "state": "ended"})  # room again: delivered
+    assert (await worker.layer.receive(stuck))["message"]["state"] == "ended"

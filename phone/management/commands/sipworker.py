@@ -10,6 +10,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from phone.worker import loop as worker_loop
 from phone.worker.host import SipWorkerHost
 
 
@@ -26,7 +27,10 @@ class Command(BaseCommand):
             raise CommandError(
                 "sipworker needs REDIS_URL: without it the host runs inside the web process"
             )
-        asyncio.run(self._run(options["channel"]))
+        kind = settings.SIPWORKER_EVENT_LOOP
+        # asyncio.run, on the loop chosen (phone.worker.loop: uvloop unless told otherwise).
+        with asyncio.Runner(loop_factory=lambda: worker_loop.new_event_loop(kind)) as runner:
+            runner.run(self._run(options["channel"]))
 
     async def _run(self, channel):
         host = SipWorkerHost(channel)
