@@ -281,11 +281,12 @@ async def run(
         wall = time.perf_counter() - t0
         cpu_idle = cpu_seconds() - cpu0
         wakeups = CountingSelector.wakeups - wake0
+        counted = isinstance(getattr(loop, "_selector", None), CountingSelector)
+        woke = f"{wakeups} loop wake-ups ({wakeups / wall:.1f}/s)" if counted else "wake-ups n/a"
         print(
             f"\nidle {wall:.1f} s (no refresh due; shared keepalive every {keepalive:g} s):"
             f" CPU {cpu_idle * 1000:.1f} ms = {cpu_idle / wall * 100:.3f}% of a core in all,"
-            f" {cpu_idle / wall / n * 100:.6f}% per line; {wakeups} loop wake-ups"
-            f" ({wakeups / wall:.1f}/s); keepalive probes answered:"
+            f" {cpu_idle / wall / n * 100:.6f}% per line; {woke}; keepalive probes answered:"
             f" {shared.demux.counts['keepalive-answer']}"
         )
 
@@ -340,12 +341,24 @@ def main() -> None:
     parser.add_argument(
         "--profile", default="", help="cProfile the burst into this file (pstats format)"
     )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop (production's sipworker default: uvloop); wake-ups are counted on "
+        "asyncio's only",
+    )
     args = parser.parse_args()
     print(
         f"{args.lines} lines on one UDP socket, Kamailio 5.6 (children=2) on 127.0.0.1, "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {args.loop}'s event loop"
     )
-    loop = asyncio.SelectorEventLoop(CountingSelector())
+    if args.loop == "asyncio":
+        loop = asyncio.SelectorEventLoop(CountingSelector())
+    else:
+        from phone.worker.loop import new_event_loop
+
+        loop = new_event_loop(args.loop)
     try:
         loop.run_until_complete(
             run(args.lines, args.expires, args.idle, args.keepalive, args.window, args.profile)

@@ -1687,7 +1687,12 @@ class Line:
         fields = call.history_fields(self.user_id, self._user_name)  # the row as it starts
         job = asyncio.create_task(
             database_sync_to_async(db.open_call)(
-                self.user_id, self.host.worker_id, fields, name_of=name_of, line_of=line_of
+                self.user_id,
+                self.host.worker_id,
+                fields,
+                tenant_id=self.config.tenant_id if self.config is not None else None,
+                name_of=name_of,
+                line_of=line_of,
             ),
             name=f"open-{call.id}",
         )

@@ -15,7 +15,7 @@ from cti.lookup import caller_info
 from cti.models import Customer, CustomerContact, CustomerPhone
 from phone.models import CallRecord, Contact, Phonebook
 from phone.numbers import display_number, normalize_number
-from phone.phonebook import phonebook_name
+from phone.phonebook import name_in_phonebooks, phonebook_name
 
 
 @pytest.mark.parametrize(
@@ -110,6 +110,9 @@ def test_it_finds_the_contact_for_an_e164_caller_id(cast, saved):
     assert phonebook_name(cast.alice, "+81312345678") == "オフィス花子"
     assert phonebook_name(cast.alice, "0312345678") == "オフィス花子"
     assert phonebook_name(cast.charlie, "+81312345678") == ""  # another tenant's
+    # By ids, as the sipworker's call start-up does with its line's tenant.
+    assert name_in_phonebooks(cast.tenant_a.pk, cast.alice.pk, "+81312345678") == "オフィス花子"
+    assert name_in_phonebooks(cast.tenant_b.pk, cast.charlie.pk, "+81312345678") == ""
     info = caller_info(cast.alice, "+81312345678", called="+81359890925")
     assert info.display_name == "オフィス花子"
     assert info.last_call is not None and info.last_call.staff == "ボブ"
@@ -170,3 +173,28 @@ def test_the_data_migration_renormalises_stored_rows(cast, saved):
     assert CustomerPhone.objects.get().number_normalized == "09044110011"
     assert CustomerContact.objects.get().number_normalized == "0359890925"
     assert caller_info(cast.alice, "03-1234-5678").display_name == "オフィス花子"
+
+
+def test_the_sipworker_opens_a_call_in_two_queries_when_it_knows_the_tenant(
+    cast, saved, django_assert_num_queries
+):
+    """db.open_call runs on the worker's core beside the call's own messages: with the line's
+    tenant it is the phonebook lookup and the INSERT, nothing else; the row is the same."""
+    from phone.worker.db import open_call
+
+    record = {
+        "direction": "in", "remote_number": "+81312345678", "called_number": "",
+        "started_at": timezone.now(), "sip_call_id": "open-1",
+    }  # fmt: skip
+    with django_assert_num_queries(2):
+        opened = open_call(
+            cast.alice.pk, "w1", record, tenant_id=cast.tenant_a.pk, name_of="+81312345678"
+        )
+    without = open_call(
+        cast.alice.pk, "w1", {**record, "sip_call_id": "open-2"}, name_of="0312345678"
+    )
+    assert opened.name == without.name == "オフィス花子"
+    rows = CallRecord.objects.filter(sip_call_id__in=["open-1", "open-2"]).order_by("sip_call_id")
+    assert [(r.tenant_id, r.user_id, r.remote_name, r.worker) for r in rows] == [
+        (cast.tenant_a.pk, cast.alice.pk, "オフィス花子", "w1")
+    ] * 2
