@@ -369,12 +369,6 @@ SIPWORKER_HEARTBEAT_FILE = env_str("SIPWORKER_HEARTBEAT_FILE")
 SIPWORKER_EVENT_LOOP = env_str("SIPWORKER_EVENT_LOOP", "uvloop")
 if SIPWORKER_EVENT_LOOP not in ("uvloop", "asyncio"):
     raise ImproperlyConfigured('SIPWORKER_EVENT_LOOP must be "uvloop" or "asyncio"')
-# How long (microseconds) `manage.py sipworker`'s database thread may hold the GIL while the
-# event loop waits for it (sys.setswitchinterval; Python's default is 5000). See
-# phone.worker.loop.
-SIPWORKER_GIL_SWITCH_US = env_int("SIPWORKER_GIL_SWITCH_US", 500)
-if not 50 <= SIPWORKER_GIL_SWITCH_US <= 100_000:
-    raise ImproperlyConfigured("SIPWORKER_GIL_SWITCH_US must be within 50-100000")
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 

@@ -6,7 +6,6 @@ unregistering its lines.
 
 import asyncio
 import signal
-import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -29,7 +28,6 @@ class Command(BaseCommand):
                 "sipworker needs REDIS_URL: without it the host runs inside the web process"
             )
         kind = settings.SIPWORKER_EVENT_LOOP
-        sys.setswitchinterval(settings.SIPWORKER_GIL_SWITCH_US / 1_000_000)  # loop.py says why
         # asyncio.run, on the loop chosen (phone.worker.loop: uvloop unless told otherwise).
         with asyncio.Runner(loop_factory=lambda: worker_loop.new_event_loop(kind)) as runner:
             runner.run(self._run(options["channel"]))
