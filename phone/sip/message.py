@@ -8,6 +8,7 @@ parse time (RFC 3261 §8.1.1), so the convenience properties of a parsed message
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -183,15 +184,49 @@ def generate_tag() -> str:
     return secrets.token_hex(6)
 
 
-def normalize_name(name: str) -> str:
-    """Lower-case a header name and expand its compact form (RFC 3261 §7.3.3)."""
+def _normalize(name: str) -> str:
     key = name.strip().lower()
     return COMPACT_FORMS.get(key, key)
 
 
-def canonical_name(key: str) -> str:
-    key = normalize_name(key)
+def _canonical(key: str) -> str:
     return _CANONICAL.get(key) or "-".join(part.capitalize() for part in key.split("-"))
+
+
+# Every message is looked up and written by header name dozens of times (about 50 name
+# lookups per REGISTER transaction): the names this stack and PBXs use are mapped once, here,
+# in every spelling they come in. A static table, so a peer's made-up names cannot grow it;
+# those are worked out on each use.
+_KNOWN_NAMES = (
+    *COMPACT_FORMS.values(),
+    *_CANONICAL,
+    "accept", "accept-encoding", "accept-language", "alert-info", "allow", "authorization",
+    "call-info", "content-disposition", "content-length", "date", "diversion", "error-info",
+    "expires", "max-forwards", "min-expires", "min-se", "organization", "path", "priority",
+    "proxy-authenticate", "proxy-authorization", "proxy-require", "reason", "record-route",
+    "referred-by", "replaces", "require", "retry-after", "route", "server", "service-route",
+    "subscription-state", "timestamp", "unsupported", "user-agent", "warning",
+)  # fmt: skip
+_NORMALIZED: dict[str, str] = {}
+for _key in _KNOWN_NAMES:
+    for _spelling in (_key, _canonical(_key), _key.upper()):
+        _NORMALIZED[_spelling] = _key
+for _short, _key in COMPACT_FORMS.items():
+    _NORMALIZED[_short] = _NORMALIZED[_short.upper()] = _key
+_CANONICAL_OF = {key: _canonical(key) for key in set(_NORMALIZED.values())}
+del _key, _spelling, _short
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case a header name and expand its compact form (RFC 3261 §7.3.3)."""
+    key = _NORMALIZED.get(name)
+    return key if key is not None else _normalize(name)
+
+
+def canonical_name(key: str) -> str:
+    """The header name as written on the wire ("Call-ID", "WWW-Authenticate")."""
+    name = _CANONICAL_OF.get(key)
+    return name if name is not None else _canonical(normalize_name(key))
 
 
 class Headers:
@@ -291,6 +326,14 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        # A message's Via is read several times on its way (validation, the socket's routing,
+        # transaction matching, the response address): parsed once per distinct value, and
+        # each caller gets its own Via to change.
+        transport, host, port, params = _via_fields(text)
+        return cls(transport=transport, host=host, port=port, params=dict(params))
+
+    @classmethod
+    def _parse(cls, text: str) -> Via:
         proto, _, rest = text.strip().partition("/")
         version, _, rest = rest.strip().partition("/")
         rest = rest.strip()
@@ -337,6 +380,12 @@ class Via:
         return f"SIP/2.0/{self.transport} {format_hostport(self.host, self.port)}" + format_params(
             self.params
         )
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: a peer sending new values only churns it
+def _via_fields(text: str) -> tuple[str, str, int | None, tuple[tuple[str, str | None], ...]]:
+    via = Via._parse(text)  # SipParseError is raised each time, never cached
+    return via.transport, via.host, via.port, tuple(via.params.items())
 
 
 @dataclass(slots=True, frozen=True)
