@@ -32,7 +32,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return uvloop.new_event_loop()
     if kind == "asyncio":
         return asyncio.new_event_loop()
     raise ValueError(f"unknown event loop {kind!r}: one of {', '.join(LOOPS)}")
