@@ -81,7 +81,7 @@ def install(path: str) -> None:
 
     cls._send, cls._feed = _send, _feed
 
-    from channels_redis.core import RedisChannelLayer
+    from portal.channel_layer import RedisChannelLayer  # production's layer (settings.py)
 
     layer: Any = RedisChannelLayer
     layer_send, layer_receive = layer.send, layer.receive

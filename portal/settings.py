@@ -235,7 +235,7 @@ REDIS_URL = env_str("REDIS_URL")
 
 def redis_channel_layer(url: str) -> dict:
     return {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "portal.channel_layer.RedisChannelLayer",
         # redis-py 8 times a socket out after 5 s, exactly as long as channels_redis blocks
         # waiting for a message: an idle channel would fail every 5 s. Read longer.
         "CONFIG": {
