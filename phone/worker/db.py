@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from phone.phonebook import name_in_phonebooks, phonebook_name
+from phone.phonebook import name_in_phonebooks
 from portal.models import Profile, SipAccount
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,14 @@ def load_line(user_id: int) -> LineConfig | None:
     )
 
 
+def tenant_of(user_id: int) -> int | None:
+    """The user's tenant (None: no profile)."""
+    tenant_id: int | None = (
+        Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+    )
+    return tenant_id
+
+
 def line_numbers(user_id: int) -> set[str]:
     """The numbers this user may present (line buttons of the pad, seed 6-1): their own and
     their tenant's, never another tenant's."""
@@ -74,7 +82,7 @@ def line_numbers(user_id: int) -> set[str]:
 
     from phone.models import LineButton
 
-    tenant_id = Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+    tenant_id = tenant_of(user_id)
     return set(
         LineButton.objects.filter(tenant_id=tenant_id, kind=LineButton.Kind.LINE)
         .filter(Q(user_id=user_id) | Q(user__isnull=True))
@@ -82,12 +90,14 @@ def line_numbers(user_id: int) -> set[str]:
     )
 
 
-def display_name_for(user_id: int, number: str) -> str:
-    """The phonebook's name for a number, as the display and history show it (seed 3-3)."""
-    profile = Profile.objects.select_related("user").filter(user_id=user_id).first()
-    if profile is None or not number:
+def display_name_for(user_id: int, number: str, tenant_id: int | None = None) -> str:
+    """The phonebook's name for a number, as the display and history show it (seed 3-3).
+    `tenant_id`: the user's tenant, if the caller knows it (one query less)."""
+    if tenant_id is None:
+        tenant_id = tenant_of(user_id)
+    if tenant_id is None or not number:
         return ""
-    return phonebook_name(profile.user, number)
+    return name_in_phonebooks(tenant_id, user_id, number)
 
 
 def user_display_name(user_id: int) -> str:
@@ -106,7 +116,7 @@ def park_group_for(user_id: int) -> ParkInfo | None:
     """The park group the user belongs to (in their own tenant), if any (seed 3-4)."""
     from phone.models import ParkGroup
 
-    tenant_id = Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+    tenant_id = tenant_of(user_id)
     # The same group the phone page shows: the model's ordering, first one.
     group = ParkGroup.objects.filter(tenant_id=tenant_id, members__id=user_id).first()
     if group is None:
@@ -146,9 +156,7 @@ def lines_for(user_id: int, tenant_id: int | None = None) -> dict[str, Line]:
     from phone.models import LineButton
 
     if tenant_id is None:
-        tenant_id = (
-            Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
-        )
+        tenant_id = tenant_of(user_id)
     buttons = LineButton.objects.filter(tenant_id=tenant_id, kind=LineButton.Kind.LINE).filter(
         Q(user_id=user_id) | Q(user__isnull=True)
     )
@@ -196,7 +204,7 @@ def set_dnd(user_id: int, on: bool) -> None:
 def colleague_with_extension(user_id: int, extension: str) -> int | None:
     """The user of the same tenant whose active SIP account is `extension` (never another
     tenant's: pickup and presence stay within the tenant)."""
-    tenant_id = Profile.objects.filter(user_id=user_id).values_list("tenant_id", flat=True).first()
+    tenant_id = tenant_of(user_id)
     if tenant_id is None or not extension:
         return None
     found: int | None = (
@@ -265,10 +273,7 @@ def open_call(
     name = ""
     if name_of is not None:
         try:
-            if tenant_id is None:
-                name = display_name_for(user_id, name_of)
-            else:
-                name = name_in_phonebooks(tenant_id, user_id, name_of)
+            name = display_name_for(user_id, name_of, tenant_id)
         except Exception:
             log.exception("user %s: could not look up the phonebook name", user_id)
     if name:
