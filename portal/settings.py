@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from phone.worker.loop import LOOPS as SIPWORKER_LOOPS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 # Holds the SQLite file and collected static files; WhiteNoise warns when its root is missing.
@@ -367,8 +369,8 @@ SIPWORKER_HEARTBEAT_FILE = env_str("SIPWORKER_HEARTBEAT_FILE")
 # The event loop of `manage.py sipworker` (phone.worker.loop): "uvloop" (libuv, the loop's own
 # work per packet in C) or "asyncio" (the standard library's).
 SIPWORKER_EVENT_LOOP = env_str("SIPWORKER_EVENT_LOOP", "uvloop")
-if SIPWORKER_EVENT_LOOP not in ("uvloop", "asyncio"):
-    raise ImproperlyConfigured('SIPWORKER_EVENT_LOOP must be "uvloop" or "asyncio"')
+if SIPWORKER_EVENT_LOOP not in SIPWORKER_LOOPS:
+    raise ImproperlyConfigured(f"SIPWORKER_EVENT_LOOP must be one of {', '.join(SIPWORKER_LOOPS)}")
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
