@@ -66,13 +66,25 @@ its 407 challenge, SIPp); ours = dial -> incall at the page minus that; "in the 
 same from the worker's own view (dial out of Redis -> incall into Redis minus the PBX's part),
 so the channel layer and this process's own lag are left out.
 
+--gateway janus measures Janus 1.1.2's SIP plugin (Debian's `janus` package, the C gateway the
+issue compared us with) in the sipworker's place, on the same machine, CPU, PBX, far end and
+browsers, so that the two are compared side by side rather than against figures from another
+machine. Each browser speaks Janus's WebSocket API (janus-protocol) as janus.js would: one
+Janus session and SIP-plugin handle per page, `register` with the line's credentials (Kamailio
+as registrar and outbound proxy), then `call` with the browser's offer. Its setup is `call`
+sent -> `accepted` received (the PBX's 200 OK forwarded with Janus's answer), the counterpart
+of dial -> incall; the CPU is the janus process's (all its threads). Janus has no call-less
+WebRTC, so ICE/DTLS come up after `accepted`, not before the dial as ours do; neither setup
+figure includes them. The "sipworker"-named figures in the output then describe Janus, and the
+PBX/ours split and loop-stall lines (our probe's) are empty.
+
 --profile DIR samples the worker(s) with py-spy (--nonblocking, 200 Hz) over each steady
 state and prints the top functions by own and inclusive share. --loop asyncio runs the workers
 on asyncio's own event loop instead of production's default, uvloop (phone/worker/loop.py).
 
     .venv/bin/python benchmarks/bridge_fullstack.py [--n 1,10,25,50,100] [--moh 10,50]
         [--seconds 10] [--dial-rate 25] [--workers 1,2] [--failover 100] [--pin]
-        [--profile DIR] [--loop uvloop|asyncio]
+        [--profile DIR] [--loop uvloop|asyncio] [--gateway ours|janus]
 """
 
 from __future__ import annotations
@@ -80,6 +92,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -229,6 +242,7 @@ class Stack:
         self.worker_cpu = 0  # --pin: the CPU of the sipworkers (this process: the others)
         self.db_created = False
         self.env: dict[str, str] = {}
+        self.janus_port = 0
 
     # redis --------------------------------------------------------------------------------
 
@@ -358,6 +372,50 @@ class Stack:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"sipworker did not start:\n{self.worker_log_tail()}")
                 time.sleep(0.1)
+
+    def start_janus(self) -> None:
+        """--gateway janus: Janus's SIP plugin (Debian's janus) in place of the sipworker, on
+        the same CPU, PBX and far end; its process (all threads) is what the figures measure."""
+        binary = shutil.which("janus")
+        if binary is None:
+            raise RuntimeError("janus is not installed (apt-get install janus)")
+        import aioice.ice
+
+        address = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)[0]
+        conf = self.tmp / "janus"
+        conf.mkdir()
+        self.janus_port = free_port()
+        rtp_min, _, rtp_max = self.args.rtp_ports.partition("-")
+        middle = (int(rtp_min) + int(rtp_max)) // 2
+        for name, text in janus_config(
+            conf, self.janus_port, address, (int(rtp_min), middle), (middle + 1, int(rtp_max))
+        ).items():
+            (conf / name).write_text(text)
+        log = self.tmp / "janus.log"
+        cmd = [binary, "-F", str(conf), "-C", str(conf / "janus.jcfg"), "-L", str(log)]
+        if self.args.pin:
+            cmd = [shutil.which("taskset") or "taskset", "-c", str(self.worker_cpu), *cmd]
+        proc = subprocess.Popen(
+            children.command(cmd),
+            cwd=self.tmp,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        children.track(proc)
+        self.workers.append(proc)
+        self.worker_logs.append(log)
+        deadline = time.monotonic() + 30
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.janus_port), timeout=0.5),
+            ):
+                return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"janus did not start:\n{self.worker_log_tail()}")
+            time.sleep(0.1)
 
     def worker_pids(self) -> list[int]:
         return [proc.pid for proc in self.workers if proc.poll() is None]
@@ -543,6 +601,60 @@ def populate(pbx: Kamailio) -> list[int]:
         for i, u in enumerate(users)
     )
     return [u.pk for u in users]
+
+
+JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
+
+
+def janus_config(
+    conf: Path, ws_port: int, address: str, ice_ports: tuple[int, int], sip_ports: tuple[int, int]
+) -> dict[str, str]:
+    """Janus 1.1 configuration files: the SIP plugin and the WebSocket transport only, ICE on
+    `address` alone (the browsers' host candidates are there too), no logs beyond warnings."""
+    plugins = ",".join(
+        p.name for p in (JANUS_LIB / "plugins").glob("libjanus_*.so") if p.name != "libjanus_sip.so"
+    )
+    transports = ",".join(
+        p.name
+        for p in (JANUS_LIB / "transports").glob("libjanus_*.so")
+        if p.name != "libjanus_websockets.so"
+    )
+    return {
+        "janus.jcfg": f"""general: {{
+    configs_folder = "{conf}"
+    plugins_folder = "{JANUS_LIB / "plugins"}"
+    transports_folder = "{JANUS_LIB / "transports"}"
+    events_folder = "{JANUS_LIB / "events"}"
+    loggers_folder = "{JANUS_LIB / "loggers"}"
+    debug_level = 3
+    session_timeout = 120
+}}
+plugins: {{ disable = "{plugins}" }}
+transports: {{ disable = "{transports}" }}
+events: {{ broadcast = false }}
+loggers: {{ disable = "libjanus_jsonlog.so" }}
+media: {{ rtp_port_range = "{ice_ports[0]}-{ice_ports[1]}" }}
+nat: {{ ice_enforce_list = "{address}" }}
+""",
+        "janus.transport.websockets.jcfg": f"""general: {{
+    json = "compact"
+    ws = true
+    ws_port = {ws_port}
+    ws_ip = "127.0.0.1"
+    wss = false
+}}
+admin: {{ admin_ws = false admin_wss = false }}
+""",
+        "janus.plugin.sip.jcfg": f"""general: {{
+    local_ip = "127.0.0.1"
+    keepalive_interval = 120
+    behind_nat = false
+    register_ttl = 3600
+    rtp_port_range = "{sip_ports[0]}-{sip_ports[1]}"
+    events = false
+}}
+""",
+    }
 
 
 # -- fake browsers that also play their PhoneConsumer ---------------------------------------------
@@ -799,6 +911,163 @@ class Session:
             _drive(self.dtls._send_rtp(data))
 
 
+class JanusSession(Session):
+    """--gateway janus: the same browser, talking to Janus's SIP plugin over its WebSocket API
+    (janus-protocol) as janus.js would: create a session, attach janus.plugin.sip, register
+    the line, then `call` with the browser's offer; setup = call sent -> `accepted` (Janus
+    forwards the PBX's 200 OK with its answer), as dial -> incall is for ours."""
+
+    def __init__(self, bench: Bench, index: int, user_id: int) -> None:
+        super().__init__(bench, index, user_id)
+        self.ws: Any = None
+        self.session_id = 0
+        self.handle_id = 0
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.transactions = 0
+
+    async def open(self) -> None:
+        from websockets.asyncio.client import connect
+
+        port = self.bench.stack.janus_port
+        self.ws = await connect(
+            f"ws://127.0.0.1:{port}", subprotocols=["janus-protocol"], max_size=None
+        )
+        self.reader = asyncio.ensure_future(self._read())
+        self.session_id = (await self.janus({"janus": "create"}))["data"]["id"]
+        reply = await self.janus({"janus": "attach", "plugin": "janus.plugin.sip"})
+        self.handle_id = reply["data"]["id"]
+
+    async def janus(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send a request; its `success` reply (raises on `error`)."""
+        self.transactions += 1
+        transaction = f"t{self.transactions}"
+        if self.session_id:
+            request["session_id"] = self.session_id
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[transaction] = future
+        await self.ws.send(json.dumps({**request, "transaction": transaction}))
+        reply = await asyncio.wait_for(future, STEP_TIMEOUT)
+        if reply["janus"] == "error":
+            raise RuntimeError(f"janus: {reply['error']}")
+        return reply
+
+    async def plugin(self, body: dict[str, Any], jsep: dict[str, Any] | None = None) -> float:
+        """A request to the SIP plugin (answered by events); the perf_counter() just before."""
+        self.transactions += 1
+        message: dict[str, Any] = {
+            "janus": "message",
+            "session_id": self.session_id,
+            "handle_id": self.handle_id,
+            "body": body,
+            "transaction": f"p{self.transactions}",
+        }
+        if jsep is not None:
+            message["jsep"] = jsep
+        sent = time.perf_counter()
+        await self.ws.send(json.dumps(message))
+        return sent
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            msg = json.loads(raw)
+            kind = msg.get("janus")
+            future = self.pending.pop(msg.get("transaction", ""), None)
+            if future is not None and kind in ("success", "error") and not future.done():
+                future.set_result(msg)
+                continue
+            if kind != "event":
+                continue  # ack, webrtcup, media, slowlink, ...
+            data = msg.get("plugindata", {}).get("data", {})
+            result = data.get("result", {})
+            event: dict[str, Any] = {
+                "type": "sip",
+                "event": result.get("event"),
+                "jsep": msg.get("jsep"),
+                "result": result,
+            }
+            if "error" in data or result.get("event") == "registration_failed":
+                event = {
+                    "type": "error",
+                    "code": data.get("error_code", result.get("code")),
+                    "message": data.get("error", result.get("reason", "registration failed")),
+                }
+            self.messages.append((time.perf_counter(), event))
+            self.arrived.set()
+
+    async def attach(self) -> None:
+        await self.open()
+        pbx = self.bench.stack.pbx
+        assert pbx is not None
+        ext = extension(self.index)
+        await self.plugin(
+            {
+                "request": "register",
+                "username": f"sip:{ext}@{pbx.domain}",
+                "secret": f"pw{ext}",
+                "proxy": f"sip:{pbx.hostport}",
+                "outbound_proxy": f"sip:{pbx.hostport}",
+            }
+        )
+        await self.wait_for(lambda m: m["type"] == "sip" and m["event"] == "registered")
+
+    async def negotiate(self) -> None:
+        # The offer goes with the call (the SIP plugin has no WebRTC without a call): gather now.
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+
+    async def dial(self, number: str) -> None:
+        pbx = self.bench.stack.pbx
+        assert pbx is not None
+        sent = await self.plugin(
+            {"request": "call", "uri": f"sip:{number}@{pbx.domain}"},
+            {"type": "offer", "sdp": self.pc.localDescription.sdp},
+        )
+        at, msg = await self.wait_for(
+            lambda m: m["type"] == "sip" and m["event"] in ("accepted", "hangup")
+        )
+        if msg["event"] != "accepted" or not msg["jsep"]:
+            raise RuntimeError(f"call not accepted: {msg}")
+        self.setup = at - sent
+        answer = msg["jsep"]["sdp"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        media = next(
+            m for m in aiortc_sdp.SessionDescription.parse(answer).media if m.kind == "audio"
+        )
+        if media.rtp.codecs[0].name != "PCMU":
+            raise RuntimeError(f"answered {media.rtp.codecs[0].name}, not PCMU")
+        self.pt = media.rtp.codecs[0].payloadType
+        self.ssrc = self.transceiver.sender._ssrc
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while self.pc.connectionState != "connected":
+            if self.pc.connectionState == "failed" or time.monotonic() > deadline:
+                raise RuntimeError(f"WebRTC {self.pc.connectionState}")
+            await asyncio.sleep(0.01)
+        self.dtls = self.transceiver.sender.transport
+        self.install_fast_path()
+        self.call_id = "janus"
+
+    async def hold(self) -> None:
+        raise RuntimeError("--moh is not measured with --gateway janus")
+
+    async def hangup(self) -> None:
+        await self.plugin({"request": "hangup"})
+        await self.wait_for(lambda m: m["type"] == "sip" and m["event"] == "hangup")
+        self.call_id = None
+
+    async def close(self) -> None:
+        self.dtls = None
+        self.send_rtp = None
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.janus({"janus": "destroy"})
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pc.close(), 10)
+        if self.reader is not None:
+            self.reader.cancel()
+            await asyncio.wait({self.reader}, timeout=2)
+
+
 class Bench:
     def __init__(self, stack: Stack, user_ids: list[int], args: argparse.Namespace) -> None:
         self.stack = stack
@@ -859,7 +1128,8 @@ class Bench:
         # A fresh layer (own connections, own receive lock) per run, so a reader of an earlier
         # run that did not finish cancelling cannot hold up this run's sessions.
         self.layer = channel_layers.make_backend("default")
-        self.sessions = sessions = [Session(self, i, self.user_ids[i]) for i in range(n)]
+        kind = JanusSession if self.args.gateway == "janus" else Session
+        self.sessions = sessions = [kind(self, i, self.user_ids[i]) for i in range(n)]
         self.channel_full = 0
         self.receive_errors = 0
         pacer = asyncio.ensure_future(self.pace())
@@ -955,7 +1225,8 @@ class Bench:
             "n": n,
             "workers": len(self.stack.workers),
             "spread": sorted(Counter(s.owner for s in sessions).values()),
-            "mode": "moh" if moh else "passthrough",
+            "mode": ("janus " if self.args.gateway == "janus" else "")
+            + ("moh" if moh else "passthrough"),
             "ok": ok,
             "failures": failures,
             "attach_s": attach_s,
@@ -1073,14 +1344,14 @@ def show(r: dict[str, Any]) -> None:
 
 def table(results: list[dict[str, Any]]) -> None:
     print(
-        "\n       mode workers    N  conn  setup p50/p95 ms  cpu ms/call/s  calls/core"
+        "\n             mode workers    N  conn  setup p50/p95 ms  cpu ms/call/s  calls/core"
         "  echoed/call/s  gaps>60ms  max gap ms  rtt p50/p99 ms  all CPUs busy"
     )
     for r in results:
         per_core = 1 / r["cpu_per_call"] if r["cpu_per_call"] else float("inf")
         rtt = f"{r['rtt_p50']:.1f}/{r['rtt_p99']:.1f}" if r["echoed"] else "n/a"
         print(
-            f"{r['mode']:>11} {r['workers']:>7} {r['n']:>4}  {r['ok']:>4}"
+            f"{r['mode']:>17} {r['workers']:>7} {r['n']:>4}  {r['ok']:>4}"
             f"  {r['setup_p50']:>7.0f}/{r['setup_p95']:<8.0f}"
             f"  {r['cpu_per_call'] * 1000:>13.2f}  {per_core:>10.0f}  {r['echoed']:>13.1f}"
             f"  {r['gaps']:>9}  {r['max_gap_ms']:>10.0f}  {rtt:>14}  {r['machine'] * 100:>12.0f}%"
@@ -1149,7 +1420,10 @@ async def bench_main(stack: Stack, user_ids: list[int], args: argparse.Namespace
     results = []
     runs = [(n, False) for n in args.n] + [(n, True) for n in args.moh]
     for count in args.workers:
-        await asyncio.to_thread(stack.start_workers, count)
+        if args.gateway == "janus":
+            await asyncio.to_thread(stack.start_janus)
+        else:
+            await asyncio.to_thread(stack.start_workers, count)
         bench = Bench(stack, user_ids, args)
         bench.idle = await bench.idle_cpu()
         print(
@@ -1231,6 +1505,13 @@ def main() -> None:
         help="the sipworkers' event loop (SIPWORKER_EVENT_LOOP; production's default: uvloop)",
     )
     parser.add_argument(
+        "--gateway",
+        choices=("ours", "janus"),
+        default="ours",
+        help="what bridges the browsers to the PBX: our sipworker, or Janus 1.1's SIP plugin"
+        " (Debian's janus) for a side-by-side on the same machine",
+    )
+    parser.add_argument(
         "--profile", default="", help="directory: py-spy profiles of the steady-state windows"
     )
     args = parser.parse_args()
@@ -1294,8 +1575,12 @@ def main() -> None:
         user_ids = populate(stack.pbx)
         print(
             f"bridge full-stack benchmark: {os.cpu_count()} CPUs, {args.seconds:.0f} s steady"
-            f" state, dial rate {args.dial_rate or 'all at once'}/s; sipworkers"
-            f" {args.workers} on {args.loop}'s loop"
+            f" state, dial rate {args.dial_rate or 'all at once'}/s; "
+            + (
+                "gateway Janus 1.1 SIP plugin"
+                if args.gateway == "janus"
+                else f"sipworkers {args.workers} on {args.loop}'s loop"
+            )
             + (f" pinned to CPU {stack.worker_cpu}, the rest on the others" if args.pin else "")
             + ("; browsers send in step" if args.in_step else "")
             + f", redis :{stack.redis_port},"
