@@ -305,6 +305,31 @@ _TYPES: dict[type[Any], str] = {
 _CLASSES = {name: cls for cls, name in _TYPES.items()}
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """What dataclasses.asdict() makes of a field's value - nested dataclasses as dicts, every
+    container a new one - by the exact type first: a page message is dicts, lists and scalars,
+    and asdict's generic walk (isinstance checks, copy.deepcopy of every leaf) was most of the
+    cost of sending one (the per-call quality reports: ~2 % of a sipworker at 100 calls)."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return kind(_plain(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return dataclasses.asdict(_Box(value))["value"]  # anything else: asdict's own rules
+
+
+@dataclass(slots=True)
+class _Box:
+    value: Any
+
+
 def to_wire(message: ToWorker | FromWorker) -> dict[str, Any]:
     if isinstance(message, Command):
         return {
@@ -312,9 +337,9 @@ def to_wire(message: ToWorker | FromWorker) -> dict[str, Any]:
             "user_id": message.user_id,
             "session": message.session,
             "command": command_name(message.command),
-            "data": dataclasses.asdict(message.command),
+            "data": _plain(message.command),
         }
-    return {"type": _TYPES[type(message)], **dataclasses.asdict(message)}
+    return {"type": _TYPES[type(message)], **_plain(message)}
 
 
 def from_wire(wire: dict[str, Any]) -> ToWorker | FromWorker:

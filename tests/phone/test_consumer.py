@@ -354,3 +354,31 @@ async def test_it_shows_the_park_slots_to_the_group_and_nobody_else(cast, park_g
     assert (await until(charlie, "error"))["code"] in ("no_slot", "no_account")
     for ws in (alice, bob, charlie):
         await ws.disconnect()
+
+
+def test_to_wire_gives_what_asdict_gives_as_a_copy():
+    """The worker's messages leave as plain data, nested containers copied (a page message
+    changed after it was sent must not change what was sent), exactly as dataclasses.asdict."""
+    import dataclasses
+    from collections import namedtuple
+
+    from phone.signalling import protocol
+
+    Pair = namedtuple("Pair", "a b")
+    message = {
+        "type": "quality",
+        "id": "c1",
+        "legs": [{"loss": 0.5, "rtt": None, "ok": True}, {"loss": 2, "tags": ("x", 1)}],
+        "pair": Pair(1, [2]),
+        "nested": protocol.Heartbeat("w-1"),
+    }
+    out = protocol.ToPage(message)
+    wire = protocol.to_wire(out)
+    assert wire == {"type": "phone.message", **dataclasses.asdict(out)}
+    assert wire["message"]["nested"] == {"worker": "w-1"}
+    assert type(wire["message"]["legs"][1]["tags"]) is tuple
+    message["legs"][0]["loss"] = 99.0
+    message["pair"].b.append(3)
+    assert wire["message"]["legs"][0]["loss"] == 0.5
+    assert wire["message"]["pair"] == (1, [2])
+    assert protocol.from_wire(wire) == protocol.ToPage(wire["message"])
