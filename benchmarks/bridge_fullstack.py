@@ -1139,12 +1139,12 @@ class Bench:
             await self.step("attach", sessions, lambda s: s.attach(), GATE)
             attach_s = time.monotonic() - t
             # What the lines cost before any media: registered, leases, keepalives, heartbeats.
-            lines_cpu = await self.idle_cpu(3.0)
+            lines_cpu = await self.idle_cpu(self.args.idle_seconds)
             t = time.monotonic()
             await self.step("webrtc", sessions, lambda s: s.negotiate(), GATE)
             offer_s = time.monotonic() - t
             await asyncio.sleep(0.5)
-            pages_cpu = await self.idle_cpu(3.0)  # + the pages' WebRTC up, no call yet
+            pages_cpu = await self.idle_cpu(self.args.idle_seconds)  # + pages' WebRTC, no call
 
             async def dial(s: Session) -> None:
                 if self.args.dial_rate > 0:
@@ -1476,6 +1476,12 @@ def main() -> None:
         help="with 2+ sipworkers: N idle lines, kill -9 one worker, time their re-registration",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="steady-state window")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=3.0,
+        help="windows for the lines' and the pages' own CPU, before any call",
+    )
     parser.add_argument(
         "--dial-rate", type=float, default=25.0, help="calls dialled per second (0: all at once)"
     )
