@@ -523,6 +523,9 @@ class Stack:
             with contextlib.suppress(Exception):
                 self.psql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
             self.db_created = False
+        if self.args.log_dir:
+            with contextlib.suppress(OSError):
+                shutil.copytree(self.tmp, self.args.log_dir, dirs_exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -1117,6 +1120,9 @@ class Bench:
                     await action(s)
                 except Exception as exc:
                     s.failure = f"{name}: {type(exc).__name__}: {exc}"
+                    if self.args.why:
+                        last = [m for _, m in s.messages[-3:]]
+                        print(f"{'':7}{name} of page {s.index} failed: {exc!r}; last: {last}")
 
         await asyncio.gather(*(one(s) for s in sessions))
         return [s for s in sessions if not s.failure]
@@ -1492,6 +1498,10 @@ def main() -> None:
         action="store_true",
         help="no ?socket_timeout=30 in REDIS_URL (shows the redis-py 8 receive timeout)",
     )
+    parser.add_argument(
+        "--why", action="store_true", help="print each failed page and its last messages"
+    )
+    parser.add_argument("--log-dir", default="", help="keep every log of the run there")
     parser.add_argument("--keep-log", action="store_true", help="print the sipworker log at end")
     parser.add_argument(
         "--pin",

@@ -243,8 +243,13 @@ def redis_channel_layer(url: str) -> dict:
         "CONFIG": {
             "hosts": [{"address": url, "socket_timeout": 30}],
             # Every page's messages for the sipworker share one channel: room for bursts
-            # (a restart of the web tier reconnects every open page at once).
-            "channel_capacity": {"sipworker*": 10000},
+            # (a restart of the web tier reconnects every open page at once). The same holds
+            # the other way: channels_redis counts a process-local channel's capacity on the
+            # process's one inbox ("specific.<process>!"), which all the pages a web process
+            # serves share, so its default of 100 dropped messages when a sipworker answered
+            # 50 pages attaching at once (registration, dnd, calls ... each), and a page that
+            # lost its "registered" waited for it for good.
+            "channel_capacity": {"sipworker*": 10000, "specific.*": 10000},
         },
     }
 

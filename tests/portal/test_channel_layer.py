@@ -58,3 +58,21 @@ async def test_group_messages_still_arrive(redis_url):
     assert (await receiver.receive(channel))["state"] == "busy"
     await sender.close_pools()
     await receiver.close_pools()
+
+
+async def test_a_web_process_takes_a_burst_for_all_its_pages_at_once(redis_url):
+    """channels_redis counts the capacity of process-local channels on the process's one inbox:
+    with its default (100), a sipworker's answers to 50 pages of one web process attaching at
+    once (5 messages each) overflowed it. The production configuration leaves room."""
+    from portal.settings import redis_channel_layer
+
+    config = redis_channel_layer(redis_url)["CONFIG"]
+    worker, web = RedisChannelLayer(**config), RedisChannelLayer(**config)
+    pages = [await web.new_channel() for _ in range(50)]
+    for n in range(5):
+        for page in pages:
+            await worker.send(page, {"type": "phone.message", "n": n})
+    for page in pages:
+        assert [(await web.receive(page))["n"] for _ in range(5)] == list(range(5))
+    await worker.close_pools()
+    await web.close_pools()
