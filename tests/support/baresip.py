@@ -287,7 +287,14 @@ class Baresip(children.ProgramHelper):
             try:
                 proc.wait(2.0)
             except subprocess.TimeoutExpired:
+                # Still waiting out a transaction (a BYE to a test's page or worker that is
+                # gone retransmits for 32 s); its un-REGISTER was answered long ago. The first
+                # SIGTERM is another graceful quit; a second one exits at once (baresip's
+                # signal handler), where the graceful wait cost 3-7 s of this teardown.
                 proc.send_signal(signal.SIGTERM)
+                time.sleep(0.1)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
