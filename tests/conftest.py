@@ -6,6 +6,7 @@ Import nothing from here in tests; use the fixtures.
 """
 
 import functools
+import gc
 from dataclasses import dataclass
 
 import pytest
@@ -57,6 +58,25 @@ def _make_user(tenant, username, role, extension=None, sip_password="sip-secret"
             tenant=tenant, user=user, slot=1, extension=extension, password=sip_password
         )
     return user
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test database, and at the end of the session the connections that other
+    threads left open on it closed first (the executor threads behind database_sync_to_async
+    keep theirs): otherwise PostgreSQL waits 5 s for them, then refuses DROP DATABASE, and the
+    test database of this run (of each pytest-xdist worker) is left behind."""
+    yield
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    # type(), not isinstance(): that would evaluate lazy objects (SimpleLazyObject) on the way.
+    for wrapper in gc.get_objects():
+        if issubclass(type(wrapper), BaseDatabaseWrapper) and wrapper.connection is not None:
+            wrapper.inc_thread_sharing()
+            try:
+                wrapper.close()
+            finally:
+                wrapper.dec_thread_sharing()
 
 
 @pytest.fixture(autouse=True)
