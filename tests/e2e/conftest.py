@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import database_url, free_port
+from tests.support.ports import free_port, release_ports
+from tests.support.servers import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -33,10 +34,14 @@ CHROMIUM_ARGS = [
 
 class PortalServer:
     """daphne serving the portal (embedded sipworker) on the test database, on a port that
-    stays the same across restarts (a test may kill -9 it and start it again)."""
+    stays the same across restarts (a test may kill -9 it and start it again).
+
+    The port is reserved (tests.support.ports: below the ephemeral range, locked across
+    processes) until stop(): daphne binds it only ~2 s later, and pytest-xdist workers start
+    servers, PBXs and browsers side by side in that time."""
 
     def __init__(self, tmp_path):
-        self.port = free_port()
+        self.port = free_port(udp=False)
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp_path = tmp_path
         self.env = {
@@ -87,6 +92,7 @@ class PortalServer:
                 self.proc.kill()
         for log in self.logs:
             log.close()
+        release_ports(self.port)
 
 
 @pytest.fixture

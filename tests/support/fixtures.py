@@ -177,9 +177,9 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
     import redis
 
-    from tests.support.servers import free_port
+    from tests.support.ports import free_port, release_ports
 
-    port = free_port()
+    port = free_port(udp=False)
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(tmp_path)],
@@ -197,3 +197,4 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+    release_ports(port)
