@@ -102,6 +102,7 @@ class Baresip(children.ProgramHelper):
         self._sip_block: int | None = None
         self._ctrl_block: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self._quit_at: float | None = None
         self._log_fh: Any = None
         self._sock: socket.socket | None = None
         self._reader: threading.Thread | None = None
@@ -279,13 +280,22 @@ class Baresip(children.ProgramHelper):
                 self.events.append(msg)
                 self._cond.notify_all()
 
+    def quit(self) -> None:
+        """Ask baresip to quit (un-REGISTER, hang up) without waiting for it: stop() waits.
+        Quitting several first lets their graceful waits overlap."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None and self._quit_at is None:
+            self._quit_at = time.monotonic()
+            with contextlib.suppress(BaresipError, OSError):
+                self.command("quit", timeout=1.0)
+
     def stop(self, timeout: float = 5.0) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            with contextlib.suppress(BaresipError, OSError):
-                self.command("quit", timeout=1.0)
+            self.quit()
+            assert self._quit_at is not None
             try:
-                proc.wait(2.0)
+                proc.wait(max(0.0, self._quit_at + 2.0 - time.monotonic()))
             except subprocess.TimeoutExpired:
                 # Still waiting out a transaction (a BYE to a test's page or worker that is
                 # gone retransmits for 32 s); its un-REGISTER was answered long ago. The first

@@ -145,6 +145,8 @@ def make_baresip(
         yield factory
     finally:
         for ua in started:
+            ua.quit()  # all at once: their graceful waits overlap
+        for ua in started:
             ua.stop()
             _dump_log(f"baresip {ua.name} events", "\n".join(ua.event_types()))
             _dump_log(f"baresip {ua.name}", ua.log_text())
