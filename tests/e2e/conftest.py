@@ -171,6 +171,17 @@ def wait_until(page, expression: str, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def htmx_settled(page, timeout: float = 15.0) -> None:
+    """Wait until htmx has no request, swap or settle under way. htmx wires the controls of new
+    content (hx-get, hx-post) when it settles, 20 ms after the swap (defaultSettleDelay): a
+    button pressed within that window, as Playwright can under load, does nothing."""
+    wait_until(
+        page,
+        "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')",
+        timeout,
+    )
+
+
 # The page's received audio: the remote stream's dominant frequency by a WebAudio AnalyserNode.
 ANALYSE = """async (ms) => {
   const audio = document.querySelector('[data-testid="remote-audio"]');

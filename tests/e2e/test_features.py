@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from cti.models import CtiSettings, WebhookEndpoint
 from cti.webhooks import verify
-from tests.e2e.conftest import login, wait_until
+from tests.e2e.conftest import htmx_settled, login, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -25,10 +25,12 @@ def test_it_applies_a_new_sip_password_without_a_reload(cast, on_pbx, portal_ser
     lamp(page, "ok")
     page.get_by_test_id("settings-toggle").click()
     page.get_by_test_id("acct-password").fill("not-the-password")
+    htmx_settled(page)  # the form posts through htmx once wired
     page.get_by_test_id("acct-save").click()
     expect(page.get_by_test_id("settings-saved")).to_be_visible()
     lamp(page, "fail")  # re-registered at once with the new (wrong) password
     page.get_by_test_id("acct-password").fill("pw1001")
+    htmx_settled(page)
     page.get_by_test_id("acct-save").click()
     lamp(page, "ok")
 

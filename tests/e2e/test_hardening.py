@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from cti.models import CtiSettings
-from tests.e2e.conftest import login
+from tests.e2e.conftest import htmx_settled, login
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +39,8 @@ def test_it_sends_a_strict_csp_that_no_page_breaks(cast, portal_server, page):
     assert "content-security-policy" in page.request.get(f"{portal_server}/").headers
     # Every side panel loads and works (htmx fragments, the moved inline handlers).
     page.get_by_test_id("phonebook-toggle").click()
+    page.get_by_test_id("contact-add").wait_for()
+    htmx_settled(page)
     page.get_by_test_id("contact-add").click()
     expect(page.get_by_test_id("contact-form")).to_be_visible()
     page.get_by_test_id("contact-cancel").click()  # was an onclick attribute

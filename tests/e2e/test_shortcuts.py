@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from phone.signalling.schema import parse_client_message, server_message
-from tests.e2e.conftest import login, wait_until
+from tests.e2e.conftest import htmx_settled, login, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -182,6 +182,8 @@ def test_enter_calls_after_the_keypad_but_is_a_panel_buttons_own(phone):
     assert sent(page) == [{"type": "dial", "number": "10"}]
     # Outside the phone, Enter presses the focused button (追加する), it does not call.
     page.get_by_test_id("phonebook-toggle").click()
+    page.get_by_test_id("contact-add").wait_for()
+    htmx_settled(page)
     page.get_by_test_id("contact-add").focus()
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("contact-form")).to_be_visible()
