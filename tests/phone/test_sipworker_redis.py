@@ -110,6 +110,17 @@ async def test_it_recovers_from_a_killed_sipworker_without_a_reload(
         pass
     await bob.wait_event_async("CALL_ESTABLISHED", timeout=10)
     loop = asyncio.get_running_loop()
+    # The worker writes the call's history row on its database thread while the call goes on
+    # (call setup never waits for the database); on a loaded machine that INSERT can still be
+    # queued when the call is up. This test is about what recovery does with an open row, so
+    # the kill waits until there is one (seen once: a kill before the INSERT left no row).
+    opened = database_sync_to_async(
+        CallRecord.objects.filter(sip_call_id=call["id"], user=cast.alice).exists
+    )
+    deadline = loop.time() + 10
+    while not await opened():
+        assert loop.time() < deadline, "the worker never wrote the call's history row"
+        await asyncio.sleep(0.05)
 
     worker.send_signal(signal.SIGKILL)
     killed = loop.time()
