@@ -15,11 +15,13 @@ channels_redis's own.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as _ChannelsRedisLayer
+from redis.exceptions import NoScriptError
 
 __all__ = ["RedisChannelLayer"]
 
@@ -34,6 +36,9 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+# Sent by its hash (EVALSHA): the script's text goes to Redis only when Redis does not have it
+# cached yet (first use, a restart, SCRIPT FLUSH), not with every message.
+_SEND_SHA = hashlib.sha1(_SEND.encode()).hexdigest()
 
 
 class RedisChannelLayer(_ChannelsRedisLayer):
@@ -53,9 +58,7 @@ class RedisChannelLayer(_ChannelsRedisLayer):
         else:
             index = next(self._send_index_generator)
         now = time.time()
-        stored = await self.connection(index).eval(
-            _SEND,
-            1,
+        args = (
             self.prefix + target,
             int(now) - int(self.expiry),
             self.get_capacity(channel),
@@ -63,5 +66,10 @@ class RedisChannelLayer(_ChannelsRedisLayer):
             self.serialize(message),
             int(self.expiry),
         )
+        connection = self.connection(index)
+        try:
+            stored = await connection.evalsha(_SEND_SHA, 1, *args)
+        except NoScriptError:
+            stored = await connection.eval(_SEND, 1, *args)  # and Redis caches it again
         if not stored:
             raise ChannelFull()

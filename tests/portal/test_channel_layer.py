@@ -76,3 +76,16 @@ async def test_a_web_process_takes_a_burst_for_all_its_pages_at_once(redis_url):
         assert [(await web.receive(page))["n"] for _ in range(5)] == list(range(5))
     await worker.close_pools()
     await web.close_pools()
+
+
+async def test_it_sends_after_redis_forgot_its_script(redis_url):
+    """The send goes by the script's hash; a Redis that lost its script cache (restart,
+    SCRIPT FLUSH) gets the script again and nothing is lost."""
+    sender, receiver = layer(redis_url), layer(redis_url)
+    await sender.send("page-flush", {"type": "m", "n": 1})
+    redis.Redis.from_url(redis_url).script_flush()
+    await sender.send("page-flush", {"type": "m", "n": 2})
+    await sender.send("page-flush", {"type": "m", "n": 3})
+    assert [(await receiver.receive("page-flush"))["n"] for _ in range(3)] == [1, 2, 3]
+    await sender.close_pools()
+    await receiver.close_pools()
