@@ -86,8 +86,15 @@ for all of the above, so the bridge hooks in one level lower, at two narrow poin
   datagram transport - what `RTCDtlsTransport._send_rtp` does, minus its two coroutine
   layers. (A TURN-relayed pair, or an aiortc that no longer has these attributes, goes
   through `_send_rtp` itself, driven without a task: see `_drive`.) The aiortc sender gets
-  a track that never yields a frame, so its RTP loop sleeps; its RTCP loop keeps sending
-  sender reports, whose counters the bridge keeps up to date.
+  a track that never yields a frame, so its RTP loop sleeps.
+- RTCP: aiortc's sender and receiver each send a report every 0.5-1.5 s, whether media flows
+  or not: two SRTCP packets a second for every open page, a call or none. The bridge runs one
+  report loop instead (`_run_reports`, in place of the sender's RTCP task; the receiver's
+  waits idle for its stop): one compound packet (RFC 3550 §6.1) every `rtcp_interval`
+  (default 5 s, §6.2's minimum, randomised 0.5-1.5x as §6.3.1 does), an SR once we have sent
+  media (else an RR), with the report block about the browser's stream from the statistics
+  the receive hook keeps, and SDES CNAME; an RTCP BYE when the sender stops (§6.6). Without
+  the aiortc internals it needs, aiortc's own loops run.
 
 In the re-timed mode, a lost leg frame (playout concealment) is not sent at all: the browser's
 own jitter buffer conceals better than a repeated G.711 frame, and the RTP timestamp keeps
@@ -136,6 +143,15 @@ from aiortc import (
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+)
 
 from phone.media import g711
 from phone.media.leg import LegListener, MediaTicker, RtpLeg, socket_sendto
@@ -161,10 +177,12 @@ _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 _RTP_HEADER = struct.Struct("!BBHII")
 _pack_header = _RTP_HEADER.pack
 _unpack_header = _RTP_HEADER.unpack_from
-# Sender-report counters are refreshed every this many packets (aiortc sends an SR every
-# 0.5-1.5 s; the NTP and RTP times are taken together, so the SR's clock mapping is exact
-# whenever they were taken, and counts up to 500 ms old are invisible there).
+# Sender-report counters are refreshed every this many packets (an SR goes out every few
+# seconds, _run_reports; the NTP and RTP times are taken together, so the SR's clock mapping
+# is exact whenever they were taken, and counts up to 500 ms old are invisible there).
 _SR_EVERY = 25
+# RFC 3550 §6.2: the minimum interval between a participant's RTCP reports.
+RTCP_INTERVAL = 5.0
 
 
 class BridgeError(ValueError):
@@ -468,12 +486,14 @@ class MediaBridge:
         on_state: Callable[[str], None] | None = None,
         ticker: MediaTicker | None = None,
         direct: bool = True,
+        rtcp_interval: float = RTCP_INTERVAL,
     ) -> None:
         """ice_servers: "stun:host:port" / "turn:host:port" URLs (or RTCIceServer objects
         with credentials); empty = host candidates only. payload_type: the G.711 law the
         call's leg uses, for answering before `connect()`. prefer_passthrough=False answers
         opus whenever the browser offers it (transcoding). direct=False re-times every packet
-        on the 20 ms tick even when it could be forwarded (for comparisons)."""
+        on the 20 ms tick even when it could be forwarded (for comparisons). rtcp_interval:
+        seconds between RTCP reports to the browser (module doc)."""
         if payload_type not in _LAW_NAME:
             raise ValueError(f"not a G.711 payload type: {payload_type}")
         self.ice_servers = [_ice_server(s) for s in ice_servers]
@@ -481,6 +501,7 @@ class MediaBridge:
         self.payload_type = payload_type
         self.on_state = on_state
         self.direct = direct
+        self.rtcp_interval = rtcp_interval
         self.stats = BridgeStats()
         self.setup_seconds: float | None = None  # accept_offer() start -> "connected"
         self._state = "new"
@@ -565,8 +586,9 @@ class MediaBridge:
             # Hook the receive path before any packet can arrive (see module doc).
             receiver = transceiver.receiver
             receiver._handle_rtp_packet = self._on_browser_rtp  # type: ignore[method-assign,assignment]
-            # aiortc's RTCP task builds receiver reports from this (name-mangled) dict.
+            # Receiver reports are built from this (name-mangled) dict of aiortc's.
             self._rx_streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", None)
+            self._take_over_rtcp(transceiver.sender, receiver)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception:
@@ -659,6 +681,98 @@ class MediaBridge:
             if name.lower() in lowered:
                 return name
         raise BridgeError(f"browser offered no usable audio codec: {offered}")
+
+    # -- RTCP to the browser (module doc) ---------------------------------------------------
+
+    def _take_over_rtcp(self, sender: Any, receiver: Any) -> None:
+        """Run `_run_reports` as the sender's RTCP task and an idle one as the receiver's.
+
+        aiortc starts each task when the connection is up (`_run_rtcp`, looked up on the
+        instance) and on stop cancels it and waits for its "exited" event; the replacements
+        set the same events, so stop() behaves as before."""
+        try:
+            events = (
+                sender._RTCRtpSender__rtcp_started,
+                sender._RTCRtpSender__rtcp_exited,
+                receiver._RTCRtpReceiver__rtcp_started,
+                receiver._RTCRtpReceiver__rtcp_exited,
+            )
+            receiver._RTCRtpReceiver__lsr  # noqa: B018 - read by _report, checked here
+            sender._RTCRtpSender__cname  # noqa: B018
+        except AttributeError:
+            return  # another aiortc: its own loops
+        sender_started, sender_exited, receiver_started, receiver_exited = events
+
+        async def reports() -> None:
+            sender_started.set()
+            try:
+                await self._run_reports(sender, receiver)
+            finally:
+                sender_exited.set()
+
+        async def idle() -> None:
+            receiver_started.set()
+            try:
+                await asyncio.Event().wait()  # until stop() cancels it
+            except asyncio.CancelledError:
+                pass
+            finally:
+                receiver_exited.set()
+
+        sender._run_rtcp = reports
+        receiver._run_rtcp = idle
+
+    async def _run_reports(self, sender: Any, receiver: Any) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.rtcp_interval * random.uniform(0.5, 1.5))
+                await sender._send_rtcp(self._report(sender, receiver))
+        except asyncio.CancelledError:
+            # RFC 3550 §6.6: a BYE when the stream ends. Sent as aiortc's loop did, inside
+            # the cancelled task: stop() waits for it.
+            await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
+
+    def _report(self, sender: Any, receiver: Any) -> list[Any]:
+        """One compound RTCP packet (RFC 3550 §6.1): SR (or RR before we sent media) with the
+        report block about the browser's stream, then SDES CNAME."""
+        blocks = []
+        lsr, lsr_time = receiver._RTCRtpReceiver__lsr, receiver._RTCRtpReceiver__lsr_time
+        now = time.time()
+        for ssrc, stream in (self._rx_streams or {}).items():
+            delay = now - lsr_time[ssrc] if ssrc in lsr else -1.0
+            blocks.append(
+                RtcpReceiverInfo(
+                    ssrc=ssrc,
+                    fraction_lost=stream.fraction_lost,
+                    packets_lost=stream.packets_lost,
+                    # RFC 3550 §6.4.1: the extended highest sequence number.
+                    highest_sequence=(stream.cycles + (stream.max_seq or 0)) & 0xFFFF_FFFF,
+                    jitter=stream.jitter,
+                    lsr=lsr[ssrc] if 0 <= delay < 65536 else 0,
+                    dlsr=int(delay * 65536) if 0 <= delay < 65536 else 0,
+                )
+            )
+        ssrc = sender._ssrc
+        packets: list[Any]
+        if self._out.stats.packets_sent:
+            ntp = sender._RTCRtpSender__ntp_timestamp
+            info = RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=sender._RTCRtpSender__rtp_timestamp,
+                packet_count=sender._RTCRtpSender__packet_count & 0xFFFF_FFFF,
+                octet_count=sender._RTCRtpSender__octet_count & 0xFFFF_FFFF,
+            )
+            packets = [RtcpSrPacket(ssrc=ssrc, sender_info=info, reports=blocks)]
+            # What aiortc's sender keeps to match the browser's report of this SR (its RTT).
+            sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFF_FFFF
+            sender._RTCRtpSender__lsr_time = now
+        else:
+            packets = [RtcpRrPacket(ssrc=ssrc, reports=blocks)]
+        cname = sender._RTCRtpSender__cname
+        if cname is not None:
+            item = RtcpSourceInfo(ssrc=ssrc, items=[(1, cname.encode("utf8"))])
+            packets.append(RtcpSdesPacket(chunks=[item]))
+        return packets
 
     def _configure_sender(self, answer_sdp: str, sender: RTCRtpSender) -> None:
         description = aiortc_sdp.SessionDescription.parse(answer_sdp)

@@ -111,6 +111,7 @@ async def exchange(ports, codecs=None, payload_type=g711.PAYLOAD_TYPE_PCMU, **br
     """Browser <-> bridge <-> leg <-> far end; returns what each end heard and the bridge."""
     leg, far = await leg_pair(ports, payload_type=payload_type)
     browser = FakeBrowser(codecs=codecs)
+    bridge_kw.setdefault("rtcp_interval", 0.5)  # RTCP within the test's time (default: 5 s)
     bridge = MediaBridge(payload_type=payload_type, **bridge_kw)
     try:
         await browser.call(bridge)
@@ -626,7 +627,7 @@ async def test_dtmf_reaches_the_far_end_while_forwarding(ports):
 async def test_rtcp_flows_on_both_sides_while_forwarding(ports):
     leg, far = await leg_pair(ports, rtcp_interval=0.2)
     browser = FakeBrowser()
-    bridge = MediaBridge()
+    bridge = MediaBridge(rtcp_interval=0.2)
     try:
         await browser.call(bridge)
         bridge.connect(leg)
@@ -640,6 +641,57 @@ async def test_rtcp_flows_on_both_sides_while_forwarding(ports):
         while {"remote-inbound-rtp", "remote-outbound-rtp"} - await rtcp_seen_by(browser):
             assert time.monotonic() < deadline, await rtcp_seen_by(browser)
             await asyncio.sleep(0.1)
+    finally:
+        await bridge.close()
+        await browser.close()
+        await far.close()
+        await leg.aclose()
+
+
+async def test_it_reports_to_the_browser_in_one_compound_packet_at_its_own_interval(ports):
+    """One RTCP compound packet per interval (RFC 3550 §6.1, §6.3.1: 0.5-1.5x), where aiortc's
+    sender and receiver each sent their own every 0.5-1.5 s: an RR + SDES while the bridge
+    has sent no media, an SR with the report block about the browser's stream once it has;
+    a BYE when it closes."""
+    from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket
+
+    browser = FakeBrowser()
+    bridge = MediaBridge(rtcp_interval=1.0)
+    leg, far = await leg_pair(ports)
+    got: list[tuple[float, list]] = []
+    try:
+        await browser.call(bridge)
+        dtls = browser.pc.getTransceivers()[0].sender.transport
+        usual = dtls._handle_rtcp_data
+
+        async def spy(data: bytes) -> None:
+            got.append((time.monotonic(), RtcpPacket.parse(data)))
+            await usual(data)
+
+        dtls._handle_rtcp_data = spy
+        browser_ssrc = browser.pc.getTransceivers()[0].sender._ssrc
+        await asyncio.sleep(3.2)  # no leg: the bridge sends the browser nothing
+        idle = list(got)
+        bridge.connect(leg)
+        await asyncio.sleep(3.6)
+        assert bridge.forwarding
+        talking = got[len(idle) :]
+        # 3.2 s at 0.5-1.5 s each: 2 to 6 (aiortc's two loops: about 6, none compound).
+        assert 2 <= len(idle) <= 6, [(round(t, 2), p) for t, p in got]
+        for _, packets in idle:
+            assert [type(p) for p in packets] == [RtcpRrPacket, RtcpSdesPacket]
+            assert [r.ssrc for r in packets[0].reports] == [browser_ssrc]
+        times = [t for t, _ in got]
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 0.45
+        srs = [packets[0] for _, packets in talking if type(packets[0]) is RtcpSrPacket]
+        assert srs, talking
+        assert srs[-1].sender_info.packet_count > 0
+        assert [r.ssrc for r in srs[-1].reports] == [browser_ssrc]
+        assert all(type(packets[-1]) is RtcpSdesPacket for _, packets in talking)
+        count = len(got)
+        await bridge.close()
+        await wait_for(lambda: len(got) > count)
+        assert [type(p) for p in got[-1][1]] == [RtcpByePacket]
     finally:
         await bridge.close()
         await browser.close()
