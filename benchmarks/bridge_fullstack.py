@@ -794,9 +794,13 @@ class Session:
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers (non-trickle)
         await self.command("webrtc.offer", sdp=self.pc.localDescription.sdp)
         _, answer = await self.wait_for(lambda m: m["type"] == "webrtc.answer")
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await self.media_up(answer["sdp"])
+
+    async def media_up(self, answer_sdp: str) -> None:
+        """Apply the gateway's answer, wait for ICE/DTLS, take the media path over."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         media = next(
-            m for m in aiortc_sdp.SessionDescription.parse(answer["sdp"]).media if m.kind == "audio"
+            m for m in aiortc_sdp.SessionDescription.parse(answer_sdp).media if m.kind == "audio"
         )
         codec = media.rtp.codecs[0]
         if codec.name != "PCMU":
@@ -1030,22 +1034,7 @@ class JanusSession(Session):
         if msg["event"] != "accepted" or not msg["jsep"]:
             raise RuntimeError(f"call not accepted: {msg}")
         self.setup = at - sent
-        answer = msg["jsep"]["sdp"]
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        media = next(
-            m for m in aiortc_sdp.SessionDescription.parse(answer).media if m.kind == "audio"
-        )
-        if media.rtp.codecs[0].name != "PCMU":
-            raise RuntimeError(f"answered {media.rtp.codecs[0].name}, not PCMU")
-        self.pt = media.rtp.codecs[0].payloadType
-        self.ssrc = self.transceiver.sender._ssrc
-        deadline = time.monotonic() + STEP_TIMEOUT
-        while self.pc.connectionState != "connected":
-            if self.pc.connectionState == "failed" or time.monotonic() > deadline:
-                raise RuntimeError(f"WebRTC {self.pc.connectionState}")
-            await asyncio.sleep(0.01)
-        self.dtls = self.transceiver.sender.transport
-        self.install_fast_path()
+        await self.media_up(msg["jsep"]["sdp"])
         self.call_id = "janus"
 
     async def hold(self) -> None:
