@@ -163,6 +163,17 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # stat fields 14 and 15
 
 
+def proc_rss_mib(pid: int) -> float:
+    """Resident memory of a live process, MiB (VmRSS)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return float("nan")
+
+
 def proc_sys_cpu(pid: int) -> float:
     """CPU seconds the process spent in the kernel (system time, all threads)."""
     try:
@@ -1165,6 +1176,7 @@ class Bench:
             await asyncio.sleep(self.args.seconds)
             cpu, wall = workers_cpu() - cpu0, time.monotonic() - wall0
             kernel = sum(proc_sys_cpu(pid) for pid in self.stack.worker_pids()) - sys0
+            rss = sum(proc_rss_mib(pid) for pid in self.stack.worker_pids())
             window = [
                 (kind, late)
                 for kind, at, late in self.stack.loop_stalls()
@@ -1245,6 +1257,7 @@ class Bench:
             "machine": machine,
             "max_lag_ms": max_lag * 1000,
             "worker_cpu": cpu / wall,
+            "rss": rss,
             "lines_cpu": lines_cpu,
             "pages_cpu": pages_cpu,
             "kernel_share": kernel / cpu if cpu else float("nan"),
@@ -1323,7 +1336,8 @@ def show(r: dict[str, Any]) -> None:
         f" (max {r['max_busy_ms']:.0f} ms; the rest: descheduled): the gateway's own output"
         f" gaps; garbage"
         f" collections >5 ms {r['gcs']} (max {r['max_gc_ms']:.0f} ms)\n"
-        f"{'':7}attach+register {r['attach_s']:.1f} s, offers {r['offer_s']:.1f} s;"
+        f"{'':7}RSS in the calls {r['rss']:.0f} MiB;"
+        f" attach+register {r['attach_s']:.1f} s, offers {r['offer_s']:.1f} s;"
         f" sipworker setup CPU {r['setup_cpu_per_call']:.0f} ms/call;"
         f" load: this process {r['bench_cpu'] * 100:.0f}% (send grid max lag"
         f" {r['max_lag_ms']:.0f} ms), SIPp {r['sipp_cpu'] * 100:.0f}%; all CPUs busy"
@@ -1423,7 +1437,8 @@ async def bench_main(stack: Stack, user_ids: list[int], args: argparse.Namespace
         bench.idle = await bench.idle_cpu()
         print(
             f"{count} sipworker(s), pids {stack.worker_pids()}; idle (no pages):"
-            f" {bench.idle * 100:.1f}% of a core",
+            f" {bench.idle * 100:.1f}% of a core,"
+            f" RSS {sum(proc_rss_mib(pid) for pid in stack.worker_pids()):.0f} MiB",
             flush=True,
         )
         for n, moh in runs:
