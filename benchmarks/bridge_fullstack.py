@@ -1134,8 +1134,8 @@ class Bench:
         # A fresh layer (own connections, own receive lock) per run, so a reader of an earlier
         # run that did not finish cancelling cannot hold up this run's sessions.
         self.layer = channel_layers.make_backend("default")
-        kind = JanusSession if self.args.gateway == "janus" else Session
-        self.sessions = sessions = [kind(self, i, self.user_ids[i]) for i in range(n)]
+        page = JanusSession if self.args.gateway == "janus" else Session
+        self.sessions = sessions = [page(self, i, self.user_ids[i]) for i in range(n)]
         self.channel_full = 0
         self.receive_errors = 0
         pacer = asyncio.ensure_future(self.pace())

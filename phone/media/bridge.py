@@ -690,18 +690,32 @@ class MediaBridge:
         aiortc starts each task when the connection is up (`_run_rtcp`, looked up on the
         instance) and on stop cancels it and waits for its "exited" event; the replacements
         set the same events, so stop() behaves as before."""
-        try:
-            events = (
-                sender._RTCRtpSender__rtcp_started,
-                sender._RTCRtpSender__rtcp_exited,
-                receiver._RTCRtpReceiver__rtcp_started,
-                receiver._RTCRtpReceiver__rtcp_exited,
-            )
-            receiver._RTCRtpReceiver__lsr  # noqa: B018 - read by _report, checked here
-            sender._RTCRtpSender__cname  # noqa: B018
-        except AttributeError:
+        # The events stop() waits on, and what _report reads: checked once, here.
+        needed = (
+            [
+                (receiver, "_RTCRtpReceiver__" + name)
+                for name in ("rtcp_started", "rtcp_exited", "lsr", "lsr_time")
+            ]
+            + [
+                (sender, "_RTCRtpSender__" + name)
+                for name in (
+                    "rtcp_started",
+                    "rtcp_exited",
+                    "cname",
+                    "ntp_timestamp",
+                    "rtp_timestamp",
+                    "packet_count",
+                    "octet_count",
+                )
+            ]
+            + [(sender, "_send_rtcp")]
+        )
+        if not all(hasattr(owner, name) for owner, name in needed):
             return  # another aiortc: its own loops
-        sender_started, sender_exited, receiver_started, receiver_exited = events
+        sender_started = sender._RTCRtpSender__rtcp_started
+        sender_exited = sender._RTCRtpSender__rtcp_exited
+        receiver_started = receiver._RTCRtpReceiver__rtcp_started
+        receiver_exited = receiver._RTCRtpReceiver__rtcp_exited
 
         async def reports() -> None:
             sender_started.set()
@@ -739,7 +753,10 @@ class MediaBridge:
         lsr, lsr_time = receiver._RTCRtpReceiver__lsr, receiver._RTCRtpReceiver__lsr_time
         now = time.time()
         for ssrc, stream in (self._rx_streams or {}).items():
+            # LSR/DLSR (RFC 3550 §6.4.1): zero until the browser's SR arrived, or if it is too
+            # old for DLSR's 16.16 seconds.
             delay = now - lsr_time[ssrc] if ssrc in lsr else -1.0
+            heard = 0 <= delay < 65536
             blocks.append(
                 RtcpReceiverInfo(
                     ssrc=ssrc,
@@ -748,8 +765,8 @@ class MediaBridge:
                     # RFC 3550 §6.4.1: the extended highest sequence number.
                     highest_sequence=(stream.cycles + (stream.max_seq or 0)) & 0xFFFF_FFFF,
                     jitter=stream.jitter,
-                    lsr=lsr[ssrc] if 0 <= delay < 65536 else 0,
-                    dlsr=int(delay * 65536) if 0 <= delay < 65536 else 0,
+                    lsr=lsr[ssrc] if heard else 0,
+                    dlsr=int(delay * 65536) if heard else 0,
                 )
             )
         ssrc = sender._ssrc
